@@ -1,0 +1,47 @@
+#include "array_spec.hpp"
+
+#include <limits>
+#include <stdexcept>
+
+namespace zarrcrop {
+
+std::size_t ArraySpec::chunk_nbytes() const {
+    std::size_t n = itemsize;
+    for (int64_t c : chunks) n *= static_cast<std::size_t>(c);
+    return n;
+}
+
+void ArraySpec::validate() const {
+    if (shape.size() != chunks.size())
+        throw std::invalid_argument(name + ": shape and chunks have different lengths");
+    if (itemsize == 0 || itemsize > 64)
+        throw std::invalid_argument(name + ": unsupported item size");
+    if (fill_value.size() != itemsize)
+        throw std::invalid_argument(name + ": fill value must have exactly itemsize bytes");
+    // Chunk bytes must fit the int32 fields of a Blosc header and a size_t product.
+    const std::size_t limit = static_cast<std::size_t>(std::numeric_limits<int32_t>::max());
+    std::size_t n = itemsize;
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] < 0)
+            throw std::invalid_argument(name + ": negative shape");
+        if (chunks[d] <= 0)
+            throw std::invalid_argument(name + ": chunk shape must be positive");
+        if (static_cast<std::size_t>(chunks[d]) > limit / n)
+            throw std::invalid_argument(name + ": chunk is larger than 2 GiB");
+        n *= static_cast<std::size_t>(chunks[d]);
+    }
+    if (keys.separator != '.' && keys.separator != '/')
+        throw std::invalid_argument(name + ": chunk key separator must be '.' or '/'");
+}
+
+std::string chunk_key(const ChunkKeyEncoding& enc, const int64_t* coords, std::size_t ndim) {
+    std::string key = enc.prefix;
+    if (ndim == 0) return key.empty() ? std::string("0") : key;
+    for (std::size_t d = 0; d < ndim; ++d) {
+        if (!key.empty()) key += enc.separator;
+        key += std::to_string(coords[d]);
+    }
+    return key;
+}
+
+}  // namespace zarrcrop

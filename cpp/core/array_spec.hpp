@@ -1,0 +1,40 @@
+// What the core needs to know about one array: geometry, item size, codec and where chunks live.
+// Built by the Python layer from zarr-python's parsed metadata; the core never parses JSON.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zarrcrop {
+
+enum class Compressor { None, Blosc };
+
+// How chunk grid coordinates become a file name below the array directory.
+// zarr v2 and v3 "v2" encoding: "1.2.3" (0-d: "0"); v3 "default": "c/1/2/3" (0-d: "c").
+struct ChunkKeyEncoding {
+    std::string prefix;  // "" or "c"
+    char separator = '.';
+};
+
+struct ArraySpec {
+    std::string name;  // shown in error messages (usually the array's directory)
+    std::string root;  // directory the chunk keys are relative to
+    std::vector<int64_t> shape;
+    std::vector<int64_t> chunks;
+    std::size_t itemsize = 1;
+    Compressor compressor = Compressor::None;
+    ChunkKeyEncoding keys;
+    std::vector<uint8_t> fill_value;  // exactly itemsize bytes
+
+    std::size_t ndim() const { return shape.size(); }
+    // Bytes of one decoded chunk (edge chunks are stored full size).
+    std::size_t chunk_nbytes() const;
+    // Throws std::invalid_argument when the spec is inconsistent.
+    void validate() const;
+};
+
+std::string chunk_key(const ChunkKeyEncoding& enc, const int64_t* coords, std::size_t ndim);
+
+}  // namespace zarrcrop

@@ -1,0 +1,32 @@
+// Strided copies between a decoded chunk and the output buffer. All strides are in bytes and
+// may be negative (negative selection steps); dimensions that are contiguous in both buffers
+// are merged so that whole rows or planes become single memcpy calls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zarrcrop {
+
+constexpr std::size_t kMaxDims = 64;
+
+struct StridedCopy {
+    std::size_t ndim = 0;
+    std::size_t itemsize = 1;
+    int64_t counts[kMaxDims];
+    int64_t src_strides[kMaxDims];
+    int64_t dst_strides[kMaxDims];
+
+    // Merges dimensions that are contiguous in both source and destination and drops
+    // dimensions of extent 1. Returns the number of elements to copy (0 = nothing).
+    int64_t simplify();
+    // True when the region is one contiguous run in both buffers (after simplify()).
+    bool is_contiguous() const;
+};
+
+void copy_strided(const uint8_t* src, uint8_t* dst, const StridedCopy& region);
+// Writes the `itemsize`-byte pattern `value` into every element of the destination region
+// (src_strides are ignored).
+void fill_strided(uint8_t* dst, const StridedCopy& region, const uint8_t* value);
+
+}  // namespace zarrcrop

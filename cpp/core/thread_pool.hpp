@@ -1,0 +1,55 @@
+// A small fork-aware thread pool. parallel_for() runs tasks on the workers *and* the calling
+// thread, so a pool of size n gives n-way parallelism with n-1 worker threads, and several
+// callers (Python threads) can share one pool without deadlock: each caller always makes
+// progress on its own tasks.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace zarrcrop {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(std::size_t size);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    std::size_t size() const { return size_; }
+
+    // Calls fn(i) for every i in [0, n) and returns when all calls have finished. If a call
+    // throws, tasks not yet started are skipped and the first exception is rethrown here, on
+    // the calling thread, after every started task has ended.
+    void parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn);
+
+private:
+    struct Job;
+    void start_workers();
+    void worker_loop();
+    static void run_tasks(Job& job);
+
+    std::size_t size_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::shared_ptr<Job>> queue_;
+    std::vector<std::thread> workers_;
+    bool stopping_ = false;
+};
+
+// The process-wide pool used by readers. Created lazily; after fork() the child gets a fresh
+// pool on first use (the parent's worker threads do not exist in the child, so the old pool is
+// abandoned, never joined).
+std::shared_ptr<ThreadPool> process_pool();
+void set_num_threads(std::size_t n);  // n >= 1
+std::size_t get_num_threads();
+// Number of CPUs this process may run on (sched_getaffinity), at least 1.
+std::size_t available_cpus();
+
+}  // namespace zarrcrop

@@ -1,0 +1,37 @@
+"""zarrcrop: fast native crop reads of chunked, Blosc-compressed Zarr arrays.
+
+A drop-in reader for zarr-python: ``zarrcrop.open_group(path)`` instead of
+``zarr.open_group(path, mode="r")``. Basic selections on supported arrays are read by a C++
+core (thread pool, C-Blosc2, GIL released); everything else goes through zarr-python with
+identical results.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only on broken installs
+    raise ImportError(
+        "zarrcrop's native extension (zarrcrop._core) could not be imported; was the package "
+        "built? Install it with `pip install .` (or `pip install -e . --no-build-isolation` "
+        f"for development). Original error: {exc}"
+    ) from exc
+
+from ._api import get_num_threads, open, open_group, set_num_threads
+from .array import CropArray
+from .errors import ChunkError, FallbackError
+from .group import CropGroup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChunkError",
+    "CropArray",
+    "CropGroup",
+    "FallbackError",
+    "__version__",
+    "get_num_threads",
+    "open",
+    "open_group",
+    "set_num_threads",
+]

@@ -1,0 +1,93 @@
+"""Entry points: open, open_group and the thread-pool settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from . import _core
+from .array import CropArray
+from .group import CropGroup
+
+__all__ = ["get_num_threads", "open", "open_group", "set_num_threads"]
+
+StoreLike = str | os.PathLike[str] | zarr.Array
+
+
+def open(  # noqa: A001 - mirrors zarr.open
+    store: StoreLike, path: str | None = None, *, strict: bool | None = None
+) -> CropArray:
+    """Open an array for reading.
+
+    Parameters
+    ----------
+    store:
+        A filesystem path (str or Path) of an array, or of a group with ``path`` naming the
+        array inside it; or an existing ``zarr.Array`` (any store; local stores read natively).
+    path:
+        The array's path inside the group at ``store``, e.g. ``"lr/720p/rgb"``.
+    strict:
+        Raise :class:`zarrcrop.FallbackError` instead of reading through zarr-python. Default:
+        the ``ZARRCROP_STRICT`` environment variable.
+    """
+    if isinstance(store, zarr.Array):
+        if path is not None:
+            raise ValueError("path= cannot be combined with a zarr.Array")
+        return CropArray(store, strict=strict)
+    if not isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"store must be a path or a zarr.Array, got {type(store).__name__}")
+    location = Path(store)
+    if not location.exists():
+        raise FileNotFoundError(f"no zarr array or group at {location}")
+    try:
+        node: Any = zarr.open(store=os.fspath(location), mode="r", path=path)
+    except (FileNotFoundError, KeyError) as exc:
+        where = location if path is None else f"{location} (path {path!r})"
+        raise FileNotFoundError(f"no zarr array at {where}") from exc
+    if not isinstance(node, zarr.Array):
+        where = location if path is None else f"{location} (path {path!r})"
+        raise ValueError(
+            f"{where} is a zarr group, not an array; pass path= to name an array inside it "
+            "or use zarrcrop.open_group"
+        )
+    return CropArray(node, strict=strict)
+
+
+def open_group(
+    store: str | os.PathLike[str] | zarr.Group, *, mode: str = "r", strict: bool | None = None
+) -> CropGroup:
+    """Open a group for reading; arrays inside it come back as :class:`CropArray`.
+
+    ``store`` is a filesystem path (str or Path) or an existing ``zarr.Group``. Only
+    ``mode="r"`` is accepted (zarrcrop groups are read-only).
+    """
+    if mode != "r":
+        raise ValueError(f"zarrcrop.open_group is read-only: mode must be 'r', got {mode!r}")
+    if isinstance(store, zarr.Group):
+        return CropGroup(store, strict=strict)
+    if not isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"store must be a path or a zarr.Group, got {type(store).__name__}")
+    location = Path(store)
+    if not location.exists():
+        raise FileNotFoundError(f"no zarr group at {location}")
+    try:
+        group = zarr.open_group(store=os.fspath(location), mode="r")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no zarr group at {location}") from exc
+    return CropGroup(group, strict=strict)
+
+
+def set_num_threads(n: int) -> None:
+    """Size the native thread pool (the calling thread counts as one). ``n >= 1``."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The native thread pool's size; by default the CPUs this process may run on."""
+    return int(_core.get_num_threads())

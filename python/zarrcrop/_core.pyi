@@ -1,0 +1,34 @@
+"""Type stubs for the private native module zarrcrop._core."""
+
+from collections.abc import Sequence
+from typing import Any
+
+blosc_version: str
+
+class ChunkError(ValueError):
+    """A chunk's bytes are malformed; the message names the array and chunk key."""
+
+class CropReader:
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        shape: Sequence[int],
+        chunks: Sequence[int],
+        itemsize: int,
+        compressor: str,
+        key_prefix: str,
+        key_separator: str,
+        fill_value: bytes,
+    ) -> None: ...
+    def read(
+        self, starts: Sequence[int], steps: Sequence[int], counts: Sequence[int], out: Any
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def root(self) -> str: ...
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def available_cpus() -> int: ...

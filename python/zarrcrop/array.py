@@ -1,0 +1,210 @@
+"""CropArray: a read-only zarr array whose crops are read by the native core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+
+from . import _core
+from ._config import resolve_strict
+from ._native import NativeLayout, Unsupported, native_layout
+from ._output import as_output_array
+from ._selection import (
+    BasicSelection,
+    NotBasicSelection,
+    normalize_selection,
+    positive_step_equivalent,
+)
+from .errors import FallbackError
+
+__all__ = ["CropArray"]
+
+
+class CropArray:
+    """A read-only view of a zarr array that reads selections natively where it can.
+
+    Create it with :func:`zarrcrop.open` or through :class:`zarrcrop.CropGroup`. Basic
+    selections (integers, slices with any step, Ellipsis) on natively supported arrays are
+    read by the C++ core with the GIL released; everything else goes through zarr-python and
+    gives the same result.
+    """
+
+    def __init__(self, array: zarr.Array, *, strict: bool | None = None) -> None:
+        self._array = array
+        self._strict = resolve_strict(strict)
+        self._layout: NativeLayout | None = None
+        self._reader: _core.CropReader | None = None
+        self._fallback_reason: str | None = None
+        try:
+            self._layout = native_layout(array)
+        except Unsupported as exc:
+            self._fallback_reason = str(exc)
+        if self._layout is not None:
+            layout = self._layout
+            self._reader = _core.CropReader(
+                name=layout.root,
+                root=layout.root,
+                shape=list(layout.shape),
+                chunks=list(layout.chunks),
+                itemsize=layout.dtype.itemsize,
+                compressor=layout.compressor,
+                key_prefix=layout.key_prefix,
+                key_separator=layout.key_separator,
+                fill_value=layout.fill_value,
+            )
+        elif self._strict:
+            raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
+
+    # -- metadata -------------------------------------------------------------------------
+
+    @property
+    def zarr(self) -> zarr.Array:
+        """The underlying zarr-python array (used for metadata and fallbacks)."""
+        return self._array
+
+    @property
+    def name(self) -> str:
+        """Where the array lives: its directory for local stores, else the zarr path."""
+        if self._layout is not None:
+            return self._layout.root
+        return f"{self._array.store}/{self._array.path}".rstrip("/")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self._array.chunks)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._array.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def fill_value(self) -> Any:
+        return self._array.fill_value
+
+    @property
+    def attrs(self) -> Any:
+        """The array's attributes (zarr-python's Attributes object)."""
+        return self._array.attrs
+
+    @property
+    def zarr_format(self) -> int:
+        return int(self._array.metadata.zarr_format)
+
+    @property
+    def native(self) -> bool:
+        """True when basic selections are read by the native core."""
+        return self._reader is not None
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """None when native, else one line saying why reads go through zarr-python."""
+        return self._fallback_reason
+
+    @property
+    def strict(self) -> bool:
+        """Whether falling back to zarr-python raises FallbackError instead."""
+        return self._strict
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        how = "native" if self.native else f"fallback: {self._fallback_reason}"
+        return (
+            f"<zarrcrop.CropArray {self.name!r} shape={self.shape} dtype={self.dtype} "
+            f"chunks={self.chunks} ({how})>"
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self.read(selection)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.asarray(self.read(...))
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def read(self, selection: Any = (), out: Any = None) -> Any:
+        """Read ``selection`` (anything ``__getitem__`` accepts).
+
+        With ``out`` (a writable C-contiguous buffer of the result's shape and dtype: numpy
+        array, torch tensor, memoryview, ...) the data is written into it and ``out`` is
+        returned. A wrong shape, dtype or layout raises ValueError; nothing is copied into a
+        temporary behind your back.
+        """
+        try:
+            sel = normalize_selection(selection, self.shape)
+        except NotBasicSelection:
+            return self._read_fancy(selection, out)
+        target = None
+        if out is not None:
+            target = as_output_array(out, sel.result_shape, self.dtype)
+        buf = self._read_basic(sel, target)
+        if out is not None:
+            return out
+        if self.ndim == 0:
+            return buf[()]
+        return buf.reshape(sel.result_shape)
+
+    def _read_basic(self, sel: BasicSelection, target: np.ndarray | None) -> np.ndarray:
+        if target is None:
+            buf = np.empty(sel.full_shape, dtype=self.dtype)
+        else:
+            buf = target.reshape(sel.full_shape)  # a view: only extent-1 axes differ
+        if self._reader is not None:
+            self._reader.read(list(sel.starts), list(sel.steps), list(sel.counts), buf)
+            return buf
+        zsel, flip = positive_step_equivalent(sel)
+        data = np.asarray(self._array[zsel])
+        if flip:
+            data = np.flip(data, axis=flip)
+        np.copyto(buf, data.reshape(sel.full_shape), casting="no")
+        return buf
+
+    def _read_fancy(self, selection: Any, out: Any) -> Any:
+        if self._strict:
+            raise FallbackError(
+                f"{self.name}: selection of type {type(selection).__name__} is not a basic "
+                "selection and would be read by zarr-python (strict mode)"
+            )
+        data = self._array[selection]
+        if out is None:
+            return data
+        data = np.asarray(data)
+        target = as_output_array(out, data.shape, self.dtype)
+        np.copyto(target, data, casting="no")
+        return out
+
+    @property
+    def oindex(self) -> Any:
+        """Orthogonal indexing, through zarr-python."""
+        if self._strict:
+            raise FallbackError(f"{self.name}: oindex reads through zarr-python (strict mode)")
+        return self._array.oindex
+
+    @property
+    def vindex(self) -> Any:
+        """Vectorized (coordinate) indexing, through zarr-python."""
+        if self._strict:
+            raise FallbackError(f"{self.name}: vindex reads through zarr-python (strict mode)")
+        return self._array.vindex

@@ -1,0 +1,93 @@
+"""CropGroup: a read-only zarr group whose arrays are CropArrays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import zarr
+
+from .array import CropArray
+
+__all__ = ["CropGroup"]
+
+
+class CropGroup:
+    """A read-only view of a zarr group, navigated like ``zarr.Group``.
+
+    ``g["gt"]``, ``g["lr/720p/rgb"]`` and ``g["lr"]["720p"]["rgb"]`` return
+    :class:`CropArray` for arrays and :class:`CropGroup` for subgroups.
+    """
+
+    def __init__(self, group: zarr.Group, *, strict: bool | None = None) -> None:
+        self._group = group
+        self._strict = strict
+
+    @property
+    def zarr(self) -> zarr.Group:
+        """The underlying zarr-python group."""
+        return self._group
+
+    @property
+    def path(self) -> str:
+        return str(self._group.path)
+
+    @property
+    def name(self) -> str:
+        return str(self._group.name)
+
+    @property
+    def attrs(self) -> Any:
+        """The group's attributes (zarr-python's Attributes object)."""
+        return self._group.attrs
+
+    @property
+    def zarr_format(self) -> int:
+        return int(self._group.metadata.zarr_format)
+
+    def _wrap(self, node: Any) -> CropArray | CropGroup:
+        if isinstance(node, zarr.Array):
+            return CropArray(node, strict=self._strict)
+        return CropGroup(node, strict=self._strict)
+
+    def __getitem__(self, key: str) -> CropArray | CropGroup:
+        return self._wrap(self._group[key])
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._group
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def keys(self) -> list[str]:
+        """Names of the direct members, sorted as zarr-python lists them."""
+        return list(self._group.keys())
+
+    def array_keys(self) -> list[str]:
+        return list(self._group.array_keys())
+
+    def group_keys(self) -> list[str]:
+        return list(self._group.group_keys())
+
+    def arrays(self) -> Iterator[tuple[str, CropArray]]:
+        """(name, CropArray) for the direct member arrays."""
+        for name, node in self._group.arrays():
+            yield name, CropArray(node, strict=self._strict)
+
+    def groups(self) -> Iterator[tuple[str, CropGroup]]:
+        """(name, CropGroup) for the direct subgroups."""
+        for name, node in self._group.groups():
+            yield name, CropGroup(node, strict=self._strict)
+
+    def members(self) -> Iterator[tuple[str, CropArray | CropGroup]]:
+        for name, node in self._group.members():
+            yield name, self._wrap(node)
+
+    def tree(self) -> Any:
+        return self._group.tree()
+
+    def __repr__(self) -> str:
+        return f"<zarrcrop.CropGroup {self._group.store}/{self.path}>"

@@ -93,9 +93,9 @@ def _layout_v2(meta: Any, dtype: np.dtype) -> tuple[str, str, str]:
 def _layout_v3(meta: Any, dtype: np.dtype) -> tuple[str, str, str]:
     if getattr(meta, "storage_transformers", ()):
         raise Unsupported("storage transformers are not supported natively")
-    grid = meta.chunk_grid
-    if type(grid).__name__ != "RegularChunkGrid":
-        raise Unsupported(f"chunk grid {type(grid).__name__} is not supported natively")
+    grid = meta.chunk_grid.to_dict()
+    if str(grid.get("name")) != "regular":
+        raise Unsupported(f"chunk grid {grid.get('name')} is not supported natively")
     codecs = [c.to_dict() for c in meta.codecs]
     names = [str(c["name"]) for c in codecs]
     if not names or names[0] != "bytes":

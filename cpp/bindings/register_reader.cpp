@@ -2,13 +2,14 @@
 // itself runs with the GIL released: it touches only the C++ reader (immutable after
 // construction) and the output buffer, which the buffer view keeps alive.
 #include <cstring>
+#include <memory>
 
 #include "../core/reader.hpp"
 #include "bindings.hpp"
 
 namespace {
 
-zarrcrop::CropReader make_reader(std::string name, std::string root, std::vector<int64_t> shape,
+std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string root, std::vector<int64_t> shape,
                                  std::vector<int64_t> chunks, std::size_t itemsize,
                                  const std::string& compressor, std::string key_prefix,
                                  const std::string& key_separator, const py::bytes& fill) {
@@ -29,7 +30,7 @@ zarrcrop::CropReader make_reader(std::string name, std::string root, std::vector
     spec.keys.separator = key_separator[0];
     const std::string fill_bytes = fill;
     spec.fill_value.assign(fill_bytes.begin(), fill_bytes.end());
-    return zarrcrop::CropReader(std::move(spec));
+    return std::make_unique<zarrcrop::CropReader>(std::move(spec));
 }
 
 std::vector<zarrcrop::DimSelection> to_selection(const std::vector<int64_t>& starts,
@@ -42,23 +43,49 @@ std::vector<zarrcrop::DimSelection> to_selection(const std::vector<int64_t>& sta
     return sel;
 }
 
+void check_contiguous(const py::buffer_info& info, std::size_t itemsize) {
+    if (info.itemsize != static_cast<py::ssize_t>(itemsize))
+        throw std::invalid_argument("output buffer item size does not match the array");
+    // C-contiguity: strides must be the packed row-major ones.
+    py::ssize_t expect = info.itemsize;
+    for (std::size_t d = static_cast<std::size_t>(info.ndim); d-- > 0;) {
+        if (info.shape[d] != 1 && info.strides[d] != expect)
+            throw std::invalid_argument("output buffer must be C-contiguous");
+        expect *= info.shape[d];
+    }
+}
+
 void read_into(const zarrcrop::CropReader& reader, const std::vector<int64_t>& starts,
                const std::vector<int64_t>& steps, const std::vector<int64_t>& counts,
                const py::buffer& out) {
     const auto sel = to_selection(starts, steps, counts);
     py::buffer_info info = out.request(/*writable=*/true);
-    if (info.itemsize != static_cast<py::ssize_t>(reader.spec().itemsize))
-        throw std::invalid_argument("output buffer item size does not match the array");
-    // C-contiguity: strides must be the packed row-major ones.
-    py::ssize_t expect = info.itemsize;
-    for (std::size_t d = info.ndim; d-- > 0;) {
-        if (info.shape[d] != 1 && info.strides[d] != expect)
-            throw std::invalid_argument("output buffer must be C-contiguous");
-        expect *= info.shape[d];
-    }
+    check_contiguous(info, reader.spec().itemsize);
     const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
     py::gil_scoped_release release;
     reader.read(sel, info.ptr, nbytes);
+}
+
+void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& starts,
+                     const std::vector<int64_t>& crop_shape, const py::buffer& out,
+                     bool fill_outside, const py::bytes& fill) {
+    py::buffer_info st = starts.request();
+    const std::size_t ndim = reader.spec().ndim();
+    if (st.format != py::format_descriptor<int64_t>::format() || st.ndim != 2 ||
+        static_cast<std::size_t>(st.shape[1]) != ndim || st.strides[1] != 8 ||
+        st.strides[0] != static_cast<py::ssize_t>(8 * ndim))
+        throw std::invalid_argument("starts must be a C-contiguous int64 array of shape (N, ndim)");
+    py::buffer_info info = out.request(/*writable=*/true);
+    check_contiguous(info, reader.spec().itemsize);
+    const std::string fill_bytes = fill;
+    if (fill_bytes.size() != reader.spec().itemsize)
+        throw std::invalid_argument("fill value must have exactly itemsize bytes");
+    const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
+    const auto* start_ptr = static_cast<const int64_t*>(st.ptr);
+    const auto n = static_cast<std::size_t>(st.shape[0]);
+    py::gil_scoped_release release;
+    reader.read_crops(start_ptr, n, crop_shape, info.ptr, nbytes, fill_outside,
+                      reinterpret_cast<const uint8_t*>(fill_bytes.data()));
 }
 
 }  // namespace
@@ -71,6 +98,9 @@ void register_reader(py::module_& m) {
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
              py::arg("out"),
              "Read a strided selection into `out` (C-contiguous, shape = counts).")
+        .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),
+             py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
+             "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")
         .def_property_readonly("name", [](const zarrcrop::CropReader& r) { return r.spec().name; })
         .def_property_readonly("root", [](const zarrcrop::CropReader& r) { return r.spec().root; });
 }

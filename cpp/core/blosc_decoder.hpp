@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 struct blosc2_context_s;
 
@@ -41,6 +42,12 @@ public:
     // Decompresses a chunk already accepted by validate_blosc_chunk into dst (dst_size must be
     // the header's nbytes). Throws ChunkError if C-Blosc2 reports anything unexpected.
     void decompress(const uint8_t* src, std::size_t size, uint8_t* dst, std::size_t dst_size);
+
+    // Decompresses only the blocks whose `skip` entry is 0 (one entry per block of the
+    // validated header `h`) into their places in dst (dst_size = h.nbytes); the bytes of
+    // skipped blocks are left untouched.
+    void decompress_blocks(const BloscHeader& h, const uint8_t* src, std::size_t size, uint8_t* dst,
+                           std::size_t dst_size, const std::vector<uint8_t>& skip);
 
 private:
     blosc2_context_s* ctx_;

@@ -13,6 +13,8 @@ int64_t floor_div(int64_t a, int64_t b) {
     return q;
 }
 
+}  // namespace
+
 std::vector<DimPiece> plan_dimension(const DimSelection& sel, int64_t extent, int64_t chunk,
                                      std::size_t dim) {
     std::vector<DimPiece> pieces;
@@ -38,8 +40,6 @@ std::vector<DimPiece> plan_dimension(const DimSelection& sel, int64_t extent, in
     }
     return pieces;
 }
-
-}  // namespace
 
 ChunkPlan::ChunkPlan(const ArraySpec& spec, const std::vector<DimSelection>& selection)
     : selection_(selection) {

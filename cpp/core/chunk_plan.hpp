@@ -27,6 +27,11 @@ struct DimPiece {
     int64_t local_start = 0;  // first index inside the chunk
 };
 
+// The runs of one dimension's selection, chunk by chunk. Throws std::out_of_range when the
+// selection reaches outside [0, extent).
+std::vector<DimPiece> plan_dimension(const DimSelection& sel, int64_t extent, int64_t chunk,
+                                     std::size_t dim);
+
 class ChunkPlan {
 public:
     // Throws std::out_of_range when the selection reaches outside the array.

@@ -1,10 +1,11 @@
 #include "reader.hpp"
 
-#include <memory>
+#include <algorithm>
+#include <map>
 #include <stdexcept>
+#include <string>
 
 #include "blosc_decoder.hpp"
-#include "errors.hpp"
 #include "stitcher.hpp"
 #include "thread_pool.hpp"
 
@@ -12,39 +13,50 @@ namespace zarrcrop {
 
 namespace {
 
-// Per-thread scratch, reused across tasks and reads to keep allocations off the hot path.
-struct WorkerScratch {
-    std::vector<uint8_t> file;
-    std::vector<uint8_t> decoded;
-    std::unique_ptr<BloscDecoder> decoder;
-
-    BloscDecoder& blosc() {
-        if (!decoder) decoder = std::make_unique<BloscDecoder>();
-        return *decoder;
+std::vector<int64_t> c_strides(const std::vector<int64_t>& shape, std::size_t itemsize) {
+    std::vector<int64_t> strides(shape.size());
+    auto stride = static_cast<int64_t>(itemsize);
+    for (std::size_t d = shape.size(); d-- > 0;) {
+        strides[d] = stride;
+        stride *= shape[d];
     }
-};
-
-WorkerScratch& scratch() {
-    thread_local WorkerScratch s;
-    return s;
+    return strides;
 }
 
-std::string describe(const ArraySpec& spec, const std::string& key) {
-    return "array '" + spec.name + "', chunk '" + key + "'";
+std::string format_coords(const int64_t* v, std::size_t n) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + (n == 1 ? ",)" : ")");
+}
+
+// Builds the stitch for one chunk: pieces[d] says which part of the chunk goes where.
+Stitch make_stitch(const DimPiece* const* pieces, const int64_t* steps, std::size_t ndim,
+                   std::size_t itemsize, const int64_t* chunk_strides, uint8_t* out,
+                   const int64_t* out_strides) {
+    Stitch st;
+    st.region.ndim = ndim;
+    st.region.itemsize = itemsize;
+    int64_t dst_offset = 0;
+    for (std::size_t d = 0; d < ndim; ++d) {
+        const DimPiece& p = *pieces[d];
+        st.region.counts[d] = p.count;
+        st.region.src_strides[d] = steps[d] * chunk_strides[d];
+        st.region.dst_strides[d] = out_strides[d];
+        st.src_offset += p.local_start * chunk_strides[d];
+        dst_offset += p.out_start * out_strides[d];
+    }
+    st.dst = out + dst_offset;
+    return st;
 }
 
 }  // namespace
 
-CropReader::CropReader(ArraySpec spec) : spec_(std::move(spec)), source_(spec_.root) {
+CropReader::CropReader(ArraySpec spec)
+    : spec_(std::move(spec)), source_(spec_.root), decoder_(spec_, source_) {
     spec_.validate();
     if (spec_.ndim() > kMaxDims) throw std::invalid_argument(spec_.name + ": too many dimensions");
     blosc_library_init();
-    chunk_strides_.assign(spec_.ndim(), 0);
-    int64_t stride = static_cast<int64_t>(spec_.itemsize);
-    for (std::size_t d = spec_.ndim(); d-- > 0;) {
-        chunk_strides_[d] = stride;
-        stride *= spec_.chunks[d];
-    }
+    chunk_strides_ = c_strides(spec_.chunks, spec_.itemsize);
 }
 
 void CropReader::read(const std::vector<DimSelection>& selection, void* out,
@@ -57,78 +69,113 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
                                     " bytes, the selection needs " + std::to_string(expected));
     if (plan.num_tasks() == 0 || expected == 0) return;
 
-    std::vector<int64_t> out_strides(spec_.ndim());
-    int64_t stride = static_cast<int64_t>(spec_.itemsize);
-    for (std::size_t d = spec_.ndim(); d-- > 0;) {
-        out_strides[d] = stride;
-        stride *= plan.out_shape()[d];
-    }
+    const std::size_t ndim = spec_.ndim();
+    const std::vector<int64_t> out_strides = c_strides(plan.out_shape(), spec_.itemsize);
+    std::vector<int64_t> steps(ndim);
+    for (std::size_t d = 0; d < ndim; ++d) steps[d] = selection[d].step;
     auto* dst = static_cast<uint8_t*>(out);
+
     const std::function<void(std::size_t)> task = [&](std::size_t i) {
-        read_task(plan, i, dst, out_strides.data());
+        const DimPiece* pieces[kMaxDims];
+        plan.task_pieces(i, pieces);
+        int64_t coords[kMaxDims];
+        for (std::size_t d = 0; d < ndim; ++d) coords[d] = pieces[d]->chunk;
+        Stitch st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize,
+                                chunk_strides_.data(), dst, out_strides.data());
+        if (st.region.simplify() == 0) return;
+        decoder_.process(coords, &st, 1);
     };
     process_pool()->parallel_for(plan.num_tasks(), task);
 }
 
-void CropReader::read_task(const ChunkPlan& plan, std::size_t task, uint8_t* out,
-                           const int64_t* out_strides) const {
+void CropReader::read_crops(const int64_t* starts, std::size_t n,
+                            const std::vector<int64_t>& crop_shape, void* out,
+                            std::size_t out_nbytes, bool fill_outside, const uint8_t* fill) const {
     const std::size_t ndim = spec_.ndim();
-    const DimPiece* pieces[kMaxDims];
-    plan.task_pieces(task, pieces);
-
-    int64_t coords[kMaxDims];
-    StridedCopy region;
-    region.ndim = ndim;
-    region.itemsize = spec_.itemsize;
-    int64_t src_offset = 0;
-    int64_t dst_offset = 0;
-    for (std::size_t d = 0; d < ndim; ++d) {
-        const DimPiece& p = *pieces[d];
-        coords[d] = p.chunk;
-        region.counts[d] = p.count;
-        region.src_strides[d] = plan.selection()[d].step * chunk_strides_[d];
-        region.dst_strides[d] = out_strides[d];
-        src_offset += p.local_start * chunk_strides_[d];
-        dst_offset += p.out_start * out_strides[d];
+    if (crop_shape.size() != ndim)
+        throw std::invalid_argument("crop shape has " + std::to_string(crop_shape.size()) +
+                                    " dimensions, array has " + std::to_string(ndim));
+    std::size_t crop_bytes = spec_.itemsize;
+    for (int64_t c : crop_shape) {
+        if (c < 0) throw std::invalid_argument("crop shape must not be negative");
+        crop_bytes *= static_cast<std::size_t>(c);
     }
-    const int64_t elements = region.simplify();
-    if (elements == 0) return;
-    uint8_t* dst = out + dst_offset;
+    if (crop_bytes * n != out_nbytes)
+        throw std::invalid_argument("output buffer has " + std::to_string(out_nbytes) +
+                                    " bytes, the crops need " + std::to_string(crop_bytes * n));
+    if (crop_bytes == 0 || n == 0) return;
 
-    const std::string key = chunk_key(spec_.keys, coords, ndim);
-    const std::size_t chunk_bytes = spec_.chunk_nbytes();
-    WorkerScratch& s = scratch();
-    try {
-        const std::size_t max_file =
-            chunk_bytes + (spec_.compressor == Compressor::Blosc ? 16 : 0);
-        if (!source_.read(key, s.file, max_file)) {
-            fill_strided(dst, region, spec_.fill_value.data());
-            return;
+    const std::vector<int64_t> out_strides = c_strides(crop_shape, spec_.itemsize);
+    const std::vector<int64_t> unit_steps(ndim, 1);
+    auto* base = static_cast<uint8_t*>(out);
+
+    // Group every (crop, chunk) piece by chunk so each chunk is decoded once.
+    std::map<std::vector<int64_t>, std::vector<Stitch>> by_chunk;
+    std::vector<std::vector<DimPiece>> pieces(ndim);
+    for (std::size_t i = 0; i < n; ++i) {
+        const int64_t* start = starts + i * ndim;
+        uint8_t* crop_out = base + i * crop_bytes;
+        bool clipped = false;
+        bool empty = false;
+        for (std::size_t d = 0; d < ndim; ++d) {
+            const int64_t lo = std::max<int64_t>(start[d], 0);
+            const int64_t hi = std::min<int64_t>(start[d] + crop_shape[d], spec_.shape[d]);
+            clipped = clipped || lo != start[d] || hi != start[d] + crop_shape[d];
+            if (hi <= lo) {
+                empty = true;
+                pieces[d].clear();
+                continue;
+            }
+            pieces[d] = plan_dimension(DimSelection{lo, 1, hi - lo}, spec_.shape[d],
+                                       spec_.chunks[d], d);
+            for (DimPiece& p : pieces[d]) p.out_start += lo - start[d];
         }
-        if (spec_.compressor == Compressor::None) {
-            if (s.file.size() != chunk_bytes)
-                throw ChunkError("uncompressed chunk has " + std::to_string(s.file.size()) +
-                                 " bytes, the chunk shape needs " + std::to_string(chunk_bytes));
-            copy_strided(s.file.data() + src_offset, dst, region);
-            return;
+        if (clipped && !fill_outside)
+            throw std::out_of_range("crop " + std::to_string(i) + " starting at " +
+                                    format_coords(start, ndim) + " with shape " +
+                                    format_coords(crop_shape.data(), ndim) +
+                                    " reaches outside the array of shape " +
+                                    format_coords(spec_.shape.data(), ndim));
+        if (clipped) {
+            StridedCopy whole;
+            whole.ndim = 1;
+            whole.itemsize = spec_.itemsize;
+            whole.counts[0] = static_cast<int64_t>(crop_bytes / spec_.itemsize);
+            whole.src_strides[0] = whole.dst_strides[0] = static_cast<int64_t>(spec_.itemsize);
+            fill_strided(crop_out, whole, fill);
         }
-        validate_blosc_chunk(s.file.data(), s.file.size(), chunk_bytes, spec_.itemsize);
-        const bool whole_chunk = src_offset == 0 &&
-                                 static_cast<std::size_t>(elements) * spec_.itemsize == chunk_bytes &&
-                                 region.is_contiguous();
-        if (whole_chunk) {
-            // The output holds this chunk as one contiguous run: decode straight into it.
-            s.blosc().decompress(s.file.data(), s.file.size(), dst, chunk_bytes);
-            return;
+        if (empty) continue;
+        // Cartesian product of the per-dimension pieces.
+        std::vector<std::size_t> idx(ndim, 0);
+        const DimPiece* which[kMaxDims];
+        for (;;) {
+            std::vector<int64_t> coords(ndim);
+            for (std::size_t d = 0; d < ndim; ++d) {
+                which[d] = &pieces[d][idx[d]];
+                coords[d] = which[d]->chunk;
+            }
+            Stitch st = make_stitch(which, unit_steps.data(), ndim, spec_.itemsize,
+                                    chunk_strides_.data(), crop_out, out_strides.data());
+            if (st.region.simplify() > 0) by_chunk[std::move(coords)].push_back(st);
+            bool done = true;
+            for (std::size_t d = ndim; d-- > 0;) {
+                if (++idx[d] < pieces[d].size()) {
+                    done = false;
+                    break;
+                }
+                idx[d] = 0;
+            }
+            if (done) break;
         }
-        s.decoded.resize(chunk_bytes);
-        s.blosc().decompress(s.file.data(), s.file.size(), s.decoded.data(), chunk_bytes);
-        copy_strided(s.decoded.data() + src_offset, dst, region);
-    } catch (const ChunkError& e) {
-        throw ChunkError(describe(spec_, key) + ": " + e.what());
-    } catch (const ChunkIoError& e) {
-        throw ChunkIoError(describe(spec_, key) + ": " + e.what(), e.error_number());
     }
+
+    std::vector<std::pair<const std::vector<int64_t>*, const std::vector<Stitch>*>> work;
+    work.reserve(by_chunk.size());
+    for (const auto& [coords, stitches] : by_chunk) work.emplace_back(&coords, &stitches);
+    const std::function<void(std::size_t)> task = [&](std::size_t i) {
+        decoder_.process(work[i].first->data(), work[i].second->data(), work[i].second->size());
+    };
+    process_pool()->parallel_for(work.size(), task);
 }
 
 }  // namespace zarrcrop

@@ -1,13 +1,15 @@
-// CropReader: the data path. A selection is planned into per-chunk tasks (ChunkPlan); each task
-// reads one chunk file (FileChunkSource), validates and decodes it (BloscDecoder), and stitches
-// the selected part into the caller's output buffer (copy_strided). Tasks run on the process
-// thread pool; every worker owns its scratch buffers and decompression context.
+// CropReader: the data path. A selection is planned into per-chunk tasks (ChunkPlan for one
+// strided selection, a chunk-grouped batch plan for read_crops); each task reads one chunk file
+// (FileChunkSource), validates and decodes only the Blosc blocks it needs (ChunkDecoder), and
+// stitches into the caller's output buffer. Tasks run on the process thread pool; every worker
+// owns its scratch buffers and decompression context.
 #pragma once
 
 #include <cstddef>
 #include <vector>
 
 #include "array_spec.hpp"
+#include "chunk_decoder.hpp"
 #include "chunk_plan.hpp"
 #include "chunk_source.hpp"
 
@@ -17,22 +19,30 @@ class CropReader {
 public:
     // Throws std::invalid_argument for an inconsistent spec.
     explicit CropReader(ArraySpec spec);
+    CropReader(const CropReader&) = delete;
+    CropReader& operator=(const CropReader&) = delete;
 
     const ArraySpec& spec() const { return spec_; }
 
     // Reads `selection` (one DimSelection per array dimension) into `out`, a C-contiguous buffer
     // of shape (selection[d].count...) and exactly `out_nbytes` bytes. Thread-safe; blocks until
-    // done. On error nothing is returned as success: the first error (ChunkError naming the array
-    // and chunk key, ChunkIoError, std::out_of_range for a selection outside the array) is thrown
-    // after all tasks have ended; `out` may then hold partial data.
+    // done. Errors (ChunkError naming the array and chunk key, ChunkIoError, std::out_of_range
+    // for a selection outside the array) are thrown after all tasks have ended; `out` may then
+    // hold partial data and must not be used.
     void read(const std::vector<DimSelection>& selection, void* out, std::size_t out_nbytes) const;
 
-private:
-    void read_task(const ChunkPlan& plan, std::size_t task, uint8_t* out,
-                   const int64_t* out_strides) const;
+    // Reads n crops of shape `crop_shape` starting at starts[i * ndim ...] into `out`, a
+    // C-contiguous (n, *crop_shape) buffer of `out_nbytes` bytes. Chunks shared by several crops
+    // are read and decoded once. With fill_outside, parts of a crop outside the array get the
+    // fill value `fill` (itemsize bytes); otherwise such a crop throws std::out_of_range.
+    void read_crops(const int64_t* starts, std::size_t n, const std::vector<int64_t>& crop_shape,
+                    void* out, std::size_t out_nbytes, bool fill_outside,
+                    const uint8_t* fill) const;
 
+private:
     ArraySpec spec_;
     FileChunkSource source_;
+    ChunkDecoder decoder_;
     std::vector<int64_t> chunk_strides_;  // bytes, C order within a decoded chunk
 };
 

@@ -1,0 +1,135 @@
+#include "chunk_decoder.hpp"
+
+#include <memory>
+
+#include "blosc_decoder.hpp"
+#include "errors.hpp"
+
+namespace zarrcrop {
+
+namespace {
+
+// Per-thread scratch, reused across chunks and reads: no allocation on the hot path once warm.
+struct WorkerScratch {
+    std::vector<uint8_t> file;
+    std::vector<uint8_t> decoded;
+    std::vector<uint8_t> skip;
+    std::unique_ptr<BloscDecoder> decoder;
+
+    BloscDecoder& blosc() {
+        if (!decoder) decoder = std::make_unique<BloscDecoder>();
+        return *decoder;
+    }
+};
+
+WorkerScratch& scratch() {
+    thread_local WorkerScratch s;
+    return s;
+}
+
+void mark_span(int64_t lo, int64_t hi, int64_t blocksize, std::vector<uint8_t>& need) {
+    // [lo, hi) in bytes, hi > lo.
+    const auto first = static_cast<std::size_t>(lo / blocksize);
+    const auto last = static_cast<std::size_t>((hi - 1) / blocksize);
+    for (std::size_t b = first; b <= last && b < need.size(); ++b) need[b] = 1;
+}
+
+void mark_rows(const StridedCopy& r, std::size_t d, int64_t offset, int64_t blocksize,
+               std::vector<uint8_t>& need) {
+    const auto item = static_cast<int64_t>(r.itemsize);
+    if (d + 1 >= r.ndim) {
+        int64_t lo = offset;
+        int64_t hi = offset;
+        if (r.ndim > 0) {
+            const int64_t far = offset + (r.counts[d] - 1) * r.src_strides[d];
+            lo = std::min(offset, far);
+            hi = std::max(offset, far);
+        }
+        mark_span(lo, hi + item, blocksize, need);
+        return;
+    }
+    for (int64_t i = 0; i < r.counts[d]; ++i)
+        mark_rows(r, d + 1, offset + i * r.src_strides[d], blocksize, need);
+}
+
+}  // namespace
+
+void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need) {
+    mark_rows(stitch.region, 0, stitch.src_offset, blocksize, need);
+}
+
+ChunkDecoder::ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source)
+    : spec_(spec), source_(source), chunk_bytes_(spec.chunk_nbytes()) {}
+
+void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::size_t n) const {
+    const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
+    WorkerScratch& s = scratch();
+    try {
+        const std::size_t max_file =
+            chunk_bytes_ + (spec_.compressor == Compressor::Blosc ? 16 : 0);
+        if (!source_.read(key, s.file, max_file)) {
+            for (std::size_t i = 0; i < n; ++i)
+                fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
+            return;
+        }
+        decode_and_stitch(s.file, stitches, n);
+    } catch (const ChunkError& e) {
+        throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
+    } catch (const ChunkIoError& e) {
+        throw ChunkIoError("array '" + spec_.name + "', chunk '" + key + "': " + e.what(),
+                           e.error_number());
+    }
+}
+
+void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
+                                     std::size_t n) const {
+    const auto stitch_from = [&](const uint8_t* chunk) {
+        for (std::size_t i = 0; i < n; ++i)
+            copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
+    };
+    if (spec_.compressor == Compressor::None) {
+        if (file.size() != chunk_bytes_)
+            throw ChunkError("uncompressed chunk has " + std::to_string(file.size()) +
+                             " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
+        stitch_from(file.data());
+        return;
+    }
+
+    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
+                                               spec_.itemsize);
+    if (h.memcpyed()) {
+        // Incompressible data is stored raw after the header: copy only what is needed.
+        stitch_from(file.data() + 16);
+        return;
+    }
+    WorkerScratch& s = scratch();
+    if (n == 1 && stitches[0].src_offset == 0 && stitches[0].region.is_contiguous()) {
+        int64_t elements = 1;
+        for (std::size_t d = 0; d < stitches[0].region.ndim; ++d)
+            elements *= stitches[0].region.counts[d];
+        if (static_cast<std::size_t>(elements) * spec_.itemsize == chunk_bytes_) {
+            // The destination holds the whole chunk as one run: decode straight into it.
+            s.blosc().decompress(file.data(), file.size(), stitches[0].dst, chunk_bytes_);
+            return;
+        }
+    }
+    // Decode only the blocks some destination reads.
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+    s.skip.assign(nblocks, 0);
+    std::vector<uint8_t>& need = s.skip;  // reuse: first mark needed, then invert
+    for (std::size_t i = 0; i < n; ++i) mark_needed_blocks(stitches[i], h.blocksize, need);
+    std::size_t needed = 0;
+    for (auto& b : need) {
+        needed += b;
+        b = static_cast<uint8_t>(b ^ 1);  // now: 1 = skip
+    }
+    if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
+    if (needed == nblocks)
+        s.blosc().decompress(file.data(), file.size(), s.decoded.data(), chunk_bytes_);
+    else
+        s.blosc().decompress_blocks(h, file.data(), file.size(), s.decoded.data(), chunk_bytes_,
+                                    s.skip);
+    stitch_from(s.decoded.data());
+}
+
+}  // namespace zarrcrop

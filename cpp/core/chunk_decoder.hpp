@@ -1,0 +1,44 @@
+// Turns one chunk file into bytes in the output: read, validate, decode only what the
+// destinations need, and stitch. A chunk may feed several destinations (batch crops sharing
+// it); it is read and decoded once for all of them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "array_spec.hpp"
+#include "chunk_source.hpp"
+#include "stitcher.hpp"
+
+namespace zarrcrop {
+
+// One destination of a chunk's decoded bytes.
+struct Stitch {
+    int64_t src_offset = 0;  // bytes from the decoded chunk's start to the first element
+    uint8_t* dst = nullptr;  // first destination element
+    StridedCopy region;      // simplified (StridedCopy::simplify), at least one element
+};
+
+// Marks in `need` (one entry per Blosc block of `blocksize` bytes) the blocks that hold any
+// byte the stitch reads.
+void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need);
+
+class ChunkDecoder {
+public:
+    ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source);
+
+    // Reads chunk `coords` and writes every stitch. A missing chunk writes the fill value.
+    // Throws ChunkError / ChunkIoError naming the array and the chunk key.
+    void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+
+private:
+    void decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
+                           std::size_t n) const;
+
+    const ArraySpec& spec_;
+    const FileChunkSource& source_;
+    std::size_t chunk_bytes_;
+};
+
+}  // namespace zarrcrop

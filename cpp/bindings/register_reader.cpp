@@ -12,7 +12,8 @@ namespace {
 std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string root, std::vector<int64_t> shape,
                                  std::vector<int64_t> chunks, std::size_t itemsize,
                                  const std::string& compressor, std::string key_prefix,
-                                 const std::string& key_separator, const py::bytes& fill) {
+                                 const std::string& key_separator, const py::bytes& fill,
+                                 std::size_t cache_bytes) {
     zarrcrop::ArraySpec spec;
     spec.name = std::move(name);
     spec.root = std::move(root);
@@ -30,7 +31,7 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string 
     spec.keys.separator = key_separator[0];
     const std::string fill_bytes = fill;
     spec.fill_value.assign(fill_bytes.begin(), fill_bytes.end());
-    return std::make_unique<zarrcrop::CropReader>(std::move(spec));
+    return std::make_unique<zarrcrop::CropReader>(std::move(spec), cache_bytes);
 }
 
 std::vector<zarrcrop::DimSelection> to_selection(const std::vector<int64_t>& starts,
@@ -71,7 +72,8 @@ void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& start
                      bool fill_outside, const py::bytes& fill) {
     py::buffer_info st = starts.request();
     const std::size_t ndim = reader.spec().ndim();
-    if (st.format != py::format_descriptor<int64_t>::format() || st.ndim != 2 ||
+    const bool int64 = st.itemsize == 8 && (st.format == "q" || st.format == "l");
+    if (!int64 || st.ndim != 2 ||
         static_cast<std::size_t>(st.shape[1]) != ndim || st.strides[1] != 8 ||
         st.strides[0] != static_cast<py::ssize_t>(8 * ndim))
         throw std::invalid_argument("starts must be a C-contiguous int64 array of shape (N, ndim)");
@@ -94,13 +96,25 @@ void register_reader(py::module_& m) {
     py::class_<zarrcrop::CropReader>(m, "CropReader")
         .def(py::init(&make_reader), py::arg("name"), py::arg("root"), py::arg("shape"),
              py::arg("chunks"), py::arg("itemsize"), py::arg("compressor"), py::arg("key_prefix"),
-             py::arg("key_separator"), py::arg("fill_value"))
+             py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0)
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
              py::arg("out"),
              "Read a strided selection into `out` (C-contiguous, shape = counts).")
         .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),
              py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
              "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")
+        .def("cache_info",
+             [](const zarrcrop::CropReader& r) {
+                 const zarrcrop::CacheStats st = r.cache().stats();
+                 py::dict d;
+                 d["capacity"] = st.capacity;
+                 d["size"] = st.size;
+                 d["entries"] = st.entries;
+                 d["hits"] = st.hits;
+                 d["misses"] = st.misses;
+                 return d;
+             })
+        .def("clear_cache", [](const zarrcrop::CropReader& r) { r.cache().clear(); })
         .def_property_readonly("name", [](const zarrcrop::CropReader& r) { return r.spec().name; })
         .def_property_readonly("root", [](const zarrcrop::CropReader& r) { return r.spec().root; });
 }

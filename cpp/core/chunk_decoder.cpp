@@ -1,5 +1,6 @@
 #include "chunk_decoder.hpp"
 
+#include <cstring>
 #include <memory>
 
 #include "blosc_decoder.hpp"
@@ -58,27 +59,58 @@ void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uin
     mark_rows(stitch.region, 0, stitch.src_offset, blocksize, need);
 }
 
-ChunkDecoder::ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source)
-    : spec_(spec), source_(source), chunk_bytes_(spec.chunk_nbytes()) {}
+ChunkDecoder::ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source,
+                           ChunkCache* cache)
+    : spec_(spec), source_(source), cache_(cache), chunk_bytes_(spec.chunk_nbytes()) {}
 
 void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::size_t n) const {
     const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
     WorkerScratch& s = scratch();
+    const bool caching = cache_ != nullptr && cache_->enabled();
     try {
-        const std::size_t max_file =
-            chunk_bytes_ + (spec_.compressor == Compressor::Blosc ? 16 : 0);
-        if (!source_.read(key, s.file, max_file)) {
-            for (std::size_t i = 0; i < n; ++i)
-                fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
-            return;
+        ChunkBytes cached = caching ? cache_->get(key) : nullptr;
+        if (!cached) {
+            const std::size_t max_file =
+                chunk_bytes_ + (spec_.compressor == Compressor::Blosc ? 16 : 0);
+            if (!source_.read(key, s.file, max_file)) {
+                for (std::size_t i = 0; i < n; ++i)
+                    fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
+                return;
+            }
+            if (!caching) {
+                decode_and_stitch(s.file, stitches, n);
+                return;
+            }
+            cached = decode_whole(s.file);
+            cache_->put(key, cached);
         }
-        decode_and_stitch(s.file, stitches, n);
+        for (std::size_t i = 0; i < n; ++i)
+            copy_strided(cached->data() + stitches[i].src_offset, stitches[i].dst,
+                         stitches[i].region);
     } catch (const ChunkError& e) {
         throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
     } catch (const ChunkIoError& e) {
         throw ChunkIoError("array '" + spec_.name + "', chunk '" + key + "': " + e.what(),
                            e.error_number());
     }
+}
+
+ChunkBytes ChunkDecoder::decode_whole(const std::vector<uint8_t>& file) const {
+    auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
+    if (spec_.compressor == Compressor::None) {
+        if (file.size() != chunk_bytes_)
+            throw ChunkError("uncompressed chunk has " + std::to_string(file.size()) +
+                             " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
+        std::memcpy(out->data(), file.data(), chunk_bytes_);
+        return out;
+    }
+    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
+                                               spec_.itemsize);
+    if (h.memcpyed())
+        std::memcpy(out->data(), file.data() + 16, chunk_bytes_);
+    else
+        scratch().blosc().decompress(file.data(), file.size(), out->data(), chunk_bytes_);
+    return out;
 }
 
 void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,

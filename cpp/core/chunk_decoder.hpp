@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "array_spec.hpp"
+#include "chunk_cache.hpp"
 #include "chunk_source.hpp"
 #include "stitcher.hpp"
 
@@ -26,18 +27,22 @@ void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uin
 
 class ChunkDecoder {
 public:
-    ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source);
+    // `cache` may be null or disabled; when enabled, chunks are decoded whole and kept.
+    ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source, ChunkCache* cache);
 
     // Reads chunk `coords` and writes every stitch. A missing chunk writes the fill value.
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
 private:
+    // Decodes a whole chunk file into a fresh buffer (for the cache).
+    ChunkBytes decode_whole(const std::vector<uint8_t>& file) const;
     void decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
                            std::size_t n) const;
 
     const ArraySpec& spec_;
     const FileChunkSource& source_;
+    ChunkCache* cache_;
     std::size_t chunk_bytes_;
 };
 

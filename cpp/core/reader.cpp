@@ -51,8 +51,11 @@ Stitch make_stitch(const DimPiece* const* pieces, const int64_t* steps, std::siz
 
 }  // namespace
 
-CropReader::CropReader(ArraySpec spec)
-    : spec_(std::move(spec)), source_(spec_.root), decoder_(spec_, source_) {
+CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)
+    : spec_(std::move(spec)),
+      source_(spec_.root),
+      cache_(std::make_unique<ChunkCache>(cache_bytes)),
+      decoder_(spec_, source_, cache_.get()) {
     spec_.validate();
     if (spec_.ndim() > kMaxDims) throw std::invalid_argument(spec_.name + ": too many dimensions");
     blosc_library_init();

@@ -6,9 +6,11 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "array_spec.hpp"
+#include "chunk_cache.hpp"
 #include "chunk_decoder.hpp"
 #include "chunk_plan.hpp"
 #include "chunk_source.hpp"
@@ -18,11 +20,13 @@ namespace zarrcrop {
 class CropReader {
 public:
     // Throws std::invalid_argument for an inconsistent spec.
-    explicit CropReader(ArraySpec spec);
+    // cache_bytes > 0 enables an LRU cache of decoded chunks of that many bytes.
+    explicit CropReader(ArraySpec spec, std::size_t cache_bytes = 0);
     CropReader(const CropReader&) = delete;
     CropReader& operator=(const CropReader&) = delete;
 
     const ArraySpec& spec() const { return spec_; }
+    ChunkCache& cache() const { return *cache_; }
 
     // Reads `selection` (one DimSelection per array dimension) into `out`, a C-contiguous buffer
     // of shape (selection[d].count...) and exactly `out_nbytes` bytes. Thread-safe; blocks until
@@ -42,6 +46,7 @@ public:
 private:
     ArraySpec spec_;
     FileChunkSource source_;
+    std::unique_ptr<ChunkCache> cache_;
     ChunkDecoder decoder_;
     std::vector<int64_t> chunk_strides_;  // bytes, C order within a decoded chunk
 };

@@ -9,7 +9,7 @@ identical results.
 from __future__ import annotations
 
 try:
-    from . import _core
+    from . import _core  # noqa: F401 - fail early with a build hint
 except ImportError as exc:  # pragma: no cover - only on broken installs
     raise ImportError(
         "zarrcrop's native extension (zarrcrop._core) could not be imported; was the package "

@@ -17,8 +17,12 @@ __all__ = ["get_num_threads", "open", "open_group", "set_num_threads"]
 StoreLike = str | os.PathLike[str] | zarr.Array
 
 
-def open(  # noqa: A001 - mirrors zarr.open
-    store: StoreLike, path: str | None = None, *, strict: bool | None = None
+def open(
+    store: StoreLike,
+    path: str | None = None,
+    *,
+    strict: bool | None = None,
+    cache_bytes: int = 0,
 ) -> CropArray:
     """Open an array for reading.
 
@@ -32,11 +36,14 @@ def open(  # noqa: A001 - mirrors zarr.open
     strict:
         Raise :class:`zarrcrop.FallbackError` instead of reading through zarr-python. Default:
         the ``ZARRCROP_STRICT`` environment variable.
+    cache_bytes:
+        Size in bytes of an LRU cache of decoded chunks for this array (0, the default,
+        disables it). Useful when crops revisit the same chunks.
     """
     if isinstance(store, zarr.Array):
         if path is not None:
             raise ValueError("path= cannot be combined with a zarr.Array")
-        return CropArray(store, strict=strict)
+        return CropArray(store, strict=strict, cache_bytes=cache_bytes)
     if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a path or a zarr.Array, got {type(store).__name__}")
     location = Path(store)
@@ -53,21 +60,26 @@ def open(  # noqa: A001 - mirrors zarr.open
             f"{where} is a zarr group, not an array; pass path= to name an array inside it "
             "or use zarrcrop.open_group"
         )
-    return CropArray(node, strict=strict)
+    return CropArray(node, strict=strict, cache_bytes=cache_bytes)
 
 
 def open_group(
-    store: str | os.PathLike[str] | zarr.Group, *, mode: str = "r", strict: bool | None = None
+    store: str | os.PathLike[str] | zarr.Group,
+    *,
+    mode: str = "r",
+    strict: bool | None = None,
+    cache_bytes: int = 0,
 ) -> CropGroup:
     """Open a group for reading; arrays inside it come back as :class:`CropArray`.
 
     ``store`` is a filesystem path (str or Path) or an existing ``zarr.Group``. Only
-    ``mode="r"`` is accepted (zarrcrop groups are read-only).
+    ``mode="r"`` is accepted (zarrcrop groups are read-only). ``strict`` and ``cache_bytes``
+    apply to every array opened through the group (each array gets its own cache).
     """
     if mode != "r":
         raise ValueError(f"zarrcrop.open_group is read-only: mode must be 'r', got {mode!r}")
     if isinstance(store, zarr.Group):
-        return CropGroup(store, strict=strict)
+        return CropGroup(store, strict=strict, cache_bytes=cache_bytes)
     if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a path or a zarr.Group, got {type(store).__name__}")
     location = Path(store)
@@ -77,7 +89,7 @@ def open_group(
         group = zarr.open_group(store=os.fspath(location), mode="r")
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"no zarr group at {location}") from exc
-    return CropGroup(group, strict=strict)
+    return CropGroup(group, strict=strict, cache_bytes=cache_bytes)
 
 
 def set_num_threads(n: int) -> None:

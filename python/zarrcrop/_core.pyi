@@ -20,10 +20,21 @@ class CropReader:
         key_prefix: str,
         key_separator: str,
         fill_value: bytes,
+        cache_bytes: int = 0,
     ) -> None: ...
     def read(
         self, starts: Sequence[int], steps: Sequence[int], counts: Sequence[int], out: Any
     ) -> None: ...
+    def read_crops(
+        self,
+        starts: Any,
+        crop_shape: Sequence[int],
+        out: Any,
+        fill_outside: bool,
+        fill_value: bytes,
+    ) -> None: ...
+    def cache_info(self) -> dict[str, int]: ...
+    def clear_cache(self) -> None: ...
     @property
     def name(self) -> str: ...
     @property

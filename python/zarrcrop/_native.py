@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-__all__ = ["NativeLayout", "Unsupported", "native_layout"]
+__all__ = ["NativeLayout", "Unsupported", "describe_location", "native_layout"]
 
 BLOSC_CNAMES = frozenset({"lz4", "lz4hc", "blosclz", "zstd", "zlib"})
 
@@ -52,6 +52,14 @@ def _local_root(array: zarr.Array) -> str:
         raise Unsupported(f"store {type(store).__name__} is not a local directory store")
     root = os.path.join(os.fspath(store.root), array.store_path.path)
     return os.path.abspath(root)
+
+
+def describe_location(array: zarr.Array) -> str:
+    """A readable location for messages: the directory for local stores, else store/path."""
+    try:
+        return _local_root(array)
+    except Unsupported:
+        return f"{array.store}/{array.path}".rstrip("/")
 
 
 def _check_dtype(dtype: np.dtype) -> None:

@@ -26,6 +26,7 @@ class BasicSelection:
     steps: tuple[int, ...]
     counts: tuple[int, ...]
     dropped: tuple[bool, ...]  # True where the dimension was indexed by an integer
+    ellipsis: bool = False  # the selection contained `...`
 
     @property
     def full_shape(self) -> tuple[int, ...]:
@@ -97,7 +98,9 @@ def normalize_selection(selection: object, shape: tuple[int, ...]) -> BasicSelec
             steps.append(1)
             counts.append(1)
             dropped.append(True)
-    return BasicSelection(tuple(starts), tuple(steps), tuple(counts), tuple(dropped))
+    return BasicSelection(
+        tuple(starts), tuple(steps), tuple(counts), tuple(dropped), ellipsis=n_ellipsis > 0
+    )
 
 
 def positive_step_equivalent(sel: BasicSelection) -> tuple[tuple[object, ...], tuple[int, ...]]:
@@ -109,8 +112,9 @@ def positive_step_equivalent(sel: BasicSelection) -> tuple[tuple[object, ...], t
     items: list[object] = []
     flip: list[int] = []
     axis = 0
-    for start, step, count, drop in zip(sel.starts, sel.steps, sel.counts, sel.dropped,
-                                        strict=True):
+    for start, step, count, drop in zip(
+        sel.starts, sel.steps, sel.counts, sel.dropped, strict=True
+    ):
         if drop:
             items.append(start)
             continue

@@ -9,7 +9,7 @@ import zarr
 
 from . import _core
 from ._config import resolve_strict
-from ._native import NativeLayout, Unsupported, native_layout
+from ._native import NativeLayout, Unsupported, describe_location, native_layout
 from ._output import as_output_array
 from ._selection import (
     BasicSelection,
@@ -31,7 +31,11 @@ class CropArray:
     gives the same result.
     """
 
-    def __init__(self, array: zarr.Array, *, strict: bool | None = None) -> None:
+    def __init__(
+        self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
+    ) -> None:
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
         self._array = array
         self._strict = resolve_strict(strict)
         self._layout: NativeLayout | None = None
@@ -53,6 +57,7 @@ class CropArray:
                 key_prefix=layout.key_prefix,
                 key_separator=layout.key_separator,
                 fill_value=layout.fill_value,
+                cache_bytes=int(cache_bytes),
             )
         elif self._strict:
             raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
@@ -69,7 +74,7 @@ class CropArray:
         """Where the array lives: its directory for local stores, else the zarr path."""
         if self._layout is not None:
             return self._layout.root
-        return f"{self._array.store}/{self._array.path}".rstrip("/")
+        return describe_location(self._array)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -162,8 +167,9 @@ class CropArray:
         buf = self._read_basic(sel, target)
         if out is not None:
             return out
-        if self.ndim == 0:
-            return buf[()]
+        if self.ndim == 0 or (sel.ellipsis and not sel.result_shape):
+            # zarr-python returns a NumPy scalar here (a 0-d array for plain integer tuples).
+            return buf.reshape(())[()]
         return buf.reshape(sel.result_shape)
 
     def _read_basic(self, sel: BasicSelection, target: np.ndarray | None) -> np.ndarray:
@@ -194,6 +200,105 @@ class CropArray:
         target = as_output_array(out, data.shape, self.dtype)
         np.copyto(target, data, casting="no")
         return out
+
+    # -- batch crops ----------------------------------------------------------------------
+
+    def read_crops(
+        self,
+        starts: Any,
+        shape: Any,
+        out: Any = None,
+        boundary: str = "error",
+        fill: Any = None,
+    ) -> Any:
+        """Read N crops of the same ``shape`` starting at ``starts`` (int array (N, ndim)).
+
+        Returns an array of shape ``(N, *shape)`` (or ``out``, filled in place). The whole
+        batch is read in one native call with the GIL released; a chunk shared by several
+        crops is read and decoded once.
+
+        ``boundary="error"`` (default): a crop reaching outside the array raises IndexError
+        naming it. ``boundary="fill"``: parts outside the array (negative starts allowed) get
+        ``fill`` (default: the array's fill value, or 0 when it has none).
+        """
+        if boundary not in ("error", "fill"):
+            raise ValueError(f"boundary must be 'error' or 'fill', got {boundary!r}")
+        crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
+        if len(crop_shape) != self.ndim:
+            raise ValueError(
+                f"crop shape {crop_shape} must have one entry per array dimension ({self.ndim})"
+            )
+        if any(n < 0 for n in crop_shape):
+            raise ValueError(f"crop shape {crop_shape} must not be negative")
+        raw = np.asarray(starts)
+        if raw.size == 0:
+            raw = raw.reshape(0, self.ndim)
+        if raw.ndim != 2 or raw.shape[1] != self.ndim:
+            raise ValueError(f"starts must have shape (N, {self.ndim}), got {raw.shape}")
+        if raw.dtype.kind not in "iu":
+            raise ValueError(f"starts must be integers, got dtype {raw.dtype}")
+        start_arr = np.ascontiguousarray(raw, dtype=np.int64)
+        result_shape = (start_arr.shape[0], *crop_shape)
+        fill_value = self._fill_for(fill)
+        if out is None:
+            target = np.empty(result_shape, dtype=self.dtype)
+        else:
+            target = as_output_array(out, result_shape, self.dtype)
+        if self._reader is not None:
+            self._reader.read_crops(
+                start_arr, list(crop_shape), target, boundary == "fill", fill_value.tobytes()
+            )
+        else:
+            if self._strict:
+                raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
+            self._read_crops_fallback(start_arr, crop_shape, target, boundary, fill_value)
+        return target if out is None else out
+
+    def _fill_for(self, fill: Any) -> np.ndarray:
+        if fill is None:
+            fill = self._array.fill_value
+        if fill is None:
+            return np.zeros((), dtype=self.dtype)
+        return np.asarray(fill, dtype=self.dtype).reshape(())
+
+    def _read_crops_fallback(
+        self,
+        starts: np.ndarray,
+        crop_shape: tuple[int, ...],
+        target: np.ndarray,
+        boundary: str,
+        fill: np.ndarray,
+    ) -> None:
+        shape = self.shape
+        for i, start in enumerate(starts.tolist()):
+            lo = [max(s, 0) for s in start]
+            hi = [min(s + c, n) for s, c, n in zip(start, crop_shape, shape, strict=True)]
+            inside = all(
+                a == s and b == s + c for a, b, s, c in zip(lo, hi, start, crop_shape, strict=True)
+            )
+            if not inside and boundary == "error":
+                raise IndexError(
+                    f"crop {i} starting at {tuple(start)} with shape {crop_shape} reaches "
+                    f"outside the array of shape {shape}"
+                )
+            if not inside:
+                target[i] = fill
+            if any(b <= a for a, b in zip(lo, hi, strict=True)):
+                continue
+            src = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
+            target[(i, *dst)] = np.asarray(self._array[src])
+
+    def cache_info(self) -> dict[str, int]:
+        """Decoded-chunk cache statistics: capacity, size (bytes), entries, hits, misses."""
+        if self._reader is None:
+            return {"capacity": 0, "size": 0, "entries": 0, "hits": 0, "misses": 0}
+        return dict(self._reader.cache_info())
+
+    def clear_cache(self) -> None:
+        """Drop every decoded chunk held by the cache."""
+        if self._reader is not None:
+            self._reader.clear_cache()
 
     @property
     def oindex(self) -> Any:

@@ -19,9 +19,12 @@ class CropGroup:
     :class:`CropArray` for arrays and :class:`CropGroup` for subgroups.
     """
 
-    def __init__(self, group: zarr.Group, *, strict: bool | None = None) -> None:
+    def __init__(
+        self, group: zarr.Group, *, strict: bool | None = None, cache_bytes: int = 0
+    ) -> None:
         self._group = group
         self._strict = strict
+        self._cache_bytes = cache_bytes
 
     @property
     def zarr(self) -> zarr.Group:
@@ -47,8 +50,8 @@ class CropGroup:
 
     def _wrap(self, node: Any) -> CropArray | CropGroup:
         if isinstance(node, zarr.Array):
-            return CropArray(node, strict=self._strict)
-        return CropGroup(node, strict=self._strict)
+            return CropArray(node, strict=self._strict, cache_bytes=self._cache_bytes)
+        return CropGroup(node, strict=self._strict, cache_bytes=self._cache_bytes)
 
     def __getitem__(self, key: str) -> CropArray | CropGroup:
         return self._wrap(self._group[key])
@@ -75,12 +78,12 @@ class CropGroup:
     def arrays(self) -> Iterator[tuple[str, CropArray]]:
         """(name, CropArray) for the direct member arrays."""
         for name, node in self._group.arrays():
-            yield name, CropArray(node, strict=self._strict)
+            yield name, CropArray(node, strict=self._strict, cache_bytes=self._cache_bytes)
 
     def groups(self) -> Iterator[tuple[str, CropGroup]]:
         """(name, CropGroup) for the direct subgroups."""
         for name, node in self._group.groups():
-            yield name, CropGroup(node, strict=self._strict)
+            yield name, CropGroup(node, strict=self._strict, cache_bytes=self._cache_bytes)
 
     def members(self) -> Iterator[tuple[str, CropArray | CropGroup]]:
         for name, node in self._group.members():

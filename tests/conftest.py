@@ -1,0 +1,63 @@
+"""Test configuration for zarrcrop: hypothesis profile and shared fixtures."""
+
+from __future__ import annotations
+
+import os
+
+import numcodecs
+import numpy as np
+import pytest
+import zarrcrop
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "zarrcrop",
+    deadline=None,
+    derandomize=True,
+    max_examples=int(os.environ.get("ZARRCROP_HYPOTHESIS_EXAMPLES", "60")),
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+    print_blob=True,
+)
+settings.load_profile("zarrcrop")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_state(monkeypatch):
+    """No test sees ZARRCROP_STRICT from the outer environment, and every test starts and
+    ends with the default thread count."""
+    monkeypatch.delenv("ZARRCROP_STRICT", raising=False)
+    default_threads = len(os.sched_getaffinity(0))
+    zarrcrop.set_num_threads(default_threads)
+    yield
+    zarrcrop.set_num_threads(default_threads)
+
+
+@pytest.fixture
+def tutorial_group(tmp_path):
+    """The tutorial layout: group with "gt" (2, 3, 216, 384) uint8, Blosc zstd 5 bitshuffle,
+    chunks (1, 3, 96, 96), plus a nested "lr/720p/rgb" array. Returns (path, gt data)."""
+    import zarr
+
+    path = tmp_path / "clip.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.attrs["fps"] = 24
+    group.attrs["name"] = "clip"
+    compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    rng = np.random.default_rng(1234)
+    gt = rng.integers(0, 256, size=(2, 3, 216, 384), dtype=np.uint8)
+    gt[:, :, :40, :] //= 16  # some compressible area
+    gt_array = group.create_array(
+        "gt", shape=gt.shape, chunks=(1, 3, 96, 96), dtype="uint8", compressors=compressor
+    )
+    gt_array[...] = gt
+    lr = rng.integers(0, 256, size=(2, 3, 54, 96), dtype=np.uint8)
+    lr_array = group.create_array(
+        "lr/720p/rgb", shape=lr.shape, chunks=(1, 3, 32, 32), dtype="uint8", compressors=compressor
+    )
+    lr_array[...] = lr
+    lr_array.attrs["scale"] = 4
+    return path, gt

@@ -1,0 +1,262 @@
+"""CropArray.read(selection, out=...): writing into caller-provided buffers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import zarrcrop
+from helpers import (
+    ArraySpec,
+    Blosc,
+    assert_same,
+    create_array,
+    dtype_in_message,
+    make_data,
+    shape_in_message,
+)
+
+SPEC = ArraySpec(
+    zarr_format=2,
+    shape=(9, 14, 3),
+    chunks=(4, 5, 2),
+    dtype="float32",
+    codec=Blosc("zstd", 5, "bitshuffle"),
+    fill_value=float("nan"),
+    key_encoding={"name": "v2", "separator": "/"},
+)
+SEL = (slice(1, 8), slice(-12, None, 2), 1)  # result shape (7, 6)
+SEL_SHAPE = (7, 6)
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    """(zarrcrop array, zarr-python array) for SPEC, with a missing chunk inside SEL."""
+    za = create_array(
+        tmp_path / "a.zarr", SPEC, make_data(SPEC.shape, SPEC.dtype, seed=4), missing=[(1, 1, 0)]
+    )
+    return zarrcrop.open(tmp_path / "a.zarr"), za
+
+
+@pytest.fixture
+def fallback_arrays(tmp_path):
+    """Same data in a non-native layout (order F)."""
+    spec = replace(SPEC, layout="v2-order-F")
+    za = create_array(tmp_path / "f.zarr", spec, make_data(SPEC.shape, SPEC.dtype, seed=4))
+    ca = zarrcrop.open(tmp_path / "f.zarr")
+    assert not ca.native
+    return ca, za
+
+
+def garbage(shape, dtype) -> np.ndarray:
+    out = np.empty(shape, dtype=dtype)
+    out.reshape(-1).view(np.uint8)[:] = 0xAB
+    return out
+
+
+def test_numpy_out_is_returned_and_filled(arrays):
+    ca, za = arrays
+    out = garbage(SEL_SHAPE, np.float32)
+    result = ca.read(SEL, out=out)
+    assert result is out
+    assert_same(out, za[SEL])
+
+
+def test_numpy_out_whole_array(arrays):
+    ca, za = arrays
+    out = garbage(SPEC.shape, np.float32)
+    assert ca.read(out=out) is out
+    assert_same(out, za[...])
+
+
+def test_numpy_out_zero_dimensional(arrays):
+    ca, za = arrays
+    out = garbage((), np.float32)
+    assert ca.read((2, 3, 1), out=out) is out
+    assert_same(out, np.asarray(za[2, 3, 1]))
+
+
+def test_numpy_out_negative_steps(arrays):
+    ca, za = arrays
+    sel = (slice(None, None, -2), slice(10, 2, -3), slice(None, None, -1))
+    expected = np.asarray(za[...])[sel]
+    out = garbage(expected.shape, np.float32)
+    assert ca.read(sel, out=out) is out
+    assert_same(out, expected)
+
+
+def test_numpy_out_reused_for_several_reads(arrays):
+    ca, za = arrays
+    out = garbage((4, 5, 3), np.float32)
+    for top, left in [(0, 0), (5, 9), (3, 4), (4, 5)]:
+        sel = (slice(top, top + 4), slice(left, left + 5))
+        assert ca.read(sel, out=out) is out
+        assert_same(out, za[sel])
+
+
+def test_memoryview_out(arrays):
+    ca, za = arrays
+    backing = garbage(SEL_SHAPE, np.float32)
+    view = memoryview(backing)
+    result = ca.read(SEL, out=view)
+    assert result is view
+    assert_same(backing, za[SEL])
+
+
+def test_out_with_fallback_array(fallback_arrays):
+    ca, za = fallback_arrays
+    out = garbage(SEL_SHAPE, np.float32)
+    assert ca.read(SEL, out=out) is out
+    assert_same(out, za[SEL])
+    view_backing = garbage(SEL_SHAPE, np.float32)
+    view = memoryview(view_backing)
+    assert ca.read(SEL, out=view) is view
+    assert_same(view_backing, za[SEL])
+
+
+def test_out_with_fancy_selection(arrays):
+    ca, za = arrays
+    sel = ([0, 4, 8], slice(2, 9))
+    expected = np.asarray(za[sel])
+    out = garbage(expected.shape, np.float32)
+    assert ca.read(sel, out=out) is out
+    assert_same(out, expected)
+
+
+# --------------------------------------------------------------------------------------
+# Invalid out buffers
+# --------------------------------------------------------------------------------------
+
+
+def _ro(shape, dtype):
+    out = np.empty(shape, dtype=dtype)
+    out.setflags(write=False)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["native", "fallback"])
+@pytest.mark.parametrize(
+    "bad_shape",
+    [(6, 7), (7, 6, 1), (42,), (7, 5)],
+    ids=["transposed", "extra-dim", "flat", "short"],
+)
+def test_wrong_shape_raises(arrays, fallback_arrays, kind, bad_shape):
+    ca, _ = arrays if kind == "native" else fallback_arrays
+    with pytest.raises(ValueError) as info:
+        ca.read(SEL, out=np.empty(bad_shape, dtype=np.float32))
+    message = str(info.value)
+    assert "shape" in message.lower()
+    assert shape_in_message(message, SEL_SHAPE), message
+
+
+@pytest.mark.parametrize("kind", ["native", "fallback"])
+@pytest.mark.parametrize("bad_dtype", ["float64", "int32", "float16", ">f4"])
+def test_wrong_dtype_raises(arrays, fallback_arrays, kind, bad_dtype):
+    ca, _ = arrays if kind == "native" else fallback_arrays
+    with pytest.raises(ValueError) as info:
+        ca.read(SEL, out=np.empty(SEL_SHAPE, dtype=bad_dtype))
+    message = str(info.value)
+    assert "dtype" in message.lower() or "type" in message.lower()
+    assert dtype_in_message(message, np.float32), message
+
+
+NON_CONTIGUOUS = {
+    "strided-columns": lambda: np.empty((7, 12), dtype=np.float32)[:, ::2],
+    "strided-rows": lambda: np.empty((14, 6), dtype=np.float32)[::2],
+    "fortran-order": lambda: np.empty(SEL_SHAPE, dtype=np.float32, order="F"),
+    "transposed": lambda: np.empty((6, 7), dtype=np.float32).T,
+}
+
+
+@pytest.mark.parametrize("kind", ["native", "fallback"])
+@pytest.mark.parametrize("make_out", NON_CONTIGUOUS.values(), ids=NON_CONTIGUOUS.keys())
+def test_non_contiguous_out_raises(arrays, fallback_arrays, kind, make_out):
+    ca, _ = arrays if kind == "native" else fallback_arrays
+    out = make_out()
+    assert out.shape == SEL_SHAPE and not out.flags.c_contiguous
+    with pytest.raises(ValueError) as info:
+        ca.read(SEL, out=out)
+    assert "contiguous" in str(info.value).lower()
+
+
+def test_non_contiguous_example_from_docs(arrays):
+    ca, _ = arrays
+    out = np.empty((4, 4), dtype=np.float32)[:, ::2]
+    with pytest.raises(ValueError, match=r"(?i)contiguous"):
+        ca.read((slice(0, 4), slice(0, 2), 0), out=out)
+
+
+READ_ONLY = {
+    "numpy": lambda: _ro(SEL_SHAPE, np.float32),
+    "memoryview": lambda: memoryview(_ro(SEL_SHAPE, np.float32)),
+    "bytes-memoryview": lambda: memoryview(bytes(7 * 6 * 4)).cast("f", SEL_SHAPE),
+}
+
+
+@pytest.mark.parametrize("kind", ["native", "fallback"])
+@pytest.mark.parametrize("make_out", READ_ONLY.values(), ids=READ_ONLY.keys())
+def test_read_only_out_raises(arrays, fallback_arrays, kind, make_out):
+    ca, _ = arrays if kind == "native" else fallback_arrays
+    with pytest.raises(ValueError) as info:
+        ca.read(SEL, out=make_out())
+    message = str(info.value).lower()
+    assert any(word in message for word in ("writ", "read-only", "readonly", "read only")), message
+
+
+def test_invalid_out_leaves_no_partial_result(arrays):
+    ca, _ = arrays
+    out = np.zeros((6, 7), dtype=np.float32)
+    with pytest.raises(ValueError):
+        ca.read(SEL, out=out)
+    assert not out.any()
+
+
+# --------------------------------------------------------------------------------------
+# torch
+# --------------------------------------------------------------------------------------
+
+
+def test_torch_out(arrays):
+    torch = pytest.importorskip("torch")
+    ca, za = arrays
+    out = torch.full(SEL_SHAPE, -1.0, dtype=torch.float32)
+    result = ca.read(SEL, out=out)
+    assert result is out
+    assert_same(out.numpy(), za[SEL])
+
+
+def test_torch_out_integer_dtype(tmp_path):
+    torch = pytest.importorskip("torch")
+    spec = ArraySpec(2, (3, 40, 50), (3, 16, 16), "uint8", Blosc("lz4", 5, "shuffle"), 0)
+    za = create_array(tmp_path / "u8.zarr", spec, make_data(spec.shape, "uint8", seed=9))
+    ca = zarrcrop.open(tmp_path / "u8.zarr")
+    out = torch.empty((3, 32, 32), dtype=torch.uint8)
+    assert ca.read((slice(None), slice(5, 37), slice(11, 43)), out=out) is out
+    assert_same(out.numpy(), za[:, 5:37, 11:43])
+
+
+def test_torch_out_fallback(fallback_arrays):
+    torch = pytest.importorskip("torch")
+    ca, za = fallback_arrays
+    out = torch.empty(SEL_SHAPE, dtype=torch.float32)
+    assert ca.read(SEL, out=out) is out
+    assert_same(out.numpy(), za[SEL])
+
+
+def test_torch_non_contiguous_out_raises(arrays):
+    torch = pytest.importorskip("torch")
+    ca, _ = arrays
+    out = torch.empty((7, 12), dtype=torch.float32)[:, ::2]
+    assert tuple(out.shape) == SEL_SHAPE and not out.is_contiguous()
+    with pytest.raises(ValueError, match=r"(?i)contiguous"):
+        ca.read(SEL, out=out)
+
+
+def test_torch_wrong_dtype_raises(arrays):
+    torch = pytest.importorskip("torch")
+    ca, _ = arrays
+    with pytest.raises(ValueError):
+        ca.read(SEL, out=torch.empty(SEL_SHAPE, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        ca.read(SEL, out=torch.empty((6, 7), dtype=torch.float32))

@@ -1,0 +1,145 @@
+"""Property tests: zarrcrop reads are bit-identical to zarr-python over random layouts."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarrcrop
+from helpers import (
+    FALLBACK_LAYOUTS,
+    ArraySpec,
+    all_chunk_coords,
+    array_specs,
+    assert_fill_value_same,
+    assert_same,
+    basic_selections,
+    create_array,
+    expected_read,
+    make_data,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+SELECTIONS_PER_ARRAY = 4
+_counter = itertools.count()
+
+
+def build(tmp_path: Path, spec: ArraySpec, data: st.DataObject):
+    """Create ``spec`` with random data and a random set of missing chunks; return the
+    path, the zarr-python array, the zarrcrop array and the full expected contents."""
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    mode = data.draw(st.sampled_from(["random", "runs", "fill"]), label="data mode")
+    if mode == "fill":
+        values = None  # nothing written: every chunk missing
+    else:
+        values = make_data(spec.shape, spec.dtype, seed, mode)
+    coords = all_chunk_coords(spec.shape, spec.chunks)
+    missing = data.draw(
+        st.lists(st.sampled_from(coords), unique=True) if coords else st.just([]),
+        label="missing chunks",
+    )
+    path = tmp_path / f"a{next(_counter)}.zarr"
+    za = create_array(path, spec, values, missing)
+    ca = zarrcrop.open(path)
+    return path, za, ca, np.asarray(za[...])
+
+
+def check_metadata(ca, za) -> None:
+    assert ca.shape == za.shape
+    assert ca.dtype == za.dtype
+    assert ca.chunks == za.chunks
+    assert ca.ndim == za.ndim
+    assert ca.size == za.size
+    assert ca.nbytes == za.nbytes
+    assert ca.zarr_format == za.metadata.zarr_format
+    assert_fill_value_same(ca.fill_value, za.fill_value, za.dtype)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
+@given(data=st.data())
+def test_native_basic_selections_match_zarr(tmp_path, zarr_format, data):
+    spec = data.draw(array_specs(zarr_format=zarr_format), label="spec")
+    _, za, ca, _ = build(tmp_path, spec, data)
+
+    assert ca.native, f"{spec} should be native, fallback_reason={ca.fallback_reason!r}"
+    assert ca.fallback_reason is None
+    check_metadata(ca, za)
+    assert_same(ca[...], za[...])
+    for _ in range(SELECTIONS_PER_ARRAY):
+        sel = data.draw(basic_selections(spec.shape), label="selection")
+        assert_same(ca[sel], za[sel])
+
+
+@given(data=st.data())
+def test_negative_steps_match_numpy(tmp_path, data):
+    spec = data.draw(array_specs(), label="spec")
+    _, _, ca, full = build(tmp_path, spec, data)
+
+    assert ca.native
+    for _ in range(SELECTIONS_PER_ARRAY):
+        sel = data.draw(basic_selections(spec.shape, negative_steps=True), label="selection")
+        assert_same(ca[sel], full[sel])
+
+
+@given(data=st.data())
+def test_read_into_out_matches_zarr(tmp_path, data):
+    spec = data.draw(array_specs(), label="spec")
+    _, za, ca, full = build(tmp_path, spec, data)
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000), label="garbage seed"))
+
+    for _ in range(SELECTIONS_PER_ARRAY):
+        negative = data.draw(st.booleans(), label="negative steps")
+        sel = data.draw(basic_selections(spec.shape, negative_steps=negative), label="selection")
+        expected = expected_read(za, sel, full)
+        # Pre-fill with garbage: every element (missing chunks included) must be written.
+        out = np.empty(expected.shape, dtype=expected.dtype)
+        out.reshape(-1).view(np.uint8)[:] = rng.integers(0, 256, out.nbytes, dtype=np.uint8)
+        result = ca.read(sel, out=out)
+        assert result is out
+        assert_same(out, expected)
+        assert_same(ca.read(sel), expected)
+
+
+@st.composite
+def fallback_specs(draw):
+    layout = draw(st.sampled_from(FALLBACK_LAYOUTS), label="layout")
+    spec = draw(array_specs(zarr_format=2 if layout.startswith("v2") else 3, layout=layout))
+    if layout == "v2-big-endian" and np.dtype(spec.dtype).itemsize == 1:
+        spec = dataclasses.replace(spec, dtype="float32", fill_value=0.0)
+    if layout == "v2-order-F" and len(spec.shape) < 2:
+        spec = dataclasses.replace(spec, shape=(*spec.shape, 3), chunks=(*spec.chunks, 2))
+    return spec
+
+
+@given(data=st.data())
+def test_fallback_layouts_match_zarr(tmp_path, data):
+    spec = data.draw(fallback_specs(), label="spec")
+    _, za, ca, full = build(tmp_path, spec, data)
+
+    assert not ca.native, f"{spec.layout} must not be native"
+    assert isinstance(ca.fallback_reason, str)
+    assert ca.fallback_reason.strip()
+    assert "\n" not in ca.fallback_reason.strip()
+    check_metadata(ca, za)
+    for _ in range(2):
+        negative = data.draw(st.booleans(), label="negative steps")
+        sel = data.draw(basic_selections(spec.shape, negative_steps=negative), label="selection")
+        assert_same(ca[sel], expected_read(za, sel, full))
+
+
+@given(data=st.data())
+def test_open_zarr_array_object_matches_path(tmp_path, data):
+    import zarr
+
+    spec = data.draw(array_specs(), label="spec")
+    path, za, ca_from_path, _ = build(tmp_path, spec, data)
+    ca = zarrcrop.open(zarr.open_array(str(path), mode="r"))
+
+    assert ca.native
+    sel = data.draw(basic_selections(spec.shape), label="selection")
+    assert_same(ca[sel], za[sel])
+    assert_same(ca[sel], ca_from_path[sel])

@@ -67,23 +67,35 @@ void read_into(const zarrcrop::CropReader& reader, const std::vector<int64_t>& s
     reader.read(sel, info.ptr, nbytes);
 }
 
+const int64_t* crop_starts(const zarrcrop::CropReader& reader, const py::buffer_info& st) {
+    const std::size_t ndim = reader.spec().ndim();
+    const bool int64 = st.itemsize == 8 && (st.format == "q" || st.format == "l");
+    if (!int64 || st.ndim != 2 || static_cast<std::size_t>(st.shape[1]) != ndim ||
+        st.strides[1] != 8 || st.strides[0] != static_cast<py::ssize_t>(8 * ndim))
+        throw std::invalid_argument("starts must be a C-contiguous int64 array of shape (N, ndim)");
+    return static_cast<const int64_t*>(st.ptr);
+}
+
+double decode_seconds(const zarrcrop::CropReader& reader, const py::buffer& starts,
+                      const std::vector<int64_t>& crop_shape, bool shared) {
+    py::buffer_info st = starts.request();
+    const int64_t* start_ptr = crop_starts(reader, st);
+    const auto n = static_cast<std::size_t>(st.shape[0]);
+    py::gil_scoped_release release;
+    return reader.decode_seconds(start_ptr, n, crop_shape, shared);
+}
+
 void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& starts,
                      const std::vector<int64_t>& crop_shape, const py::buffer& out,
                      bool fill_outside, const py::bytes& fill) {
     py::buffer_info st = starts.request();
-    const std::size_t ndim = reader.spec().ndim();
-    const bool int64 = st.itemsize == 8 && (st.format == "q" || st.format == "l");
-    if (!int64 || st.ndim != 2 ||
-        static_cast<std::size_t>(st.shape[1]) != ndim || st.strides[1] != 8 ||
-        st.strides[0] != static_cast<py::ssize_t>(8 * ndim))
-        throw std::invalid_argument("starts must be a C-contiguous int64 array of shape (N, ndim)");
+    const int64_t* start_ptr = crop_starts(reader, st);
     py::buffer_info info = out.request(/*writable=*/true);
     check_contiguous(info, reader.spec().itemsize);
     const std::string fill_bytes = fill;
     if (fill_bytes.size() != reader.spec().itemsize)
         throw std::invalid_argument("fill value must have exactly itemsize bytes");
     const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
-    const auto* start_ptr = static_cast<const int64_t*>(st.ptr);
     const auto n = static_cast<std::size_t>(st.shape[0]);
     py::gil_scoped_release release;
     reader.read_crops(start_ptr, n, crop_shape, info.ptr, nbytes, fill_outside,
@@ -103,6 +115,10 @@ void register_reader(py::module_& m) {
         .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),
              py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
              "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")
+        .def("decode_seconds", &decode_seconds, py::arg("starts"), py::arg("crop_shape"),
+             py::arg("shared"),
+             "Benchmark support: single-threaded seconds to validate and decode only what the "
+             "crops need (files read beforehand, untimed).")
         .def("cache_info",
              [](const zarrcrop::CropReader& r) {
                  const zarrcrop::CacheStats st = r.cache().stats();

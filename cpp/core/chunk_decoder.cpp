@@ -1,5 +1,6 @@
 #include "chunk_decoder.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 
@@ -115,25 +116,25 @@ ChunkBytes ChunkDecoder::decode_whole(const std::vector<uint8_t>& file) const {
 
 void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
                                      std::size_t n) const {
-    const auto stitch_from = [&](const uint8_t* chunk) {
-        for (std::size_t i = 0; i < n; ++i)
-            copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
-    };
+    const uint8_t* chunk = decode_needed(file, stitches, n);
+    if (chunk == nullptr) return;  // decoded straight into the destination
+    for (std::size_t i = 0; i < n; ++i)
+        copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
+}
+
+const uint8_t* ChunkDecoder::decode_needed(const std::vector<uint8_t>& file,
+                                           const Stitch* stitches, std::size_t n) const {
     if (spec_.compressor == Compressor::None) {
         if (file.size() != chunk_bytes_)
             throw ChunkError("uncompressed chunk has " + std::to_string(file.size()) +
                              " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
-        stitch_from(file.data());
-        return;
+        return file.data();
     }
-
     const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
                                                spec_.itemsize);
-    if (h.memcpyed()) {
-        // Incompressible data is stored raw after the header: copy only what is needed.
-        stitch_from(file.data() + 16);
-        return;
-    }
+    // Incompressible data is stored raw after the header: stitching copies only what is needed.
+    if (h.memcpyed()) return file.data() + 16;
+
     WorkerScratch& s = scratch();
     if (n == 1 && stitches[0].src_offset == 0 && stitches[0].region.is_contiguous()) {
         int64_t elements = 1;
@@ -142,7 +143,7 @@ void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Sti
         if (static_cast<std::size_t>(elements) * spec_.itemsize == chunk_bytes_) {
             // The destination holds the whole chunk as one run: decode straight into it.
             s.blosc().decompress(file.data(), file.size(), stitches[0].dst, chunk_bytes_);
-            return;
+            return nullptr;
         }
     }
     // Decode only the blocks some destination reads.
@@ -161,7 +162,17 @@ void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Sti
     else
         s.blosc().decompress_blocks(h, file.data(), file.size(), s.decoded.data(), chunk_bytes_,
                                     s.skip);
-    stitch_from(s.decoded.data());
+    return s.decoded.data();
+}
+
+double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
+                                 std::size_t n) const {
+    const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
+    std::vector<uint8_t> file;
+    if (!source_.read(key, file, chunk_bytes_ + 16)) return 0.0;
+    const auto t0 = std::chrono::steady_clock::now();
+    decode_needed(file, stitches, n);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace zarrcrop

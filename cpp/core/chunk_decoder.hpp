@@ -34,7 +34,16 @@ public:
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
+    // Benchmark support: reads the chunk (untimed), then returns the seconds spent validating
+    // and decoding exactly what process() would decode for these stitches (nothing is
+    // stitched; a whole-chunk stitch may be decoded into its destination).
+    double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+
 private:
+    // Validates and decodes what the stitches need. Returns the decoded chunk's base address
+    // (only the needed blocks are valid), or nullptr when it was decoded into the destination.
+    const uint8_t* decode_needed(const std::vector<uint8_t>& file, const Stitch* stitches,
+                                 std::size_t n) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
     ChunkBytes decode_whole(const std::vector<uint8_t>& file) const;
     void decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,

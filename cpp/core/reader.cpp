@@ -91,9 +91,10 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
     process_pool()->parallel_for(plan.num_tasks(), task);
 }
 
-void CropReader::read_crops(const int64_t* starts, std::size_t n,
-                            const std::vector<int64_t>& crop_shape, void* out,
-                            std::size_t out_nbytes, bool fill_outside, const uint8_t* fill) const {
+CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t n,
+                                             const std::vector<int64_t>& crop_shape, void* out,
+                                             std::size_t out_nbytes, bool fill_outside,
+                                             const uint8_t* fill) const {
     const std::size_t ndim = spec_.ndim();
     if (crop_shape.size() != ndim)
         throw std::invalid_argument("crop shape has " + std::to_string(crop_shape.size()) +
@@ -106,14 +107,14 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
     if (crop_bytes * n != out_nbytes)
         throw std::invalid_argument("output buffer has " + std::to_string(out_nbytes) +
                                     " bytes, the crops need " + std::to_string(crop_bytes * n));
-    if (crop_bytes == 0 || n == 0) return;
+    ChunkWork by_chunk;
+    if (crop_bytes == 0 || n == 0) return by_chunk;
 
     const std::vector<int64_t> out_strides = c_strides(crop_shape, spec_.itemsize);
     const std::vector<int64_t> unit_steps(ndim, 1);
     auto* base = static_cast<uint8_t*>(out);
 
     // Group every (crop, chunk) piece by chunk so each chunk is decoded once.
-    std::map<std::vector<int64_t>, std::vector<Stitch>> by_chunk;
     std::vector<std::vector<DimPiece>> pieces(ndim);
     for (std::size_t i = 0; i < n; ++i) {
         const int64_t* start = starts + i * ndim;
@@ -171,7 +172,14 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
             if (done) break;
         }
     }
+    return by_chunk;
+}
 
+void CropReader::read_crops(const int64_t* starts, std::size_t n,
+                            const std::vector<int64_t>& crop_shape, void* out,
+                            std::size_t out_nbytes, bool fill_outside, const uint8_t* fill) const {
+    const ChunkWork by_chunk =
+        plan_crops(starts, n, crop_shape, out, out_nbytes, fill_outside, fill);
     std::vector<std::pair<const std::vector<int64_t>*, const std::vector<Stitch>*>> work;
     work.reserve(by_chunk.size());
     for (const auto& [coords, stitches] : by_chunk) work.emplace_back(&coords, &stitches);
@@ -179,6 +187,24 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
         decoder_.process(work[i].first->data(), work[i].second->data(), work[i].second->size());
     };
     process_pool()->parallel_for(work.size(), task);
+}
+
+double CropReader::decode_seconds(const int64_t* starts, std::size_t n,
+                                  const std::vector<int64_t>& crop_shape, bool shared) const {
+    std::size_t crop_bytes = spec_.itemsize;
+    for (int64_t c : crop_shape) crop_bytes *= static_cast<std::size_t>(std::max<int64_t>(c, 0));
+    const std::vector<uint8_t> fill(spec_.itemsize, 0);
+    double total = 0.0;
+    const std::size_t group = shared ? n : 1;
+    std::vector<uint8_t> sink(crop_bytes * group);
+    for (std::size_t first = 0; first < n; first += group) {
+        const std::size_t m = std::min(group, n - first);
+        const ChunkWork work = plan_crops(starts + first * spec_.ndim(), m, crop_shape,
+                                          sink.data(), crop_bytes * m, true, fill.data());
+        for (const auto& [coords, stitches] : work)
+            total += decoder_.time_decode(coords.data(), stitches.data(), stitches.size());
+    }
+    return total;
 }
 
 }  // namespace zarrcrop

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -43,7 +44,21 @@ public:
                     void* out, std::size_t out_nbytes, bool fill_outside,
                     const uint8_t* fill) const;
 
+    // Benchmark support: single-threaded seconds spent validating and decoding only what these
+    // crops need (chunk files are read beforehand, untimed; nothing is stitched). With
+    // `shared`, chunks shared by several crops count once, as in read_crops; otherwise each
+    // crop is costed on its own, as in a loop of single reads.
+    double decode_seconds(const int64_t* starts, std::size_t n,
+                          const std::vector<int64_t>& crop_shape, bool shared) const;
+
 private:
+    using ChunkWork = std::map<std::vector<int64_t>, std::vector<Stitch>>;
+    // Validates the crops, fills the parts outside the array, and groups the remaining pieces
+    // by chunk.
+    ChunkWork plan_crops(const int64_t* starts, std::size_t n,
+                         const std::vector<int64_t>& crop_shape, void* out,
+                         std::size_t out_nbytes, bool fill_outside, const uint8_t* fill) const;
+
     ArraySpec spec_;
     FileChunkSource source_;
     std::unique_ptr<ChunkCache> cache_;

@@ -289,6 +289,21 @@ class CropArray:
             dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
             target[(i, *dst)] = np.asarray(self._array[src])
 
+    def decode_seconds(self, starts: Any, shape: Any, *, shared: bool = False) -> float:
+        """Benchmark support: single-threaded seconds spent decoding what these crops need.
+
+        Chunk files are read beforehand (untimed) and nothing is stitched, so this is the pure
+        validation + decompression cost of exactly the Blosc blocks zarrcrop would decode. With
+        ``shared``, chunks shared by several crops count once (as in :meth:`read_crops`);
+        otherwise each crop is costed alone (as in a loop of single reads). Dividing by the
+        number of cores gives the decode bound that throughput is measured against.
+        """
+        if self._reader is None:
+            raise FallbackError(f"{self.name}: not native ({self._fallback_reason})")
+        crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
+        start_arr = np.ascontiguousarray(np.asarray(starts).reshape(-1, self.ndim), np.int64)
+        return float(self._reader.decode_seconds(start_arr, list(crop_shape), shared))
+
     def cache_info(self) -> dict[str, int]:
         """Decoded-chunk cache statistics: capacity, size (bytes), entries, hits, misses."""
         if self._reader is None:

@@ -8,4 +8,4 @@ namespace py = pybind11;
 
 void register_errors(py::module_& m);
 void register_reader(py::module_& m);
-void register_threads(py::module_& m);
+void register_runtime(py::module_& m);

@@ -4,6 +4,6 @@
 PYBIND11_MODULE(_core, m) {
     m.doc() = "zarrcrop native core (private; use the zarrcrop package)";
     register_errors(m);
-    register_threads(m);
+    register_runtime(m);
     register_reader(m);
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 
+#include "bitshuffle.hpp"
 #include "blosc_decoder.hpp"
 #include "errors.hpp"
 
@@ -15,6 +16,7 @@ namespace {
 struct WorkerScratch {
     std::vector<uint8_t> file;
     std::vector<uint8_t> decoded;
+    std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
     std::vector<uint8_t> skip;
     std::unique_ptr<BloscDecoder> decoder;
 
@@ -96,7 +98,7 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     }
 }
 
-ChunkBytes ChunkDecoder::decode_whole(const std::vector<uint8_t>& file) const {
+ChunkBytes ChunkDecoder::decode_whole(std::vector<uint8_t>& file) const {
     auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
     if (spec_.compressor == Compressor::None) {
         if (file.size() != chunk_bytes_)
@@ -110,11 +112,42 @@ ChunkBytes ChunkDecoder::decode_whole(const std::vector<uint8_t>& file) const {
     if (h.memcpyed())
         std::memcpy(out->data(), file.data() + 16, chunk_bytes_);
     else
-        scratch().blosc().decompress(file.data(), file.size(), out->data(), chunk_bytes_);
+        decode_blocks(h, file, out->data(), nullptr);
     return out;
 }
 
-void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
+void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
+                                 const std::vector<uint8_t>* skip) const {
+    WorkerScratch& s = scratch();
+    // Bit-shuffled 1-byte items: let C-Blosc2 stop before its scalar unshuffle by clearing the
+    // flag in our copy of the header, and unshuffle the decoded blocks ourselves.
+    const bool own_unshuffle = (h.flags & 0x04) != 0 && (h.flags & 0x01) == 0 && h.typesize == 1;
+    uint8_t* target = dst;
+    if (own_unshuffle) {
+        file[2] = static_cast<uint8_t>(h.flags & ~0x04);
+        if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
+        target = s.shuffled.data();
+    }
+    if (skip == nullptr)
+        s.blosc().decompress(file.data(), file.size(), target, chunk_bytes_);
+    else
+        s.blosc().decompress_blocks(h, file.data(), file.size(), target, chunk_bytes_, *skip);
+    if (!own_unshuffle) return;
+    const int32_t nblocks = h.nblocks();
+    for (int32_t b = 0; b < nblocks; ++b) {
+        if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
+        const auto offset = static_cast<std::size_t>(b) * static_cast<std::size_t>(h.blocksize);
+        const auto bytes = static_cast<std::size_t>(
+            (b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize);
+        // Blosc1 bitshuffles a block only when its item count is a multiple of 8.
+        if (bytes % 8 == 0)
+            bitunshuffle_u8(target + offset, dst + offset, bytes);
+        else
+            std::memcpy(dst + offset, target + offset, bytes);
+    }
+}
+
+void ChunkDecoder::decode_and_stitch(std::vector<uint8_t>& file, const Stitch* stitches,
                                      std::size_t n) const {
     const uint8_t* chunk = decode_needed(file, stitches, n);
     if (chunk == nullptr) return;  // decoded straight into the destination
@@ -122,7 +155,7 @@ void ChunkDecoder::decode_and_stitch(const std::vector<uint8_t>& file, const Sti
         copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
 }
 
-const uint8_t* ChunkDecoder::decode_needed(const std::vector<uint8_t>& file,
+const uint8_t* ChunkDecoder::decode_needed(std::vector<uint8_t>& file,
                                            const Stitch* stitches, std::size_t n) const {
     if (spec_.compressor == Compressor::None) {
         if (file.size() != chunk_bytes_)
@@ -142,7 +175,7 @@ const uint8_t* ChunkDecoder::decode_needed(const std::vector<uint8_t>& file,
             elements *= stitches[0].region.counts[d];
         if (static_cast<std::size_t>(elements) * spec_.itemsize == chunk_bytes_) {
             // The destination holds the whole chunk as one run: decode straight into it.
-            s.blosc().decompress(file.data(), file.size(), stitches[0].dst, chunk_bytes_);
+            decode_blocks(h, file, stitches[0].dst, nullptr);
             return nullptr;
         }
     }
@@ -157,11 +190,7 @@ const uint8_t* ChunkDecoder::decode_needed(const std::vector<uint8_t>& file,
         b = static_cast<uint8_t>(b ^ 1);  // now: 1 = skip
     }
     if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-    if (needed == nblocks)
-        s.blosc().decompress(file.data(), file.size(), s.decoded.data(), chunk_bytes_);
-    else
-        s.blosc().decompress_blocks(h, file.data(), file.size(), s.decoded.data(), chunk_bytes_,
-                                    s.skip);
+    decode_blocks(h, file, s.decoded.data(), needed == nblocks ? nullptr : &s.skip);
     return s.decoded.data();
 }
 

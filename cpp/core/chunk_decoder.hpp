@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "array_spec.hpp"
+#include "blosc_decoder.hpp"
 #include "chunk_cache.hpp"
 #include "chunk_source.hpp"
 #include "stitcher.hpp"
@@ -42,11 +43,15 @@ public:
 private:
     // Validates and decodes what the stitches need. Returns the decoded chunk's base address
     // (only the needed blocks are valid), or nullptr when it was decoded into the destination.
-    const uint8_t* decode_needed(const std::vector<uint8_t>& file, const Stitch* stitches,
+    const uint8_t* decode_needed(std::vector<uint8_t>& file, const Stitch* stitches,
                                  std::size_t n) const;
+    // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
+    // May modify `file` (see bitshuffle.hpp).
+    void decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
+                       const std::vector<uint8_t>* skip) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
-    ChunkBytes decode_whole(const std::vector<uint8_t>& file) const;
-    void decode_and_stitch(const std::vector<uint8_t>& file, const Stitch* stitches,
+    ChunkBytes decode_whole(std::vector<uint8_t>& file) const;
+    void decode_and_stitch(std::vector<uint8_t>& file, const Stitch* stitches,
                            std::size_t n) const;
 
     const ArraySpec& spec_;

@@ -1,0 +1,32 @@
+// Process-wide runtime: thread pool settings, library versions, and test hooks for kernels.
+#include "../core/bitshuffle.hpp"
+#include "../core/blosc_decoder.hpp"
+#include "../core/thread_pool.hpp"
+#include "bindings.hpp"
+
+void register_runtime(py::module_& m) {
+    m.def("set_num_threads", &zarrcrop::set_num_threads, py::arg("n"),
+          "Size the native thread pool (the calling thread counts as one).");
+    m.def("get_num_threads", &zarrcrop::get_num_threads,
+          "Size of the native thread pool (default: CPUs in this process's affinity mask).");
+    m.def("available_cpus", &zarrcrop::available_cpus,
+          "CPUs this process may run on (sched_getaffinity).");
+    m.attr("blosc_version") = zarrcrop::blosc_library_version();
+    m.def(
+        "_bitunshuffle_u8",
+        [](const py::bytes& data, const std::string& impl) -> py::object {
+            const std::string src = data;
+            if (src.size() % 8 != 0) throw std::invalid_argument("length must be a multiple of 8");
+            std::string dst(src.size(), '\0');
+            const auto* in = reinterpret_cast<const uint8_t*>(src.data());
+            auto* out = reinterpret_cast<uint8_t*>(dst.data());
+            if (impl == "auto") {
+                zarrcrop::bitunshuffle_u8(in, out, src.size());
+            } else if (!zarrcrop::bitunshuffle_u8_with(impl.c_str(), in, out, src.size())) {
+                return py::none();
+            }
+            return py::bytes(dst);
+        },
+        py::arg("data"), py::arg("impl") = "auto",
+        "Test hook: undo Blosc's bitshuffle of 1-byte items (None if impl is unavailable).");
+}

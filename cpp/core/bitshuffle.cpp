@@ -1,0 +1,167 @@
+#include "bitshuffle.hpp"
+
+#include <cstring>
+#include <string>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace zarrcrop {
+
+namespace {
+
+// Transposes the 8x8 bit matrix held in x (bit 8*r + c = row r, column c).
+inline uint64_t transpose8x8(uint64_t x) {
+    uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAULL;
+    x = x ^ t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCULL;
+    x = x ^ t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL;
+    x = x ^ t ^ (t << 28);
+    return x;
+}
+
+// One group: byte k of the gathered word is plane k's byte for items 8g..8g+7; after the
+// transpose, byte i holds item 8g+i (bit k from plane k).
+inline void unshuffle_groups(const uint8_t* src, uint8_t* dst, std::size_t planes,
+                             std::size_t first, std::size_t last) {
+    for (std::size_t g = first; g < last; ++g) {
+        uint64_t x = 0;
+        for (std::size_t k = 0; k < 8; ++k)
+            x |= static_cast<uint64_t>(src[k * planes + g]) << (8 * k);
+        x = transpose8x8(x);
+        std::memcpy(dst + 8 * g, &x, 8);
+    }
+}
+
+#if defined(__SSE2__)
+inline __m128i transpose_lanes(__m128i x) {
+    const __m128i m1 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
+    const __m128i m2 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
+    const __m128i m3 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
+    __m128i t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 7)), m1);
+    x = _mm_xor_si128(x, _mm_xor_si128(t, _mm_slli_epi64(t, 7)));
+    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 14)), m2);
+    x = _mm_xor_si128(x, _mm_xor_si128(t, _mm_slli_epi64(t, 14)));
+    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 28)), m3);
+    x = _mm_xor_si128(x, _mm_xor_si128(t, _mm_slli_epi64(t, 28)));
+    return x;
+}
+
+// Gathers, for 16 groups of 8 items, the 8 plane bytes of each group into one 64-bit lane:
+// q[i] holds groups 2i and 2i+1, lane byte m taken from p[m].
+inline void gather_groups(const __m128i* p, __m128i* q) {
+    const __m128i a01 = _mm_unpacklo_epi8(p[0], p[1]);
+    const __m128i b01 = _mm_unpackhi_epi8(p[0], p[1]);
+    const __m128i a23 = _mm_unpacklo_epi8(p[2], p[3]);
+    const __m128i b23 = _mm_unpackhi_epi8(p[2], p[3]);
+    const __m128i a45 = _mm_unpacklo_epi8(p[4], p[5]);
+    const __m128i b45 = _mm_unpackhi_epi8(p[4], p[5]);
+    const __m128i a67 = _mm_unpacklo_epi8(p[6], p[7]);
+    const __m128i b67 = _mm_unpackhi_epi8(p[6], p[7]);
+    const __m128i c0 = _mm_unpacklo_epi16(a01, a23);  // groups 0-3, bytes 0-3
+    const __m128i c1 = _mm_unpackhi_epi16(a01, a23);  // groups 4-7
+    const __m128i c2 = _mm_unpacklo_epi16(b01, b23);  // groups 8-11
+    const __m128i c3 = _mm_unpackhi_epi16(b01, b23);  // groups 12-15
+    const __m128i d0 = _mm_unpacklo_epi16(a45, a67);  // same groups, bytes 4-7
+    const __m128i d1 = _mm_unpackhi_epi16(a45, a67);
+    const __m128i d2 = _mm_unpacklo_epi16(b45, b67);
+    const __m128i d3 = _mm_unpackhi_epi16(b45, b67);
+    q[0] = _mm_unpacklo_epi32(c0, d0);
+    q[1] = _mm_unpackhi_epi32(c0, d0);
+    q[2] = _mm_unpacklo_epi32(c1, d1);
+    q[3] = _mm_unpackhi_epi32(c1, d1);
+    q[4] = _mm_unpacklo_epi32(c2, d2);
+    q[5] = _mm_unpackhi_epi32(c2, d2);
+    q[6] = _mm_unpacklo_epi32(c3, d3);
+    q[7] = _mm_unpackhi_epi32(c3, d3);
+}
+
+// 16 groups (128 items) per iteration, bit transposes with shifts and masks (SSE2).
+void unshuffle_sse2(const uint8_t* src, uint8_t* dst, std::size_t planes, std::size_t groups) {
+    std::size_t g = 0;
+    for (; g + 16 <= groups; g += 16) {
+        __m128i p[8];
+        __m128i q[8];
+        for (std::size_t k = 0; k < 8; ++k)
+            p[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k * planes + g));
+        gather_groups(p, q);
+        for (std::size_t i = 0; i < 8; ++i)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * g + 16 * i),
+                             transpose_lanes(q[i]));
+    }
+    unshuffle_groups(src, dst, planes, g, groups);
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define ZARRCROP_HAVE_GFNI 1
+// With GFNI one affine instruction transposes each 8x8 bit matrix: result byte c, bit i =
+// parity(A.byte[7 - i] & x.byte[c]); with x.byte[c] = 1 << c and A = the planes in reverse
+// order, that is bit c of plane i.
+__attribute__((target("gfni,sse4.1"))) void unshuffle_gfni(const uint8_t* src, uint8_t* dst,
+                                                           std::size_t planes,
+                                                           std::size_t groups) {
+    const __m128i unit = _mm_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+    std::size_t g = 0;
+    for (; g + 16 <= groups; g += 16) {
+        __m128i p[8];
+        __m128i q[8];
+        for (std::size_t k = 0; k < 8; ++k)
+            p[7 - k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k * planes + g));
+        gather_groups(p, q);
+        for (std::size_t i = 0; i < 8; ++i)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * g + 16 * i),
+                             _mm_gf2p8affine_epi64_epi8(unit, q[i], 0));
+    }
+    unshuffle_groups(src, dst, planes, g, groups);
+}
+
+bool cpu_has_gfni() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("gfni") != 0;
+    }();
+    return has;
+}
+#endif
+#endif
+
+}  // namespace
+
+bool bitunshuffle_u8_with(const char* impl, const uint8_t* src, uint8_t* dst, std::size_t n) {
+    const std::string name = impl;
+    if (name == "portable") {
+        unshuffle_groups(src, dst, n / 8, 0, n / 8);
+        return true;
+    }
+#if defined(__SSE2__)
+    if (name == "sse2") {
+        unshuffle_sse2(src, dst, n / 8, n / 8);
+        return true;
+    }
+#endif
+#if defined(ZARRCROP_HAVE_GFNI)
+    if (name == "gfni" && cpu_has_gfni()) {
+        unshuffle_gfni(src, dst, n / 8, n / 8);
+        return true;
+    }
+#endif
+    return false;
+}
+
+void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n) {
+#if defined(ZARRCROP_HAVE_GFNI)
+    if (cpu_has_gfni()) {
+        unshuffle_gfni(src, dst, n / 8, n / 8);
+        return;
+    }
+#endif
+#if defined(__SSE2__)
+    unshuffle_sse2(src, dst, n / 8, n / 8);
+#else
+    unshuffle_groups(src, dst, n / 8, 0, n / 8);
+#endif
+}
+
+}  // namespace zarrcrop

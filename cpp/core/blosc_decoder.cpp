@@ -2,7 +2,9 @@
 
 #include <blosc2.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 #include <mutex>
 
 #include "errors.hpp"
@@ -37,8 +39,8 @@ const char* codec_name(int code) {
 
 }  // namespace
 
-BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
-                                 std::size_t itemsize) {
+BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
+                                  std::size_t expected_nbytes, std::size_t itemsize) {
     if (size < kHeaderSize)
         bad("file has " + std::to_string(size) + " bytes, shorter than the 16-byte header");
     BloscHeader h;
@@ -63,26 +65,58 @@ BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size
             std::to_string(expected_nbytes));
     if (static_cast<int64_t>(h.cbytes) > static_cast<int64_t>(h.nbytes) + 16)
         bad("compressed size exceeds decompressed size plus header");
+    if (h.typesize == 0) bad("typesize 0");
     if (h.typesize != itemsize && h.typesize != 1)
         bad("typesize " + std::to_string(h.typesize) + " does not match the item size " +
             std::to_string(itemsize));
-    if (h.typesize == 0) bad("typesize 0");
     if (h.blocksize <= 0 || h.blocksize > h.nbytes)
         bad("invalid block size " + std::to_string(h.blocksize));
-
     if (h.memcpyed()) {
         if (static_cast<std::size_t>(h.cbytes) != kHeaderSize + static_cast<std::size_t>(h.nbytes))
             bad("uncompressed (memcpyed) chunk has the wrong length");
-        return h;
+    } else if (blosc_prefix_bytes(h) > size) {
+        bad("block offset table runs past the end of the chunk");
     }
+    return h;
+}
 
-    const int32_t nblocks = h.nblocks();
-    const std::size_t body = kHeaderSize + 4 * static_cast<std::size_t>(nblocks);
-    if (body > size) bad("block offset table runs past the end of the chunk");
-    for (int32_t b = 0; b < nblocks; ++b) {
-        const int32_t start = read_i32(src + kHeaderSize + 4 * static_cast<std::size_t>(b));
-        if (start < 0 || static_cast<std::size_t>(start) < body || static_cast<std::size_t>(start) >= size)
+std::size_t blosc_prefix_bytes(const BloscHeader& h) {
+    if (h.memcpyed()) return kHeaderSize;
+    return kHeaderSize + 4 * static_cast<std::size_t>(h.nblocks());
+}
+
+std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t* src,
+                                             std::size_t size) {
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+    const std::size_t body = blosc_prefix_bytes(h);
+    std::vector<BlockExtent> extents(nblocks);
+    std::vector<std::pair<uint32_t, std::size_t>> order(nblocks);
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const int32_t start = read_i32(src + kHeaderSize + 4 * b);
+        if (start < 0 || static_cast<std::size_t>(start) < body ||
+            static_cast<std::size_t>(start) >= size)
             bad("block " + std::to_string(b) + " starts outside the chunk");
+        order[b] = {static_cast<uint32_t>(start), b};
+    }
+    // Blocks may be stored in any order (parallel writers); each ends where the next begins.
+    std::sort(order.begin(), order.end());
+    for (std::size_t i = 0; i < nblocks; ++i) {
+        const uint32_t end =
+            i + 1 < nblocks ? order[i + 1].first : static_cast<uint32_t>(size);
+        if (end <= order[i].first) bad("blocks " + std::to_string(order[i].second) + " and " +
+                                       std::to_string(order[i + 1].second) + " overlap");
+        extents[order[i].second] = {order[i].first, end};
+    }
+    return extents;
+}
+
+void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
+                            const std::vector<BlockExtent>& extents,
+                            const std::vector<uint8_t>* skip) {
+    const int32_t nblocks = h.nblocks();
+    for (int32_t b = 0; b < nblocks; ++b) {
+        if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
+        const BlockExtent e = extents[static_cast<std::size_t>(b)];
         const int32_t block_bytes =
             (b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize;
         const bool leftover = block_bytes < h.blocksize;
@@ -90,19 +124,25 @@ BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size
             ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
         if (block_bytes % nstreams != 0) bad("block size is not a multiple of the typesize");
         const int32_t stream_bytes = block_bytes / nstreams;
-        std::size_t pos = static_cast<std::size_t>(start);
+        std::size_t pos = e.start;
         for (int32_t s = 0; s < nstreams; ++s) {
-            if (pos + 4 > size) bad("block " + std::to_string(b) + " runs past the end of the chunk");
+            if (pos + 4 > e.end) bad("block " + std::to_string(b) + " runs past its end");
             const int32_t csize = read_i32(src + pos);
             pos += 4;
             if (csize <= 0 || csize > stream_bytes)
                 bad("block " + std::to_string(b) + " has a stream of invalid size " +
                     std::to_string(csize));
-            if (pos + static_cast<std::size_t>(csize) > size)
-                bad("block " + std::to_string(b) + " runs past the end of the chunk");
+            if (pos + static_cast<std::size_t>(csize) > e.end)
+                bad("block " + std::to_string(b) + " runs past its end");
             pos += static_cast<std::size_t>(csize);
         }
     }
+}
+
+BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
+                                 std::size_t itemsize) {
+    const BloscHeader h = validate_blosc_header(src, size, expected_nbytes, itemsize);
+    if (!h.memcpyed()) validate_blosc_streams(h, src, blosc_block_extents(h, src, size), nullptr);
     return h;
 }
 

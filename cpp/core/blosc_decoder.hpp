@@ -25,9 +25,32 @@ struct BloscHeader {
     int32_t nblocks() const { return (nbytes + blocksize - 1) / blocksize; }
 };
 
-// Parses and validates a whole Blosc1 chunk of `size` bytes that must decode to exactly
-// `expected_nbytes` bytes of items of `itemsize` bytes. Returns the header, or throws
-// ChunkError whose message says what is wrong (without naming the chunk; callers add that).
+// Where one block's compressed streams lie in the chunk: [start, end).
+struct BlockExtent {
+    uint32_t start = 0;
+    uint32_t end = 0;
+};
+
+// Validation is split so that a chunk can be checked as it is read piecewise. Every function
+// throws ChunkError saying what is wrong (callers add the array and chunk key).
+//
+// Checks the 16-byte header at src against the chunk's total length `size`, the decoded size
+// the chunk shape needs and the item size.
+BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
+                                  std::size_t expected_nbytes, std::size_t itemsize);
+// Bytes at the chunk's start holding the header and the block offset table.
+std::size_t blosc_prefix_bytes(const BloscHeader& h);
+// From the offset table (src must hold the prefix): each block's extent, checked to lie after
+// the table, inside the chunk and not to overlap another block.
+std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t* src,
+                                             std::size_t size);
+// Walks the streams of every block not marked in `skip` (null: all blocks); each must lie
+// inside its extent with 0 < csize <= the stream's decoded size. Only those blocks' bytes of
+// src are read.
+void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
+                            const std::vector<BlockExtent>& extents,
+                            const std::vector<uint8_t>* skip);
+// All of the above for a chunk held whole in memory.
 BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
                                  std::size_t itemsize);
 

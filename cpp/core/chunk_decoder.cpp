@@ -1,6 +1,7 @@
 #include "chunk_decoder.hpp"
 
-#include <chrono>
+#include <algorithm>
+#include <ctime>
 #include <cstring>
 #include <memory>
 
@@ -12,12 +13,16 @@ namespace zarrcrop {
 
 namespace {
 
+// Compressed chunks smaller than this are read with one pread; larger ones read only the
+// blocks that the destinations need.
+constexpr std::size_t kPartialReadMin = 64 * 1024;
+
 // Per-thread scratch, reused across chunks and reads: no allocation on the hot path once warm.
 struct WorkerScratch {
     std::vector<uint8_t> file;
     std::vector<uint8_t> decoded;
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
-    std::vector<uint8_t> skip;
+    std::vector<uint8_t> skip;      // per Blosc block: 1 = not needed
     std::unique_ptr<BloscDecoder> decoder;
 
     BloscDecoder& blosc() {
@@ -56,6 +61,22 @@ void mark_rows(const StridedCopy& r, std::size_t d, int64_t offset, int64_t bloc
         mark_rows(r, d + 1, offset + i * r.src_strides[d], blocksize, need);
 }
 
+// True when the only destination receives the whole chunk as one contiguous run.
+bool whole_chunk_destination(const Stitch* stitches, std::size_t n, std::size_t itemsize,
+                             std::size_t chunk_bytes) {
+    if (n != 1 || stitches[0].src_offset != 0 || !stitches[0].region.is_contiguous()) return false;
+    int64_t elements = 1;
+    for (std::size_t d = 0; d < stitches[0].region.ndim; ++d)
+        elements *= stitches[0].region.counts[d];
+    return static_cast<std::size_t>(elements) * itemsize == chunk_bytes;
+}
+
+double thread_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 }  // namespace
 
 void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need) {
@@ -70,26 +91,32 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
     WorkerScratch& s = scratch();
     const bool caching = cache_ != nullptr && cache_->enabled();
+    const bool blosc = spec_.compressor == Compressor::Blosc;
     try {
         ChunkBytes cached = caching ? cache_->get(key) : nullptr;
         if (!cached) {
-            const std::size_t max_file =
-                chunk_bytes_ + (spec_.compressor == Compressor::Blosc ? 16 : 0);
-            if (!source_.read(key, s.file, max_file)) {
+            const ChunkFile file = source_.open(key, chunk_bytes_ + (blosc ? 16 : 0));
+            if (!file.is_open()) {
                 for (std::size_t i = 0; i < n; ++i)
                     fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
                 return;
             }
+            if (!caching && blosc && file.size() >= kPartialReadMin) {
+                const uint8_t* base = load_and_decode_needed(file, stitches, n);
+                if (base != nullptr) stitch_all(base, stitches, n);
+                return;
+            }
+            s.file.resize(file.size());
+            file.read_at(0, file.size(), s.file.data());
             if (!caching) {
-                decode_and_stitch(s.file, stitches, n);
+                const uint8_t* base = decode_needed(s.file, stitches, n);
+                if (base != nullptr) stitch_all(base, stitches, n);
                 return;
             }
             cached = decode_whole(s.file);
             cache_->put(key, cached);
         }
-        for (std::size_t i = 0; i < n; ++i)
-            copy_strided(cached->data() + stitches[i].src_offset, stitches[i].dst,
-                         stitches[i].region);
+        stitch_all(cached->data(), stitches, n);
     } catch (const ChunkError& e) {
         throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
     } catch (const ChunkIoError& e) {
@@ -98,12 +125,15 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     }
 }
 
+void ChunkDecoder::stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const {
+    for (std::size_t i = 0; i < n; ++i)
+        copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
+}
+
 ChunkBytes ChunkDecoder::decode_whole(std::vector<uint8_t>& file) const {
     auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
     if (spec_.compressor == Compressor::None) {
-        if (file.size() != chunk_bytes_)
-            throw ChunkError("uncompressed chunk has " + std::to_string(file.size()) +
-                             " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
+        check_uncompressed_size(file.size());
         std::memcpy(out->data(), file.data(), chunk_bytes_);
         return out;
     }
@@ -114,6 +144,121 @@ ChunkBytes ChunkDecoder::decode_whole(std::vector<uint8_t>& file) const {
     else
         decode_blocks(h, file, out->data(), nullptr);
     return out;
+}
+
+void ChunkDecoder::check_uncompressed_size(std::size_t size) const {
+    if (size != chunk_bytes_)
+        throw ChunkError("uncompressed chunk has " + std::to_string(size) +
+                         " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
+}
+
+std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitches,
+                                      std::size_t n, bool whole) const {
+    WorkerScratch& s = scratch();
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+    s.skip.assign(nblocks, whole ? 0 : 1);
+    if (whole) return nblocks;
+    std::vector<uint8_t>& need = s.skip;  // first mark needed blocks, then invert
+    std::fill(need.begin(), need.end(), 0);
+    for (std::size_t i = 0; i < n; ++i) mark_needed_blocks(stitches[i], h.blocksize, need);
+    std::size_t needed = 0;
+    for (auto& b : need) {
+        needed += b;
+        b = static_cast<uint8_t>(b ^ 1);  // now: 1 = skip
+    }
+    return needed;
+}
+
+const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, std::vector<uint8_t>& file,
+                                            const Stitch* stitches, bool whole,
+                                            std::size_t needed) const {
+    WorkerScratch& s = scratch();
+    if (whole) {
+        // The destination holds the whole chunk as one run: decode straight into it.
+        decode_blocks(h, file, stitches[0].dst, nullptr);
+        return nullptr;
+    }
+    if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
+    const bool all = needed == static_cast<std::size_t>(h.nblocks());
+    decode_blocks(h, file, s.decoded.data(), all ? nullptr : &s.skip);
+    return s.decoded.data();
+}
+
+const uint8_t* ChunkDecoder::decode_needed(std::vector<uint8_t>& file, const Stitch* stitches,
+                                           std::size_t n) const {
+    if (spec_.compressor == Compressor::None) {
+        check_uncompressed_size(file.size());
+        return file.data();
+    }
+    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
+                                               spec_.itemsize);
+    // Incompressible data is stored raw after the header: stitching copies only what is needed.
+    if (h.memcpyed()) return file.data() + 16;
+    const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    const std::size_t needed = plan_blocks(h, stitches, n, whole);
+    return decode_planned(h, file, stitches, whole, needed);
+}
+
+const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
+                                                    std::size_t n) const {
+    WorkerScratch& s = scratch();
+    const std::size_t size = file.size();
+    s.file.resize(size);  // shrinking keeps capacity; growing happens once per worker
+    uint8_t* buf = s.file.data();
+    file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
+    const BloscHeader h = validate_blosc_header(buf, size, chunk_bytes_, spec_.itemsize);
+    const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+
+    if (h.memcpyed()) {
+        if (whole) {
+            file.read_at(16, chunk_bytes_, stitches[0].dst);
+            return nullptr;
+        }
+        // Raw bytes: read the block-sized runs that hold needed bytes.
+        plan_blocks(h, stitches, n, false);
+        const auto bs = static_cast<std::size_t>(h.blocksize);
+        for (std::size_t b = 0; b < nblocks;) {
+            if (s.skip[b]) {
+                ++b;
+                continue;
+            }
+            std::size_t e = b;
+            while (e < nblocks && !s.skip[e]) ++e;
+            const std::size_t lo = b * bs;
+            const std::size_t hi = std::min(e * bs, chunk_bytes_);
+            file.read_at(16 + lo, hi - lo, buf + 16 + lo);
+            b = e;
+        }
+        return buf + 16;
+    }
+
+    const std::size_t prefix = blosc_prefix_bytes(h);
+    file.read_at(16, prefix - 16, buf + 16);
+    const std::vector<BlockExtent> extents = blosc_block_extents(h, buf, size);
+    const std::size_t needed = plan_blocks(h, stitches, n, whole);
+    std::size_t needed_bytes = 0;
+    for (std::size_t b = 0; b < nblocks; ++b)
+        if (!s.skip[b]) needed_bytes += extents[b].end - extents[b].start;
+    const bool all = needed == nblocks;
+    if (all || needed_bytes * 5 >= (size - prefix) * 4) {
+        file.read_at(prefix, size - prefix, buf + prefix);
+    } else {
+        // Needed blocks in file order, adjacent ones merged into one read.
+        std::vector<BlockExtent> ranges;
+        for (std::size_t b = 0; b < nblocks; ++b)
+            if (!s.skip[b]) ranges.push_back(extents[b]);
+        std::sort(ranges.begin(), ranges.end(),
+                  [](const BlockExtent& a, const BlockExtent& b) { return a.start < b.start; });
+        for (std::size_t i = 0; i < ranges.size();) {
+            std::size_t j = i;
+            while (j + 1 < ranges.size() && ranges[j + 1].start == ranges[j].end) ++j;
+            file.read_at(ranges[i].start, ranges[j].end - ranges[i].start, buf + ranges[i].start);
+            i = j + 1;
+        }
+    }
+    validate_blosc_streams(h, buf, extents, all ? nullptr : &s.skip);
+    return decode_planned(h, s.file, stitches, whole, needed);
 }
 
 void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
@@ -147,61 +292,16 @@ void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& fil
     }
 }
 
-void ChunkDecoder::decode_and_stitch(std::vector<uint8_t>& file, const Stitch* stitches,
-                                     std::size_t n) const {
-    const uint8_t* chunk = decode_needed(file, stitches, n);
-    if (chunk == nullptr) return;  // decoded straight into the destination
-    for (std::size_t i = 0; i < n; ++i)
-        copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
-}
-
-const uint8_t* ChunkDecoder::decode_needed(std::vector<uint8_t>& file,
-                                           const Stitch* stitches, std::size_t n) const {
-    if (spec_.compressor == Compressor::None) {
-        if (file.size() != chunk_bytes_)
-            throw ChunkError("uncompressed chunk has " + std::to_string(file.size()) +
-                             " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
-        return file.data();
-    }
-    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
-                                               spec_.itemsize);
-    // Incompressible data is stored raw after the header: stitching copies only what is needed.
-    if (h.memcpyed()) return file.data() + 16;
-
-    WorkerScratch& s = scratch();
-    if (n == 1 && stitches[0].src_offset == 0 && stitches[0].region.is_contiguous()) {
-        int64_t elements = 1;
-        for (std::size_t d = 0; d < stitches[0].region.ndim; ++d)
-            elements *= stitches[0].region.counts[d];
-        if (static_cast<std::size_t>(elements) * spec_.itemsize == chunk_bytes_) {
-            // The destination holds the whole chunk as one run: decode straight into it.
-            decode_blocks(h, file, stitches[0].dst, nullptr);
-            return nullptr;
-        }
-    }
-    // Decode only the blocks some destination reads.
-    const auto nblocks = static_cast<std::size_t>(h.nblocks());
-    s.skip.assign(nblocks, 0);
-    std::vector<uint8_t>& need = s.skip;  // reuse: first mark needed, then invert
-    for (std::size_t i = 0; i < n; ++i) mark_needed_blocks(stitches[i], h.blocksize, need);
-    std::size_t needed = 0;
-    for (auto& b : need) {
-        needed += b;
-        b = static_cast<uint8_t>(b ^ 1);  // now: 1 = skip
-    }
-    if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-    decode_blocks(h, file, s.decoded.data(), needed == nblocks ? nullptr : &s.skip);
-    return s.decoded.data();
-}
-
 double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
                                  std::size_t n) const {
     const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
     std::vector<uint8_t> file;
     if (!source_.read(key, file, chunk_bytes_ + 16)) return 0.0;
-    const auto t0 = std::chrono::steady_clock::now();
+    // Thread CPU time, not wall time: on a shared machine the bound should not include time
+    // this thread spent waiting for a core.
+    const double t0 = thread_cpu_seconds();
     decode_needed(file, stitches, n);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return thread_cpu_seconds() - t0;
 }
 
 }  // namespace zarrcrop

@@ -35,24 +35,34 @@ public:
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
-    // Benchmark support: reads the chunk (untimed), then returns the seconds spent validating
+    // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what process() would decode for these stitches (nothing is
     // stitched; a whole-chunk stitch may be decoded into its destination).
     double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
 private:
-    // Validates and decodes what the stitches need. Returns the decoded chunk's base address
-    // (only the needed blocks are valid), or nullptr when it was decoded into the destination.
+    void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
+    void check_uncompressed_size(std::size_t size) const;
+    // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
+    // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded
+    // straight into the only destination.
     const uint8_t* decode_needed(std::vector<uint8_t>& file, const Stitch* stitches,
                                  std::size_t n) const;
+    // The same for a large Blosc chunk file, reading only the header, offset table and the
+    // blocks the stitches need.
+    const uint8_t* load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
+                                          std::size_t n) const;
+    // Marks the blocks to skip in the worker's mask; returns how many are needed.
+    std::size_t plan_blocks(const BloscHeader& h, const Stitch* stitches, std::size_t n,
+                            bool whole) const;
+    const uint8_t* decode_planned(const BloscHeader& h, std::vector<uint8_t>& file,
+                                  const Stitch* stitches, bool whole, std::size_t needed) const;
     // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
     // May modify `file` (see bitshuffle.hpp).
     void decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
                        const std::vector<uint8_t>* skip) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
     ChunkBytes decode_whole(std::vector<uint8_t>& file) const;
-    void decode_and_stitch(std::vector<uint8_t>& file, const Stitch* stitches,
-                           std::size_t n) const;
 
     const ArraySpec& spec_;
     const FileChunkSource& source_;

@@ -13,19 +13,42 @@ namespace zarrcrop {
 
 namespace {
 
-// Closes the descriptor on every path out of read().
-struct Fd {
-    int fd;
-    ~Fd() {
-        if (fd >= 0) ::close(fd);
-    }
-};
-
 [[noreturn]] void io_fail(const std::string& path, const char* what, int err) {
     throw ChunkIoError(std::string(what) + " " + path + ": " + std::strerror(err), err);
 }
 
 }  // namespace
+
+ChunkFile& ChunkFile::operator=(ChunkFile&& other) noexcept {
+    if (this != &other) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = other.fd_;
+        size_ = other.size_;
+        path_ = std::move(other.path_);
+        other.fd_ = -1;
+    }
+    return *this;
+}
+
+ChunkFile::~ChunkFile() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+    std::size_t done = 0;
+    while (done < len) {
+        const ssize_t n = ::pread(fd_, dst + done, len - done, static_cast<off_t>(offset + done));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            io_fail(path_, "cannot read chunk file", errno);
+        }
+        if (n == 0)
+            throw ChunkError("chunk file " + path_ + " shrank while it was read (now " +
+                             std::to_string(offset + done) + " bytes, was " +
+                             std::to_string(size_) + ")");
+        done += static_cast<std::size_t>(n);
+    }
+}
 
 FileChunkSource::FileChunkSource(std::string root) : root_(std::move(root)) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
@@ -33,36 +56,36 @@ FileChunkSource::FileChunkSource(std::string root) : root_(std::move(root)) {
 
 std::string FileChunkSource::path_of(const std::string& key) const { return root_ + "/" + key; }
 
-bool FileChunkSource::read(const std::string& key, std::vector<uint8_t>& buf,
-                           std::size_t max_bytes) const {
-    const std::string path = path_of(key);
-    Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-    if (f.fd < 0) {
+ChunkFile FileChunkSource::open(const std::string& key, std::size_t max_bytes) const {
+    std::string path = path_of(key);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         // ENOTDIR: a parent of the key is a file, so the chunk cannot exist either.
-        if (errno == ENOENT || errno == ENOTDIR) return false;
+        if (errno == ENOENT || errno == ENOTDIR) return ChunkFile();
         io_fail(path, "cannot open chunk file", errno);
     }
     struct stat st {};
-    if (::fstat(f.fd, &st) != 0) io_fail(path, "cannot stat chunk file", errno);
+    if (::fstat(fd, &st) != 0) {
+        const int err = errno;
+        ::close(fd);
+        io_fail(path, "cannot stat chunk file", err);
+    }
+    ChunkFile file(fd, static_cast<std::size_t>(st.st_size), path);
     if (S_ISDIR(st.st_mode)) io_fail(path, "chunk path is a directory:", EISDIR);
     if (!S_ISREG(st.st_mode)) io_fail(path, "chunk path is not a regular file:", EINVAL);
-    const auto size = static_cast<std::size_t>(st.st_size);
-    if (size > max_bytes)
-        throw ChunkError("chunk file " + path + " has " + std::to_string(size) +
+    if (file.size() > max_bytes)
+        throw ChunkError("chunk file " + path + " has " + std::to_string(file.size()) +
                          " bytes, more than the " + std::to_string(max_bytes) +
                          " a chunk of this array can have");
-    buf.resize(size);
-    std::size_t done = 0;
-    while (done < size) {
-        const ssize_t n = ::pread(f.fd, buf.data() + done, size - done, static_cast<off_t>(done));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            io_fail(path, "cannot read chunk file", errno);
-        }
-        if (n == 0) break;  // the file shrank while we read it
-        done += static_cast<std::size_t>(n);
-    }
-    buf.resize(done);
+    return file;
+}
+
+bool FileChunkSource::read(const std::string& key, std::vector<uint8_t>& buf,
+                           std::size_t max_bytes) const {
+    ChunkFile file = open(key, max_bytes);
+    if (!file.is_open()) return false;
+    buf.resize(file.size());
+    file.read_at(0, file.size(), buf.data());
     return true;
 }
 

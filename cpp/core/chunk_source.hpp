@@ -1,4 +1,4 @@
-// Reads whole chunk files from a local directory store with one open + fstat + pread.
+// Chunk files of a local directory store: open + fstat once, then whole or ranged preads.
 #pragma once
 
 #include <cstdint>
@@ -7,16 +7,43 @@
 
 namespace zarrcrop {
 
+// An open chunk file. Move-only; closes the descriptor when destroyed.
+class ChunkFile {
+public:
+    ChunkFile() = default;
+    ChunkFile(int fd, std::size_t size, std::string path)
+        : fd_(fd), size_(size), path_(std::move(path)) {}
+    ChunkFile(ChunkFile&& other) noexcept { *this = std::move(other); }
+    ChunkFile& operator=(ChunkFile&& other) noexcept;
+    ChunkFile(const ChunkFile&) = delete;
+    ChunkFile& operator=(const ChunkFile&) = delete;
+    ~ChunkFile();
+
+    bool is_open() const { return fd_ >= 0; }
+    std::size_t size() const { return size_; }
+    const std::string& path() const { return path_; }
+    // Reads exactly `len` bytes at `offset` into dst. Throws ChunkIoError on I/O errors and
+    // ChunkError when the file is shorter than its size at open time (it was truncated).
+    void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
+
+private:
+    int fd_ = -1;
+    std::size_t size_ = 0;
+    std::string path_;
+};
+
 class FileChunkSource {
 public:
     explicit FileChunkSource(std::string root);
 
     const std::string& root() const { return root_; }
     std::string path_of(const std::string& key) const;
-    // Reads the file for `key` into `buf` (resized to the file length). Returns false when
-    // the file does not exist (the chunk is then all fill value). Throws ChunkIoError when it
-    // exists but cannot be read (a directory, permissions, I/O error, or larger than
-    // `max_bytes`, which protects against reading huge unrelated files).
+    // Opens the file for `key`. Returns a closed ChunkFile when it does not exist (the chunk is
+    // then all fill value). Throws ChunkIoError when it exists but cannot be read (a directory,
+    // permissions, ...) and ChunkError when it is larger than `max_bytes` (no valid chunk of this
+    // array is that large).
+    ChunkFile open(const std::string& key, std::size_t max_bytes) const;
+    // Reads the whole file for `key` into `buf` (resized to its length); false when missing.
     bool read(const std::string& key, std::vector<uint8_t>& buf, std::size_t max_bytes) const;
 
 private:

@@ -1,0 +1,121 @@
+"""Partial decoding: crops that touch parts of Blosc blocks, of compressed and memcpyed chunks,
+small (read whole) and large (read block by block) chunk files, with and without the cache."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+
+SHAPE = (2, 3, 300, 260)  # chunk (1, 3, 160, 200) uint8 = 96000 bytes: read block by block
+
+
+def _content(kind: str, dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    if kind == "random":  # incompressible: Blosc stores these chunks memcpyed
+        raw = rng.integers(0, 256, size=np.prod(SHAPE) * np.dtype(dtype).itemsize, dtype=np.uint8)
+        return raw.view(dtype).reshape(SHAPE)
+    yy, xx = np.mgrid[0 : SHAPE[2], 0 : SHAPE[3]]
+    smooth = (np.sin(yy / 17.0) * 40 + np.cos(xx / 11.0) * 40 + 120).astype(np.float64)
+    frames = np.stack([smooth + 10 * t + 30 * c for t in range(2) for c in range(3)])
+    noisy = frames.reshape(SHAPE) + rng.normal(0, 3, SHAPE)
+    return noisy.astype(dtype)
+
+
+@pytest.fixture(scope="module", params=["photo-like", "random"])
+def stored(request, tmp_path_factory):
+    kind = request.param
+    root = tmp_path_factory.mktemp(f"partial-{kind}")
+    arrays = {}
+    for cname, shuffle, dtype, blocksize in [
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "uint8", 4096),
+        ("lz4", numcodecs.Blosc.SHUFFLE, "uint16", 8192),
+        ("blosclz", numcodecs.Blosc.NOSHUFFLE, "uint8", 0),
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "float32", 16384),
+        ("zlib", numcodecs.Blosc.BITSHUFFLE, "int16", 2048),
+    ]:
+        data = _content(kind, dtype)
+        name = f"{cname}-{shuffle}-{dtype}-{blocksize}"
+        za = zarr.create_array(
+            store=str(root / name),
+            shape=SHAPE,
+            chunks=(1, 3, 160, 200),
+            dtype=dtype,
+            zarr_format=2,
+            compressors=numcodecs.Blosc(
+                cname=cname, clevel=5, shuffle=shuffle, blocksize=blocksize
+            ),
+        )
+        za[...] = data
+        arrays[name] = (root / name, data)
+    return kind, arrays
+
+
+def _selections(rng: np.random.Generator, n: int):
+    for _ in range(n):
+        t = int(rng.integers(0, 2))
+        y, x = int(rng.integers(0, 300)), int(rng.integers(0, 260))
+        h, w = int(rng.integers(1, 200)), int(rng.integers(1, 220))
+        yield (t, slice(None), slice(y, y + h), slice(x, x + w))
+        yield (t, int(rng.integers(0, 3)), slice(y, y + h, 3), slice(x, x + w, 2))
+        yield (slice(None), slice(None, None, -1), y % 300, slice(x, None, -5))
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 10_000_000])
+def test_partial_reads_equal_zarr(stored, cache_bytes):
+    kind, arrays = stored
+    rng = np.random.default_rng(17)
+    for name, (path, data) in arrays.items():
+        arr = zarrcrop.open(path, cache_bytes=cache_bytes)
+        za = zarr.open_array(str(path), mode="r")
+        assert arr.native, name
+        for sel in _selections(rng, 15):
+            got = arr[sel]
+            np.testing.assert_array_equal(got, data[sel], err_msg=f"{kind} {name} {sel}")
+            assert got.dtype == za.dtype
+        # One row of each channel: a single Blosc block per channel.
+        np.testing.assert_array_equal(arr[1, :, 159, 3:9], np.asarray(za[1, :, 159, 3:9]))
+        # Whole chunks, straight into the output.
+        np.testing.assert_array_equal(arr[0, :, :160, :200], data[0, :, :160, :200])
+        np.testing.assert_array_equal(arr[...], data)
+
+
+def test_memcpyed_chunks_are_stored_raw(stored):
+    """The random content really exercises the memcpyed path (Blosc flag 0x2)."""
+    kind, arrays = stored
+    path, _ = arrays["zstd-2-uint8-4096"]
+    flags = (path / "0.0.0.0").read_bytes()[2]
+    assert bool(flags & 0x2) == (kind == "random")
+
+
+def test_cache_counts_hits(stored):
+    _, arrays = stored
+    path, data = arrays["zstd-2-uint8-4096"]
+    arr = zarrcrop.open(path, cache_bytes=10_000_000)
+    sel = (0, slice(None), slice(10, 50), slice(20, 70))
+    np.testing.assert_array_equal(arr[sel], data[sel])
+    np.testing.assert_array_equal(arr[sel], data[sel])
+    info = arr.cache_info()
+    assert info["misses"] == 1 and info["hits"] == 1 and info["entries"] == 1
+    assert info["size"] == 3 * 160 * 200
+    arr.clear_cache()
+    assert arr.cache_info()["entries"] == 0
+    small = zarrcrop.open(path, cache_bytes=100_000)  # room for one chunk only
+    np.testing.assert_array_equal(small[0, :, :, :], data[0])
+    assert small.cache_info()["entries"] == 1
+    assert small.cache_info()["size"] <= 100_000
+
+
+@pytest.mark.parametrize("impl", ["portable", "sse2", "gfni", "auto"])
+@pytest.mark.parametrize("n", [8, 64, 128, 136, 4104, 262144])
+def test_bitunshuffle_kernels(impl, n):
+    """Our bit-unshuffle (used for 1-byte items) against a NumPy model of Blosc's layout."""
+    items = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    bits = np.unpackbits(items.reshape(-1, 1), axis=1, bitorder="little")  # bit k of item i
+    planes = np.packbits(bits.T.reshape(8, -1), axis=1, bitorder="little").reshape(-1)
+    out = zarrcrop._core._bitunshuffle_u8(planes.tobytes(), impl)
+    if out is None:
+        pytest.skip(f"{impl} not available on this CPU/build")
+    assert out == items.tobytes()

@@ -272,17 +272,6 @@ def dtype_in_message(message: str, dtype: np.dtype | str) -> bool:
     return any(name and name in message for name in names if len(name) > 1)
 
 
-def normalize_selection(sel: Any, ndim: int) -> tuple:
-    """Expand ``sel`` into a tuple of ``ndim`` ints/slices (Ellipsis and short tuples resolved)."""
-    if not isinstance(sel, tuple):
-        sel = (sel,)
-    if any(s is Ellipsis for s in sel):
-        i = next(i for i, s in enumerate(sel) if s is Ellipsis)
-        fill = ndim - (len(sel) - 1)
-        sel = sel[:i] + (slice(None),) * fill + sel[i + 1 :]
-    return sel + (slice(None),) * (ndim - len(sel))
-
-
 def has_negative_step(sel: Any) -> bool:
     items = sel if isinstance(sel, tuple) else (sel,)
     return any(isinstance(s, slice) and s.step is not None and s.step < 0 for s in items)

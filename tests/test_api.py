@@ -55,16 +55,26 @@ def test_public_names_are_exported():
     assert isinstance(zarrcrop.CropGroup, type)
 
 
-@pytest.mark.parametrize("kind", ["str", "Path", "zarr.Array"])
+@pytest.mark.parametrize("kind", ["str", "Path", "zarr.Array", "str-slash"])
 def test_open_array_store_forms(native_v2, kind):
     path, za = native_v2
-    store = {"str": str(path), "Path": Path(path), "zarr.Array": za}[kind]
+    store = {"str": str(path), "Path": Path(path), "zarr.Array": za, "str-slash": f"{path}/"}[kind]
     ca = zarrcrop.open(store)
     assert isinstance(ca, zarrcrop.CropArray)
     assert ca.native, ca.fallback_reason
     assert ca.fallback_reason is None
     assert_same(ca[...], za[...])
     assert_same(ca[2:9, -7:, 1], za[2:9, -7:, 1])
+
+
+def test_reopen_sees_rewritten_data(native_v2):
+    path, za = native_v2
+    before = np.asarray(zarrcrop.open(path)[...])
+    za[2:9, 3:11] = 1234
+    za[8:, 9:, :] = za.fill_value  # chunks that become all fill_value are deleted
+    after = zarrcrop.open(path)[...]
+    assert_same(after, za[...])
+    assert not np.array_equal(before, after)
 
 
 def test_open_zarr_array_opened_read_only(native_v2):
@@ -150,6 +160,9 @@ def test_open_group_keys_iteration_len_contains(group_tree):
     assert "gt" in g
     assert "lr" in g
     assert "missing" not in g
+    assert "lr/720p" in g
+    assert "lr/720p/rgb" in g
+    assert "lr/missing" not in g
     assert sorted(g["lr"].keys()) == ["360p", "720p"]
     assert list(g["lr"]["720p"]) == ["rgb"]
     assert len(g["meta"]) == 0
@@ -312,6 +325,27 @@ def test_strict_env_is_read_at_open_time(fallback_array, monkeypatch):
     assert not zarrcrop.open(path).native
 
 
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_strict_group_member_that_falls_back_raises(tmp_path, monkeypatch, how):
+    path = tmp_path / "mixed.zarr"
+    zg = zarr.open_group(str(path), mode="w", zarr_format=2)
+    native = zg.create_array("native", shape=(4, 4), chunks=(2, 2), dtype="u1", compressors=None)
+    native[...] = 3
+    zg.create_array(
+        "delta", shape=(4, 4), chunks=(2, 2), dtype="u1", filters=[numcodecs.Delta("u1")]
+    )
+    if how == "environment":
+        monkeypatch.setenv("ZARRCROP_STRICT", "1")
+        kwargs = {}
+    else:
+        kwargs = {"strict": True}
+    with pytest.raises(zarrcrop.FallbackError):
+        zarrcrop.open_group(path, **kwargs)["delta"]
+    assert_same(zarrcrop.open_group(path, **kwargs)["native"][...], native[...])
+    # not strict: the same member opens and falls back
+    assert not zarrcrop.open_group(path, strict=False)["delta"].native
+
+
 def test_memory_store_falls_back(tmp_path):
     store = zarr.storage.MemoryStore()
     za = zarr.create_array(
@@ -416,6 +450,13 @@ EDGE_SELECTIONS = {
     "empty-slice": (slice(5, 2), slice(None)),
     "out-of-range-slice": (slice(20, 30),),
     "big-step": (slice(None, None, 100), slice(None, None, 12)),
+    "numpy-ints": (np.int64(3), np.int32(-2), np.uint8(1)),
+    "numpy-int-slice-bounds": (slice(np.int64(1), np.int16(9), np.int64(2)), np.intp(4)),
+    "huge-bounds": (slice(-(2**70), 2**70), slice(2**64, None)),
+    "step-just-below-2**63": (slice(None, None, 2**63 - 1),),
+    "step-2**63": (slice(None, None, 2**63),),
+    "step-2**64-empty": (1, slice(2**64, None, 2**64)),
+    "huge-bounds-and-step": (slice(-(2**70), 2**70, 2**65), 3),
 }
 
 
@@ -439,6 +480,8 @@ NEGATIVE_STEP_SELECTIONS = {
     "negative-bounds": (slice(-1, -9, -2), 4, slice(None, None, -1)),
     "empty": (slice(2, 8, -1),),
     "ellipsis": (..., slice(None, 0, -1)),
+    "step-minus-2**63": (slice(None, None, -(2**63)),),
+    "huge-negative-step-and-bounds": (slice(2**70, -(2**70), -(2**65)), 2),
 }
 
 
@@ -481,19 +524,35 @@ def test_zero_step_raises_value_error(native_v2, sel):
         ca.read(sel)
 
 
-def test_zero_dimensional_array(tmp_path):
-    for fmt in (2, 3):
-        za = zarr.create_array(
-            store=str(tmp_path / f"scalar{fmt}.zarr"), shape=(), dtype="float64",
-            zarr_format=fmt, fill_value=1.5, compressors=None,
-        )  # fmt: skip
-        ca = zarrcrop.open(tmp_path / f"scalar{fmt}.zarr")
-        assert ca.shape == () and ca.ndim == 0
-        assert_same(ca[()], za[()])
-        za[()] = -2.25
-        ca = zarrcrop.open(tmp_path / f"scalar{fmt}.zarr")
-        assert_same(ca[()], za[()])
-        assert_same(ca[...], za[...])
+ZERO_D_CASES = {
+    "v2-native": ArraySpec(2, (), (), "float64", None, 1.5),
+    "v2-blosc": ArraySpec(2, (), (), "int16", Blosc("zstd", 3, "shuffle"), 4),
+    "v3-native": ArraySpec(3, (), (), "float32", None, 1.5, {"name": "default", "separator": "/"}),
+    "v2-big-endian": ArraySpec(2, (), (), "float32", None, 1.5, layout="v2-big-endian"),
+    "v3-default-codecs": ArraySpec(
+        3, (), (), "int32", None, 4, {"name": "default", "separator": "/"}, "v3-default-codecs"
+    ),
+}
+
+
+@pytest.mark.parametrize("spec", ZERO_D_CASES.values(), ids=ZERO_D_CASES.keys())
+def test_zero_dimensional_array(tmp_path, spec):
+    path = tmp_path / "scalar.zarr"
+    za = create_array(path, spec)
+    ca = zarrcrop.open(path)
+    assert ca.shape == () and ca.ndim == 0 and ca.size == 1
+    assert ca.native == spec.native
+    assert_same(ca[()], za[()])  # missing chunk: fill value
+    za[()] = -2
+    ca = zarrcrop.open(path)
+    for sel in [(), ...]:
+        assert_same(ca[sel], za[sel])
+        assert_same(ca.read(sel), za[sel])
+    out = np.empty((), dtype=ca.dtype)
+    assert ca.read((), out=out) is out
+    assert_same(out, za[()])
+    with pytest.raises(IndexError):
+        ca[0]
 
 
 def test_zero_length_dimension(tmp_path):

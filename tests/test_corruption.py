@@ -30,6 +30,24 @@ LAYOUTS = {
         ),
         "c/1/0",
     ),
+    "v2-blosc-lz4hc-slash-separator": (
+        ArraySpec(
+            2, SHAPE, CHUNKS, "int32", Blosc("lz4hc", 9, "bitshuffle"), -1,
+            {"name": "v2", "separator": "/"},
+        ),
+        "1/0",
+    ),
+    "v3-bytes-blosc-zlib-dot-separator": (
+        ArraySpec(
+            3, SHAPE, CHUNKS, "int32", Blosc("zlib", 1, "noshuffle"), -1,
+            {"name": "default", "separator": "."},
+        ),
+        "c.1.0",
+    ),
+    "v3-bytes-only": (
+        ArraySpec(3, SHAPE, CHUNKS, "int32", None, -1, {"name": "v2", "separator": "."}),
+        "1.0",
+    ),
 }  # fmt: skip
 
 CORRUPT_REGION = (slice(8, 16), slice(0, 12))  # the chunk at grid position (1, 0)
@@ -101,7 +119,7 @@ RAW_CORRUPTIONS = {
 CASES = [
     pytest.param(layout, name, fn, id=f"{layout}-{name}")
     for layout in LAYOUTS
-    for name, fn in (RAW_CORRUPTIONS if layout == "v2-no-compressor" else BLOSC_CORRUPTIONS).items()
+    for name, fn in (BLOSC_CORRUPTIONS if LAYOUTS[layout][0].codec else RAW_CORRUPTIONS).items()
 ]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarrcrop
 from helpers import (
+    DTYPES,
     ArraySpec,
     Blosc,
     assert_same,
@@ -95,6 +96,14 @@ def test_numpy_out_reused_for_several_reads(arrays):
         assert_same(out, za[sel])
 
 
+def test_numpy_out_empty_result(arrays):
+    ca, za = arrays
+    sel = (slice(5, 2), slice(None), 0)
+    out = np.empty((0, 14), dtype=np.float32)
+    assert ca.read(sel, out=out) is out
+    assert_same(out, za[sel])
+
+
 def test_memoryview_out(arrays):
     ca, za = arrays
     backing = garbage(SEL_SHAPE, np.float32)
@@ -102,6 +111,21 @@ def test_memoryview_out(arrays):
     result = ca.read(SEL, out=view)
     assert result is view
     assert_same(backing, za[SEL])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["numpy", "memoryview"])
+def test_out_every_dtype(tmp_path, dtype, kind):
+    spec = ArraySpec(3, (5, 6), (2, 4), dtype, Blosc("lz4", 1, "bitshuffle"), 0)
+    spec = replace(spec, key_encoding={"name": "default", "separator": "/"})
+    za = create_array(tmp_path / "d.zarr", spec, make_data(spec.shape, dtype, seed=3))
+    ca = zarrcrop.open(tmp_path / "d.zarr")
+    assert ca.native, ca.fallback_reason
+    sel = (slice(1, 5), slice(-5, None, 2))
+    backing = garbage((4, 3), ca.dtype)
+    out = backing if kind == "numpy" else memoryview(backing)
+    assert ca.read(sel, out=out) is out
+    assert_same(backing, za[sel])
 
 
 def test_out_with_fallback_array(fallback_arrays):
@@ -113,6 +137,19 @@ def test_out_with_fallback_array(fallback_arrays):
     view = memoryview(view_backing)
     assert ca.read(SEL, out=view) is view
     assert_same(view_backing, za[SEL])
+
+
+def test_out_big_endian_fallback(tmp_path):
+    spec = replace(SPEC, layout="v2-big-endian")
+    za = create_array(tmp_path / "be.zarr", spec, make_data(SPEC.shape, SPEC.dtype, seed=4))
+    ca = zarrcrop.open(tmp_path / "be.zarr")
+    assert not ca.native
+    assert ca.dtype == np.dtype(">f4")
+    out = garbage(SEL_SHAPE, ">f4")
+    assert ca.read(SEL, out=out) is out
+    assert_same(out, za[SEL])
+    with pytest.raises(ValueError):
+        ca.read(SEL, out=np.empty(SEL_SHAPE, dtype="<f4"))
 
 
 def test_out_with_fancy_selection(arrays):
@@ -166,6 +203,7 @@ NON_CONTIGUOUS = {
     "strided-rows": lambda: np.empty((14, 6), dtype=np.float32)[::2],
     "fortran-order": lambda: np.empty(SEL_SHAPE, dtype=np.float32, order="F"),
     "transposed": lambda: np.empty((6, 7), dtype=np.float32).T,
+    "strided-memoryview": lambda: memoryview(np.empty((7, 12), dtype=np.float32)[:, ::2]),
 }
 
 
@@ -174,7 +212,7 @@ NON_CONTIGUOUS = {
 def test_non_contiguous_out_raises(arrays, fallback_arrays, kind, make_out):
     ca, _ = arrays if kind == "native" else fallback_arrays
     out = make_out()
-    assert out.shape == SEL_SHAPE and not out.flags.c_contiguous
+    assert out.shape == SEL_SHAPE and not np.asarray(out).flags.c_contiguous
     with pytest.raises(ValueError) as info:
         ca.read(SEL, out=out)
     assert "contiguous" in str(info.value).lower()

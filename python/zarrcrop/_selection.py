@@ -85,7 +85,9 @@ def normalize_selection(selection: object, shape: tuple[int, ...]) -> BasicSelec
             start, stop, step = item.indices(extent)
             count = len(range(start, stop, step))
             starts.append(start if count else 0)
-            steps.append(step)
+            # With at most one element the step is irrelevant; normalizing it keeps huge
+            # steps (>= 2**63) within the native reader's int64 range.
+            steps.append(step if count > 1 else 1)
             counts.append(count)
             dropped.append(False)
         else:

@@ -184,7 +184,8 @@ class CropArray:
         data = np.asarray(self._array[zsel])
         if flip:
             data = np.flip(data, axis=flip)
-        np.copyto(buf, data.reshape(sel.full_shape), casting="no")
+        # "equiv": zarr-python may hand back native byte order for big-endian arrays.
+        np.copyto(buf, data.reshape(sel.full_shape), casting="equiv")
         return buf
 
     def _read_fancy(self, selection: Any, out: Any) -> Any:
@@ -198,7 +199,7 @@ class CropArray:
             return data
         data = np.asarray(data)
         target = as_output_array(out, data.shape, self.dtype)
-        np.copyto(target, data, casting="no")
+        np.copyto(target, data, casting="equiv")
         return out
 
     # -- batch crops ----------------------------------------------------------------------

@@ -69,6 +69,8 @@ public:
     // Decompresses only the blocks whose `skip` entry is 0 (one entry per block of the
     // validated header `h`) into their places in dst (dst_size = h.nbytes); the bytes of
     // skipped blocks are left untouched.
+    // Thread-safe across decoders: several may decode disjoint blocks of the same src into the
+    // same dst at once.
     void decompress_blocks(const BloscHeader& h, const uint8_t* src, std::size_t size, uint8_t* dst,
                            std::size_t dst_size, const std::vector<uint8_t>& skip);
 

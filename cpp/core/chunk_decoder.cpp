@@ -8,6 +8,7 @@
 #include "bitshuffle.hpp"
 #include "blosc_decoder.hpp"
 #include "errors.hpp"
+#include "thread_pool.hpp"
 
 namespace zarrcrop {
 
@@ -22,7 +23,8 @@ struct WorkerScratch {
     std::vector<uint8_t> file;
     std::vector<uint8_t> decoded;
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
-    std::vector<uint8_t> skip;      // per Blosc block: 1 = not needed
+    std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
+    std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::unique_ptr<BloscDecoder> decoder;
 
     BloscDecoder& blosc() {
@@ -199,21 +201,24 @@ const uint8_t* ChunkDecoder::decode_needed(std::vector<uint8_t>& file, const Sti
     return decode_planned(h, file, stitches, whole, needed);
 }
 
-const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
+ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
                                                     std::size_t n) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
     s.file.resize(size);  // shrinking keeps capacity; growing happens once per worker
     uint8_t* buf = s.file.data();
     file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
-    const BloscHeader h = validate_blosc_header(buf, size, chunk_bytes_, spec_.itemsize);
-    const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    LoadedChunk c;
+    c.h = validate_blosc_header(buf, size, chunk_bytes_, spec_.itemsize);
+    c.whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    const BloscHeader& h = c.h;
     const auto nblocks = static_cast<std::size_t>(h.nblocks());
 
     if (h.memcpyed()) {
-        if (whole) {
+        if (c.whole) {
             file.read_at(16, chunk_bytes_, stitches[0].dst);
-            return nullptr;
+            c.kind = LoadedChunk::RawInDestination;
+            return c;
         }
         // Raw bytes: read the block-sized runs that hold needed bytes.
         plan_blocks(h, stitches, n, false);
@@ -230,17 +235,19 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
             file.read_at(16 + lo, hi - lo, buf + 16 + lo);
             b = e;
         }
-        return buf + 16;
+        c.kind = LoadedChunk::RawInBuffer;
+        c.raw = buf + 16;
+        return c;
     }
 
     const std::size_t prefix = blosc_prefix_bytes(h);
     file.read_at(16, prefix - 16, buf + 16);
     const std::vector<BlockExtent> extents = blosc_block_extents(h, buf, size);
-    const std::size_t needed = plan_blocks(h, stitches, n, whole);
+    c.needed = plan_blocks(h, stitches, n, c.whole);
     std::size_t needed_bytes = 0;
     for (std::size_t b = 0; b < nblocks; ++b)
         if (!s.skip[b]) needed_bytes += extents[b].end - extents[b].start;
-    const bool all = needed == nblocks;
+    const bool all = c.needed == nblocks;
     if (all || needed_bytes * 5 >= (size - prefix) * 4) {
         file.read_at(prefix, size - prefix, buf + prefix);
     } else {
@@ -249,7 +256,7 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
         for (std::size_t b = 0; b < nblocks; ++b)
             if (!s.skip[b]) ranges.push_back(extents[b]);
         std::sort(ranges.begin(), ranges.end(),
-                  [](const BlockExtent& a, const BlockExtent& b) { return a.start < b.start; });
+                  [](const BlockExtent& x, const BlockExtent& y) { return x.start < y.start; });
         for (std::size_t i = 0; i < ranges.size();) {
             std::size_t j = i;
             while (j + 1 < ranges.size() && ranges[j + 1].start == ranges[j].end) ++j;
@@ -258,17 +265,108 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
         }
     }
     validate_blosc_streams(h, buf, extents, all ? nullptr : &s.skip);
-    return decode_planned(h, s.file, stitches, whole, needed);
+    c.kind = LoadedChunk::Compressed;
+    return c;
+}
+
+const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
+                                                    std::size_t n) const {
+    const LoadedChunk c = load_needed(file, stitches, n);
+    switch (c.kind) {
+        case LoadedChunk::RawInDestination: return nullptr;
+        case LoadedChunk::RawInBuffer: return c.raw;
+        case LoadedChunk::Compressed: break;
+    }
+    return decode_planned(c.h, scratch().file, stitches, c.whole, c.needed);
+}
+
+void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                                 ThreadPool& pool) const {
+    const bool blosc = spec_.compressor == Compressor::Blosc;
+    if (!blosc || (cache_ != nullptr && cache_->enabled())) {
+        process(coords, stitches, n);
+        return;
+    }
+    const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
+    try {
+        const ChunkFile file = source_.open(key, chunk_bytes_ + 16);
+        if (!file.is_open() || file.size() < kPartialReadMin) {
+            process(coords, stitches, n);  // missing or small: nothing worth splitting
+            return;
+        }
+        const LoadedChunk c = load_needed(file, stitches, n);
+        if (c.kind != LoadedChunk::Compressed || c.needed < 2) {
+            const uint8_t* base = c.kind == LoadedChunk::RawInBuffer ? c.raw
+                                  : c.kind == LoadedChunk::RawInDestination
+                                      ? nullptr
+                                      : decode_planned(c.h, scratch().file, stitches, c.whole,
+                                                       c.needed);
+            if (base != nullptr) stitch_all(base, stitches, n);
+            return;
+        }
+        // Decode the needed blocks on the whole pool. This thread's scratch holds the chunk
+        // (read-only for the workers) and receives their disjoint blocks; it waits meanwhile.
+        WorkerScratch& s = scratch();
+        const BloscHeader h = c.h;
+        const auto nblocks = static_cast<std::size_t>(h.nblocks());
+        std::vector<int32_t> blocks;
+        for (std::size_t b = 0; b < nblocks; ++b)
+            if (!s.skip[b]) blocks.push_back(static_cast<int32_t>(b));
+        if (!c.whole && s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
+        uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.data();
+        const bool own = own_unshuffle(h);
+        uint8_t* target = final_dst;
+        if (own) {
+            s.file[2] = static_cast<uint8_t>(h.flags & ~0x04);
+            if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
+            target = s.shuffled.data();
+        }
+        const uint8_t* src = s.file.data();
+        const std::size_t size = s.file.size();
+        const std::function<void(std::size_t)> task = [&](std::size_t i) {
+            WorkerScratch& w = scratch();  // the executing thread's own context and mask
+            const int32_t b = blocks[i];
+            w.block_mask.assign(nblocks, 1);
+            w.block_mask[static_cast<std::size_t>(b)] = 0;
+            w.blosc().decompress_blocks(h, src, size, target, chunk_bytes_, w.block_mask);
+            if (own) unshuffle_block(h, b, target, final_dst);
+        };
+        pool.parallel_for(blocks.size(), task);
+        if (!c.whole) stitch_all(final_dst, stitches, n);
+    } catch (const ChunkError& e) {
+        throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
+    } catch (const ChunkIoError& e) {
+        throw ChunkIoError("array '" + spec_.name + "', chunk '" + key + "': " + e.what(),
+                           e.error_number());
+    }
+}
+
+bool ChunkDecoder::own_unshuffle(const BloscHeader& h) {
+    // Bit-shuffled 1-byte items: C-Blosc2 would unshuffle them with a scalar loop.
+    return (h.flags & 0x04) != 0 && (h.flags & 0x01) == 0 && h.typesize == 1;
+}
+
+void ChunkDecoder::unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
+                                   uint8_t* dst) {
+    const int32_t nblocks = h.nblocks();
+    const auto offset = static_cast<std::size_t>(b) * static_cast<std::size_t>(h.blocksize);
+    const auto bytes =
+        static_cast<std::size_t>((b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize);
+    // Blosc1 bitshuffles a block only when its item count is a multiple of 8.
+    if (bytes % 8 == 0)
+        bitunshuffle_u8(shuffled + offset, dst + offset, bytes);
+    else
+        std::memcpy(dst + offset, shuffled + offset, bytes);
 }
 
 void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
                                  const std::vector<uint8_t>* skip) const {
     WorkerScratch& s = scratch();
-    // Bit-shuffled 1-byte items: let C-Blosc2 stop before its scalar unshuffle by clearing the
-    // flag in our copy of the header, and unshuffle the decoded blocks ourselves.
-    const bool own_unshuffle = (h.flags & 0x04) != 0 && (h.flags & 0x01) == 0 && h.typesize == 1;
+    // For bit-shuffled 1-byte items, clear the flag in our copy of the header so C-Blosc2 stops
+    // before its scalar unshuffle, and unshuffle the decoded blocks ourselves.
+    const bool own = own_unshuffle(h);
     uint8_t* target = dst;
-    if (own_unshuffle) {
+    if (own) {
         file[2] = static_cast<uint8_t>(h.flags & ~0x04);
         if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
         target = s.shuffled.data();
@@ -277,19 +375,11 @@ void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& fil
         s.blosc().decompress(file.data(), file.size(), target, chunk_bytes_);
     else
         s.blosc().decompress_blocks(h, file.data(), file.size(), target, chunk_bytes_, *skip);
-    if (!own_unshuffle) return;
+    if (!own) return;
     const int32_t nblocks = h.nblocks();
-    for (int32_t b = 0; b < nblocks; ++b) {
-        if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
-        const auto offset = static_cast<std::size_t>(b) * static_cast<std::size_t>(h.blocksize);
-        const auto bytes = static_cast<std::size_t>(
-            (b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize);
-        // Blosc1 bitshuffles a block only when its item count is a multiple of 8.
-        if (bytes % 8 == 0)
-            bitunshuffle_u8(target + offset, dst + offset, bytes);
-        else
-            std::memcpy(dst + offset, target + offset, bytes);
-    }
+    for (int32_t b = 0; b < nblocks; ++b)
+        if (skip == nullptr || !(*skip)[static_cast<std::size_t>(b)])
+            unshuffle_block(h, b, target, dst);
 }
 
 double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,

@@ -12,6 +12,7 @@
 #include "chunk_cache.hpp"
 #include "chunk_source.hpp"
 #include "stitcher.hpp"
+#include "thread_pool.hpp"
 
 namespace zarrcrop {
 
@@ -35,12 +36,32 @@ public:
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
+    // As process(), but when the chunk needs several Blosc blocks they are decoded in parallel
+    // on `pool` (the calling thread takes part). For crops that touch fewer chunks than there
+    // are threads.
+    void process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                       ThreadPool& pool) const;
+
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what process() would decode for these stitches (nothing is
     // stitched; a whole-chunk stitch may be decoded into its destination).
     double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
 private:
+    struct LoadedChunk {
+        enum Kind { Compressed, RawInBuffer, RawInDestination };
+        Kind kind = Compressed;
+        BloscHeader h;
+        bool whole = false;         // the only stitch takes the whole chunk contiguously
+        std::size_t needed = 0;     // blocks to decode (the worker's skip mask says which)
+        const uint8_t* raw = nullptr;  // RawInBuffer: the chunk's raw bytes
+    };
+    // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
+    // validated, into the worker's scratch.
+    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
+    static bool own_unshuffle(const BloscHeader& h);
+    static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
+                                uint8_t* dst);
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
     void check_uncompressed_size(std::size_t size) const;
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the

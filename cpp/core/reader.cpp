@@ -78,6 +78,9 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
     for (std::size_t d = 0; d < ndim; ++d) steps[d] = selection[d].step;
     auto* dst = static_cast<uint8_t*>(out);
 
+    const std::shared_ptr<ThreadPool> pool = process_pool();
+    // Fewer chunks than threads: take the chunks one at a time and spread their blocks.
+    const bool split = plan.num_tasks() < pool->size();
     const std::function<void(std::size_t)> task = [&](std::size_t i) {
         const DimPiece* pieces[kMaxDims];
         plan.task_pieces(i, pieces);
@@ -86,9 +89,16 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
         Stitch st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize,
                                 chunk_strides_.data(), dst, out_strides.data());
         if (st.region.simplify() == 0) return;
-        decoder_.process(coords, &st, 1);
+        if (split)
+            decoder_.process_split(coords, &st, 1, *pool);
+        else
+            decoder_.process(coords, &st, 1);
     };
-    process_pool()->parallel_for(plan.num_tasks(), task);
+    if (split) {
+        for (std::size_t i = 0; i < plan.num_tasks(); ++i) task(i);
+    } else {
+        pool->parallel_for(plan.num_tasks(), task);
+    }
 }
 
 CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t n,
@@ -183,10 +193,17 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
     std::vector<std::pair<const std::vector<int64_t>*, const std::vector<Stitch>*>> work;
     work.reserve(by_chunk.size());
     for (const auto& [coords, stitches] : by_chunk) work.emplace_back(&coords, &stitches);
+    const std::shared_ptr<ThreadPool> pool = process_pool();
+    if (work.size() < pool->size()) {
+        // Fewer chunks than threads: take the chunks one at a time and spread their blocks.
+        for (const auto& [coords, stitches] : work)
+            decoder_.process_split(coords->data(), stitches->data(), stitches->size(), *pool);
+        return;
+    }
     const std::function<void(std::size_t)> task = [&](std::size_t i) {
         decoder_.process(work[i].first->data(), work[i].second->data(), work[i].second->size());
     };
-    process_pool()->parallel_for(work.size(), task);
+    pool->parallel_for(work.size(), task);
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,

@@ -77,12 +77,12 @@ const int64_t* crop_starts(const zarrcrop::CropReader& reader, const py::buffer_
 }
 
 double decode_seconds(const zarrcrop::CropReader& reader, const py::buffer& starts,
-                      const std::vector<int64_t>& crop_shape, bool shared) {
+                      const std::vector<int64_t>& crop_shape, bool shared, bool fill_outside) {
     py::buffer_info st = starts.request();
     const int64_t* start_ptr = crop_starts(reader, st);
     const auto n = static_cast<std::size_t>(st.shape[0]);
     py::gil_scoped_release release;
-    return reader.decode_seconds(start_ptr, n, crop_shape, shared);
+    return reader.decode_seconds(start_ptr, n, crop_shape, shared, fill_outside);
 }
 
 void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& starts,
@@ -116,7 +116,7 @@ void register_reader(py::module_& m) {
              py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
              "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")
         .def("decode_seconds", &decode_seconds, py::arg("starts"), py::arg("crop_shape"),
-             py::arg("shared"),
+             py::arg("shared"), py::arg("fill_outside") = false,
              "Benchmark support: single-threaded seconds to validate and decode only what the "
              "crops need (files read beforehand, untimed).")
         .def("cache_info",

@@ -111,11 +111,11 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
             s.file.resize(file.size());
             file.read_at(0, file.size(), s.file.data());
             if (!caching) {
-                const uint8_t* base = decode_needed(s.file, stitches, n);
+                const uint8_t* base = decode_needed(MutableBytes(s.file), stitches, n);
                 if (base != nullptr) stitch_all(base, stitches, n);
                 return;
             }
-            cached = decode_whole(s.file);
+            cached = decode_whole(MutableBytes(s.file));
             cache_->put(key, cached);
         }
         stitch_all(cached->data(), stitches, n);
@@ -132,7 +132,7 @@ void ChunkDecoder::stitch_all(const uint8_t* chunk, const Stitch* stitches, std:
         copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
 }
 
-ChunkBytes ChunkDecoder::decode_whole(std::vector<uint8_t>& file) const {
+ChunkBytes ChunkDecoder::decode_whole(MutableBytes file) const {
     auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
@@ -171,7 +171,7 @@ std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitch
     return needed;
 }
 
-const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, std::vector<uint8_t>& file,
+const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
                                             const Stitch* stitches, bool whole,
                                             std::size_t needed) const {
     WorkerScratch& s = scratch();
@@ -186,7 +186,7 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, std::vector<ui
     return s.decoded.data();
 }
 
-const uint8_t* ChunkDecoder::decode_needed(std::vector<uint8_t>& file, const Stitch* stitches,
+const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stitches,
                                            std::size_t n) const {
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
@@ -209,6 +209,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     uint8_t* buf = s.file.data();
     file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
     LoadedChunk c;
+    c.bytes = MutableBytes(buf, size);
     c.h = validate_blosc_header(buf, size, chunk_bytes_, spec_.itemsize);
     c.whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
     const BloscHeader& h = c.h;
@@ -220,7 +221,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
             c.kind = LoadedChunk::RawInDestination;
             return c;
         }
-        // Raw bytes: read the block-sized runs that hold needed bytes.
+        // Raw bytes: fetch the block-sized runs that hold needed bytes.
         plan_blocks(h, stitches, n, false);
         const auto bs = static_cast<std::size_t>(h.blocksize);
         for (std::size_t b = 0; b < nblocks;) {
@@ -277,7 +278,7 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
         case LoadedChunk::RawInBuffer: return c.raw;
         case LoadedChunk::Compressed: break;
     }
-    return decode_planned(c.h, scratch().file, stitches, c.whole, c.needed);
+    return decode_planned(c.h, c.bytes, stitches, c.whole, c.needed);
 }
 
 void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,
@@ -299,8 +300,7 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
             const uint8_t* base = c.kind == LoadedChunk::RawInBuffer ? c.raw
                                   : c.kind == LoadedChunk::RawInDestination
                                       ? nullptr
-                                      : decode_planned(c.h, scratch().file, stitches, c.whole,
-                                                       c.needed);
+                                      : decode_planned(c.h, c.bytes, stitches, c.whole, c.needed);
             if (base != nullptr) stitch_all(base, stitches, n);
             return;
         }
@@ -317,12 +317,12 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
         const bool own = own_unshuffle(h);
         uint8_t* target = final_dst;
         if (own) {
-            s.file[2] = static_cast<uint8_t>(h.flags & ~0x04);
+            c.bytes[2] = static_cast<uint8_t>(h.flags & ~0x04);
             if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
             target = s.shuffled.data();
         }
-        const uint8_t* src = s.file.data();
-        const std::size_t size = s.file.size();
+        const uint8_t* src = c.bytes.data();
+        const std::size_t size = c.bytes.size();
         const std::function<void(std::size_t)> task = [&](std::size_t i) {
             WorkerScratch& w = scratch();  // the executing thread's own context and mask
             const int32_t b = blocks[i];
@@ -359,27 +359,31 @@ void ChunkDecoder::unshuffle_block(const BloscHeader& h, int32_t b, const uint8_
         std::memcpy(dst + offset, shuffled + offset, bytes);
 }
 
-void ChunkDecoder::decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
+void ChunkDecoder::decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,
                                  const std::vector<uint8_t>* skip) const {
     WorkerScratch& s = scratch();
-    // For bit-shuffled 1-byte items, clear the flag in our copy of the header so C-Blosc2 stops
-    // before its scalar unshuffle, and unshuffle the decoded blocks ourselves.
-    const bool own = own_unshuffle(h);
-    uint8_t* target = dst;
-    if (own) {
-        file[2] = static_cast<uint8_t>(h.flags & ~0x04);
-        if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
-        target = s.shuffled.data();
+    if (!own_unshuffle(h)) {
+        if (skip == nullptr)
+            s.blosc().decompress(file.data(), file.size(), dst, chunk_bytes_);
+        else
+            s.blosc().decompress_blocks(h, file.data(), file.size(), dst, chunk_bytes_, *skip);
+        return;
     }
-    if (skip == nullptr)
-        s.blosc().decompress(file.data(), file.size(), target, chunk_bytes_);
-    else
-        s.blosc().decompress_blocks(h, file.data(), file.size(), target, chunk_bytes_, *skip);
-    if (!own) return;
-    const int32_t nblocks = h.nblocks();
-    for (int32_t b = 0; b < nblocks; ++b)
-        if (skip == nullptr || !(*skip)[static_cast<std::size_t>(b)])
-            unshuffle_block(h, b, target, dst);
+    // Bit-shuffled 1-byte items: clear the flag in our copy of the header so C-Blosc2 stops
+    // before its scalar unshuffle, then unshuffle each block ourselves right after it is
+    // decoded, while it is still in cache.
+    file[2] = static_cast<uint8_t>(h.flags & ~0x04);
+    if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+    s.block_mask.assign(nblocks, 1);
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        if (skip != nullptr && (*skip)[b]) continue;
+        s.block_mask[b] = 0;
+        s.blosc().decompress_blocks(h, file.data(), file.size(), s.shuffled.data(), chunk_bytes_,
+                                    s.block_mask);
+        s.block_mask[b] = 1;
+        unshuffle_block(h, static_cast<int32_t>(b), s.shuffled.data(), dst);
+    }
 }
 
 double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
@@ -390,7 +394,10 @@ double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
     // Thread CPU time, not wall time: on a shared machine the bound should not include time
     // this thread spent waiting for a core.
     const double t0 = thread_cpu_seconds();
-    decode_needed(file, stitches, n);
+    const uint8_t* base = decode_needed(MutableBytes(file), stitches, n);
+    const bool raw = spec_.compressor == Compressor::None || (file.size() > 2 && (file[2] & 0x02));
+    // Raw (uncompressed or memcpyed) chunks are "decoded" by copying the needed bytes out.
+    if (raw && base != nullptr) stitch_all(base, stitches, n);
     return thread_cpu_seconds() - t0;
 }
 

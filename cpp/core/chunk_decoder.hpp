@@ -16,6 +16,19 @@
 
 namespace zarrcrop {
 
+// A chunk file's bytes in memory, writable because decoding
+// may patch the copy of the header (see bitshuffle.hpp).
+struct MutableBytes {
+    uint8_t* ptr = nullptr;
+    std::size_t len = 0;
+    MutableBytes() = default;
+    MutableBytes(uint8_t* p, std::size_t n) : ptr(p), len(n) {}
+    explicit MutableBytes(std::vector<uint8_t>& v) : ptr(v.data()), len(v.size()) {}
+    uint8_t* data() const { return ptr; }
+    std::size_t size() const { return len; }
+    uint8_t& operator[](std::size_t i) const { return ptr[i]; }
+};
+
 // One destination of a chunk's decoded bytes.
 struct Stitch {
     int64_t src_offset = 0;  // bytes from the decoded chunk's start to the first element
@@ -55,6 +68,7 @@ private:
         bool whole = false;         // the only stitch takes the whole chunk contiguously
         std::size_t needed = 0;     // blocks to decode (the worker's skip mask says which)
         const uint8_t* raw = nullptr;  // RawInBuffer: the chunk's raw bytes
+        MutableBytes bytes;            // the chunk file's bytes (worker scratch)
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch.
@@ -67,7 +81,7 @@ private:
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
     // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded
     // straight into the only destination.
-    const uint8_t* decode_needed(std::vector<uint8_t>& file, const Stitch* stitches,
+    const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches,
                                  std::size_t n) const;
     // The same for a large Blosc chunk file, reading only the header, offset table and the
     // blocks the stitches need.
@@ -76,14 +90,14 @@ private:
     // Marks the blocks to skip in the worker's mask; returns how many are needed.
     std::size_t plan_blocks(const BloscHeader& h, const Stitch* stitches, std::size_t n,
                             bool whole) const;
-    const uint8_t* decode_planned(const BloscHeader& h, std::vector<uint8_t>& file,
+    const uint8_t* decode_planned(const BloscHeader& h, MutableBytes file,
                                   const Stitch* stitches, bool whole, std::size_t needed) const;
     // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
     // May modify `file` (see bitshuffle.hpp).
-    void decode_blocks(const BloscHeader& h, std::vector<uint8_t>& file, uint8_t* dst,
+    void decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,
                        const std::vector<uint8_t>* skip) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
-    ChunkBytes decode_whole(std::vector<uint8_t>& file) const;
+    ChunkBytes decode_whole(MutableBytes file) const;
 
     const ArraySpec& spec_;
     const FileChunkSource& source_;

@@ -207,7 +207,8 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,
-                                  const std::vector<int64_t>& crop_shape, bool shared) const {
+                                  const std::vector<int64_t>& crop_shape, bool shared,
+                                  bool fill_outside) const {
     std::size_t crop_bytes = spec_.itemsize;
     for (int64_t c : crop_shape) crop_bytes *= static_cast<std::size_t>(std::max<int64_t>(c, 0));
     const std::vector<uint8_t> fill(spec_.itemsize, 0);
@@ -217,7 +218,7 @@ double CropReader::decode_seconds(const int64_t* starts, std::size_t n,
     for (std::size_t first = 0; first < n; first += group) {
         const std::size_t m = std::min(group, n - first);
         const ChunkWork work = plan_crops(starts + first * spec_.ndim(), m, crop_shape,
-                                          sink.data(), crop_bytes * m, true, fill.data());
+                                          sink.data(), crop_bytes * m, fill_outside, fill.data());
         for (const auto& [coords, stitches] : work)
             total += decoder_.time_decode(coords.data(), stitches.data(), stitches.size());
     }

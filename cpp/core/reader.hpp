@@ -44,12 +44,14 @@ public:
                     void* out, std::size_t out_nbytes, bool fill_outside,
                     const uint8_t* fill) const;
 
-    // Benchmark support: single-threaded seconds spent validating and decoding only what these
+    // Benchmark support: single-threaded CPU seconds spent validating and decoding only what these
     // crops need (chunk files are read beforehand, untimed; nothing is stitched). With
     // `shared`, chunks shared by several crops count once, as in read_crops; otherwise each
     // crop is costed on its own, as in a loop of single reads.
+    // Crops reaching outside the array throw std::out_of_range unless fill_outside.
     double decode_seconds(const int64_t* starts, std::size_t n,
-                          const std::vector<int64_t>& crop_shape, bool shared) const;
+                          const std::vector<int64_t>& crop_shape, bool shared,
+                          bool fill_outside) const;
 
 private:
     using ChunkWork = std::map<std::vector<int64_t>, std::vector<Stitch>>;

@@ -222,6 +222,27 @@ class CropArray:
         naming it. ``boundary="fill"``: parts outside the array (negative starts allowed) get
         ``fill`` (default: the array's fill value, or 0 when it has none).
         """
+        start_arr, crop_shape = self._crop_args(starts, shape, boundary)
+        result_shape = (start_arr.shape[0], *crop_shape)
+        fill_value = self._fill_for(fill)
+        if out is None:
+            target = np.empty(result_shape, dtype=self.dtype)
+        else:
+            target = as_output_array(out, result_shape, self.dtype)
+        if self._reader is not None:
+            self._reader.read_crops(
+                start_arr, list(crop_shape), target, boundary == "fill", fill_value.tobytes()
+            )
+        else:
+            if self._strict:
+                raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
+            self._read_crops_fallback(start_arr, crop_shape, target, boundary, fill_value)
+        return target if out is None else out
+
+    def _crop_args(
+        self, starts: Any, shape: Any, boundary: str
+    ) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Validate read_crops-style arguments: (N, ndim) int64 starts and the crop shape."""
         if boundary not in ("error", "fill"):
             raise ValueError(f"boundary must be 'error' or 'fill', got {boundary!r}")
         crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
@@ -238,22 +259,7 @@ class CropArray:
             raise ValueError(f"starts must have shape (N, {self.ndim}), got {raw.shape}")
         if raw.dtype.kind not in "iu":
             raise ValueError(f"starts must be integers, got dtype {raw.dtype}")
-        start_arr = np.ascontiguousarray(raw, dtype=np.int64)
-        result_shape = (start_arr.shape[0], *crop_shape)
-        fill_value = self._fill_for(fill)
-        if out is None:
-            target = np.empty(result_shape, dtype=self.dtype)
-        else:
-            target = as_output_array(out, result_shape, self.dtype)
-        if self._reader is not None:
-            self._reader.read_crops(
-                start_arr, list(crop_shape), target, boundary == "fill", fill_value.tobytes()
-            )
-        else:
-            if self._strict:
-                raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
-            self._read_crops_fallback(start_arr, crop_shape, target, boundary, fill_value)
-        return target if out is None else out
+        return np.ascontiguousarray(raw, dtype=np.int64), crop_shape
 
     def _fill_for(self, fill: Any) -> np.ndarray:
         if fill is None:
@@ -290,20 +296,24 @@ class CropArray:
             dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
             target[(i, *dst)] = np.asarray(self._array[src])
 
-    def decode_seconds(self, starts: Any, shape: Any, *, shared: bool = False) -> float:
-        """Benchmark support: single-threaded seconds spent decoding what these crops need.
+    def decode_seconds(
+        self, starts: Any, shape: Any, *, shared: bool = False, boundary: str = "error"
+    ) -> float:
+        """Benchmark support: single-threaded CPU seconds to decode what these crops need.
 
-        Chunk files are read beforehand (untimed) and nothing is stitched, so this is the pure
-        validation + decompression cost of exactly the Blosc blocks zarrcrop would decode. With
+        Takes the arguments of :meth:`read_crops`. Chunk files are read beforehand (untimed)
+        and nothing is stitched, so this is the validation + decompression cost of exactly the
+        Blosc blocks zarrcrop would decode (for raw chunks, the copy of the needed bytes). With
         ``shared``, chunks shared by several crops count once (as in :meth:`read_crops`);
         otherwise each crop is costed alone (as in a loop of single reads). Dividing by the
         number of cores gives the decode bound that throughput is measured against.
         """
         if self._reader is None:
             raise FallbackError(f"{self.name}: not native ({self._fallback_reason})")
-        crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
-        start_arr = np.ascontiguousarray(np.asarray(starts).reshape(-1, self.ndim), np.int64)
-        return float(self._reader.decode_seconds(start_arr, list(crop_shape), shared))
+        start_arr, crop_shape = self._crop_args(starts, shape, boundary)
+        return float(
+            self._reader.decode_seconds(start_arr, list(crop_shape), shared, boundary == "fill")
+        )
 
     def cache_info(self) -> dict[str, int]:
         """Decoded-chunk cache statistics: capacity, size (bytes), entries, hits, misses."""

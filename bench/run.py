@@ -1,0 +1,104 @@
+"""Run the benchmark suite, report it, and gate it: the one documented entry point.
+
+    python bench/run.py [--json PATH] [--write-results bench/RESULTS.md] [--note TEXT]
+                        [--no-gate] [--update-baselines] [PYTEST ARGS ...]
+
+1. ``python -m pytest bench --benchmark-json=PATH [PYTEST ARGS]`` from the repository root
+   (PATH defaults to ``bench/.results/run-<UTC time>.json``; extra arguments such as
+   ``-k photo-v2-960`` or ``--bench-rounds 8`` go to pytest);
+2. ``python bench/report.py PATH`` (and writes RESULTS.md with ``--write-results``);
+3. ``python bench/gate.py PATH`` (or ``--update`` with ``--update-baselines``).
+
+Exits non-zero when pytest failed (for example the memory check) or the gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+sys.path.insert(0, str(BENCH_DIR))
+
+from zcbench import gate, report  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description="Run zarrcrop's benchmarks (pytest bench/), print the report, run the "
+        "regression gate. Unknown arguments are passed to pytest.",
+    )
+    parser.add_argument("--json", type=Path, help="benchmark JSON to write")
+    parser.add_argument(
+        "--write-results", type=Path, metavar="PATH", help="write RESULTS.md to PATH"
+    )
+    parser.add_argument("--note", action="append", default=[], help="note for RESULTS.md")
+    parser.add_argument("--no-gate", action="store_true", help="skip the regression gate")
+    parser.add_argument(
+        "--update-baselines",
+        action="store_true",
+        help="rewrite bench/baselines.json from this run instead of gating",
+    )
+    args, pytest_args = parser.parse_known_args(argv)
+
+    if args.json is None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        args.json = BENCH_DIR / ".results" / f"run-{stamp}.json"
+    json_path = args.json.resolve()
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.unlink(missing_ok=True)
+
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        os.path.relpath(BENCH_DIR, ROOT),
+        f"--benchmark-json={json_path}",
+        "--benchmark-columns=min,mean,median,stddev,rounds",
+        "--benchmark-sort=name",
+        *pytest_args,
+    ]
+    env = dict(os.environ)
+    env["ZARRCROP_BENCH_COMMAND"] = shlex.join(["python", "bench/run.py", *argv])
+    print("+", shlex.join(command), flush=True)
+    start = time.perf_counter()
+    pytest_rc = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    seconds = time.perf_counter() - start
+    print(f"\nbench/run.py: pytest finished in {seconds / 60:.1f} min (exit {pytest_rc})")
+    if not json_path.exists():
+        print(f"bench/run.py: no benchmark JSON at {json_path}", file=sys.stderr)
+        return pytest_rc or 2
+
+    print(f"\n## Report ({json_path})\n", flush=True)
+    report_args = [str(json_path), "--suite-seconds", f"{seconds:.1f}"]
+    if args.write_results:
+        report_args += ["--write-results", str(args.write_results)]
+    for note in args.note:
+        report_args += ["--note", note]
+    report_rc = report.main(report_args)
+
+    gate_rc = 0
+    if args.update_baselines:
+        gate_rc = gate.main([str(json_path), "--update"])
+    elif not args.no_gate:
+        print()
+        gate_rc = gate.main([str(json_path)])
+    for what, rc in (("pytest", pytest_rc), ("report", report_rc), ("gate", gate_rc)):
+        if rc:
+            print(f"bench/run.py: {what} failed (exit {rc})", file=sys.stderr)
+    return pytest_rc or gate_rc or report_rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

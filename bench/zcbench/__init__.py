@@ -1,0 +1,1 @@
+"""Support code for zarrcrop's benchmark suite (datasets, readers, cases, results)."""

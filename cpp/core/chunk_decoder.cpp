@@ -221,20 +221,24 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
             c.kind = LoadedChunk::RawInDestination;
             return c;
         }
-        // Raw bytes: fetch the block-sized runs that hold needed bytes.
-        plan_blocks(h, stitches, n, false);
-        const auto bs = static_cast<std::size_t>(h.blocksize);
-        for (std::size_t b = 0; b < nblocks;) {
-            if (s.skip[b]) {
-                ++b;
+        // Raw bytes need no decoding: read just the page-sized runs that hold needed bytes.
+        constexpr std::size_t kGranule = 4096;
+        const std::size_t granules = (chunk_bytes_ + kGranule - 1) / kGranule;
+        std::vector<uint8_t>& need = s.skip;  // here: 1 = needed
+        need.assign(granules, 0);
+        for (std::size_t i = 0; i < n; ++i)
+            mark_needed_blocks(stitches[i], static_cast<int64_t>(kGranule), need);
+        for (std::size_t g = 0; g < granules;) {
+            if (!need[g]) {
+                ++g;
                 continue;
             }
-            std::size_t e = b;
-            while (e < nblocks && !s.skip[e]) ++e;
-            const std::size_t lo = b * bs;
-            const std::size_t hi = std::min(e * bs, chunk_bytes_);
+            std::size_t e = g;
+            while (e < granules && need[e]) ++e;
+            const std::size_t lo = g * kGranule;
+            const std::size_t hi = std::min(e * kGranule, chunk_bytes_);
             file.read_at(16 + lo, hi - lo, buf + 16 + lo);
-            b = e;
+            g = e;
         }
         c.kind = LoadedChunk::RawInBuffer;
         c.raw = buf + 16;

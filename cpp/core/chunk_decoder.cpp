@@ -25,6 +25,8 @@ struct WorkerScratch {
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
     std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
+    std::vector<uint8_t> junk;        // receives file bytes between needed raw rows
+    std::vector<std::pair<uint8_t*, std::size_t>> parts;  // scatter-read list
     std::unique_ptr<BloscDecoder> decoder;
 
     BloscDecoder& blosc() {
@@ -107,6 +109,10 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
                 const uint8_t* base = load_and_decode_needed(file, stitches, n);
                 if (base != nullptr) stitch_all(base, stitches, n);
                 return;
+            }
+            if (!caching && !blosc && n == 1) {
+                check_uncompressed_size(file.size());
+                if (read_raw_direct(file, 0, stitches[0])) return;
             }
             s.file.resize(file.size());
             file.read_at(0, file.size(), s.file.data());
@@ -221,7 +227,12 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
             c.kind = LoadedChunk::RawInDestination;
             return c;
         }
-        // Raw bytes need no decoding: read just the page-sized runs that hold needed bytes.
+        // Raw bytes need no decoding: scatter-read the needed rows straight into the output,
+        // or else read just the page-sized runs that hold needed bytes.
+        if (n == 1 && read_raw_direct(file, 16, stitches[0])) {
+            c.kind = LoadedChunk::RawInDestination;
+            return c;
+        }
         constexpr std::size_t kGranule = 4096;
         const std::size_t granules = (chunk_bytes_ + kGranule - 1) / kGranule;
         std::vector<uint8_t>& need = s.skip;  // here: 1 = needed
@@ -283,6 +294,65 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
         case LoadedChunk::Compressed: break;
     }
     return decode_planned(c.h, c.bytes, stitches, c.whole, c.needed);
+}
+
+bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offset,
+                                   const Stitch& st) const {
+    // Gaps up to this size between needed rows are read into a junk buffer; larger ones end
+    // the scatter read and start a new one (a syscall costs about as much as copying this).
+    constexpr std::size_t kMaxGap = 16 * 1024;
+    const StridedCopy& r = st.region;
+    const auto item = static_cast<int64_t>(r.itemsize);
+    if (r.ndim > 0) {
+        if (r.src_strides[r.ndim - 1] != item || r.dst_strides[r.ndim - 1] != item) return false;
+        for (std::size_t d = 0; d < r.ndim; ++d)
+            if (r.src_strides[d] <= 0) return false;
+    }
+    const int64_t row_bytes = r.ndim > 0 ? r.counts[r.ndim - 1] * item : item;
+    const std::size_t outer = r.ndim > 0 ? r.ndim - 1 : 0;
+    // Rows come in increasing file order (positive strides of a C-order chunk); check anyway
+    // before reading anything.
+    int64_t last_end = -1;
+    int64_t idx[kMaxDims] = {};
+    WorkerScratch& s = scratch();
+    if (s.junk.size() < kMaxGap) s.junk.resize(kMaxGap);
+    s.parts.clear();
+    std::vector<int64_t> batch_starts;  // file offset where each scatter read starts
+    std::vector<std::size_t> batch_first;  // index into parts where each batch starts
+    for (;;) {
+        int64_t src = st.src_offset;
+        int64_t dst = 0;
+        for (std::size_t d = 0; d < outer; ++d) {
+            src += idx[d] * r.src_strides[d];
+            dst += idx[d] * r.dst_strides[d];
+        }
+        if (src < last_end) return false;
+        if (last_end < 0 || static_cast<std::size_t>(src - last_end) > kMaxGap) {
+            batch_starts.push_back(src);
+            batch_first.push_back(s.parts.size());
+        } else if (src > last_end) {
+            s.parts.emplace_back(s.junk.data(), static_cast<std::size_t>(src - last_end));
+        }
+        s.parts.emplace_back(st.dst + dst, static_cast<std::size_t>(row_bytes));
+        last_end = src + row_bytes;
+        bool done = true;
+        for (std::size_t d = outer; d-- > 0;) {
+            if (++idx[d] < r.counts[d]) {
+                done = false;
+                break;
+            }
+            idx[d] = 0;
+        }
+        if (done) break;
+    }
+    std::vector<std::pair<uint8_t*, std::size_t>> batch;
+    for (std::size_t b = 0; b < batch_starts.size(); ++b) {
+        const std::size_t end = b + 1 < batch_first.size() ? batch_first[b + 1] : s.parts.size();
+        batch.assign(s.parts.begin() + static_cast<std::ptrdiff_t>(batch_first[b]),
+                     s.parts.begin() + static_cast<std::ptrdiff_t>(end));
+        file.read_scattered(data_offset + static_cast<std::size_t>(batch_starts[b]), batch);
+    }
+    return true;
 }
 
 void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,

@@ -73,6 +73,10 @@ private:
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch.
     LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
+    // For raw chunk bytes starting at data_offset in the file: reads the stitch's rows straight
+    // into its destination with scatter reads (preadv). False, with nothing read, for layouts
+    // it does not handle (negative strides, rows not contiguous).
+    bool read_raw_direct(const ChunkFile& file, std::size_t data_offset, const Stitch& st) const;
     static bool own_unshuffle(const BloscHeader& h);
     static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
                                 uint8_t* dst);

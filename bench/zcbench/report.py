@@ -266,14 +266,19 @@ def render_results(run: Run, notes: Sequence[str] = (), suite_seconds: float | N
         "slice so that zarrs reads natively). "
         f"Threads: {threads} for every reader (zarrcrop pool, zarr `threading.max_workers`, "
         "tensorstore `data_copy_concurrency` and `file_io_concurrency`). Page cache warm.",
-        "- Decode bound: `CropArray.decode_seconds` (single-thread seconds to validate and "
-        "decompress exactly the Blosc blocks the crops need, files read beforehand, no "
-        "stitching; minimum of "
+        "- Decode bound: `CropArray.decode_seconds` (single-thread CPU seconds to validate and "
+        "decompress exactly the Blosc blocks the crops need with zarrcrop's decoder, files "
+        "read beforehand, no stitching; for raw (memcpyed) chunks, the copy of the needed "
+        "bytes; minimum of "
         f"{settings.get('decode_reps', '?')} measurements per batch), summed over the "
         f"batches; bound crops/s = crops / (seconds / {threads} threads). The loop is "
         "compared with each crop costed alone (`shared=False`), the batch with chunks shared "
         "inside a batch decoded once (`shared=True`).",
     ]
+    lines.append(
+        "- Where the time goes (profiles before and after each optimization, what was tried "
+        "and dropped): [PROFILE.md](PROFILE.md)."
+    )
     if notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     lines += ["", "## Results", "", render_report(run).rstrip("\n")]

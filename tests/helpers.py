@@ -56,14 +56,21 @@ V3_KEY_ENCODINGS = [
     {"name": "v2", "separator": "/"},
 ]
 
-# Non-native ("fallback") layouts; each must still give results equal to zarr-python.
-FALLBACK_LAYOUTS = [
-    "v2-delta-filter",
+# Layouts besides the plain one ("native": blosc or no compressor, C order, little endian).
+# Those in NATIVE_LAYOUTS are read natively too; the rest fall back to zarr-python. All must
+# give results equal to zarr-python's.
+NATIVE_LAYOUTS = [
     "v2-order-F",
     "v2-big-endian",
     "v2-numcodecs-zstd",
-    "v2-numcodecs-gzip",
     "v3-default-codecs",
+    "v3-big-endian",
+    "v3-zstd-crc32c",
+    "v3-blosc-crc32c",
+]
+FALLBACK_LAYOUTS = [
+    "v2-delta-filter",
+    "v2-numcodecs-gzip",
     "v3-sharding",
 ]
 
@@ -89,11 +96,11 @@ class ArraySpec:
     codec: Blosc | None = None
     fill_value: Any = 0
     key_encoding: dict = field(default_factory=lambda: {"name": "v2", "separator": "."})
-    layout: str = "native"  # "native" or one of FALLBACK_LAYOUTS
+    layout: str = "native"  # "native", or one of NATIVE_LAYOUTS or FALLBACK_LAYOUTS
 
     @property
     def native(self) -> bool:
-        return self.layout == "native"
+        return self.layout == "native" or self.layout in NATIVE_LAYOUTS
 
 
 def _zarr_create_kwargs(spec: ArraySpec) -> dict[str, Any]:
@@ -139,6 +146,13 @@ def _zarr_create_kwargs(spec: ArraySpec) -> dict[str, Any]:
             )
         if layout == "v3-default-codecs":
             del kwargs["filters"], kwargs["serializer"], kwargs["compressors"]
+        elif layout == "v3-big-endian":
+            kwargs["serializer"] = zarr.codecs.BytesCodec(endian="big")
+        elif layout == "v3-zstd-crc32c":
+            kwargs["compressors"] = [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()]
+        elif layout == "v3-blosc-crc32c":
+            blosc = kwargs["compressors"] or zarr.codecs.BloscCodec(cname="lz4", clevel=5)
+            kwargs["compressors"] = [blosc, zarr.codecs.Crc32cCodec()]
         elif layout == "v3-sharding":
             kwargs["shards"] = tuple(2 * c for c in spec.chunks)
         else:
@@ -351,7 +365,7 @@ def array_specs(draw, zarr_format: int | None = None, layout: str = "native"):
     if layout == "v2-delta-filter":
         # Delta on bool/complex/float16 is not interesting; keep it to numbers it handles.
         dtype = draw(st.sampled_from(["int16", "int32", "uint8", "float32", "float64"]))
-    elif layout == "v2-big-endian":
+    elif layout in ("v2-big-endian", "v3-big-endian"):
         dtype = draw(st.sampled_from([d for d in DTYPES if np.dtype(d).itemsize > 1]))
     else:
         dtype = draw(st.sampled_from(DTYPES))

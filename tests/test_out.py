@@ -18,6 +18,9 @@ from helpers import (
     shape_in_message,
 )
 
+# numcodecs' Delta filter (the fallback layout) warns on inf - inf while encoding random floats
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
 SPEC = ArraySpec(
     zarr_format=2,
     shape=(9, 14, 3),
@@ -42,8 +45,8 @@ def arrays(tmp_path):
 
 @pytest.fixture
 def fallback_arrays(tmp_path):
-    """Same data in a non-native layout (order F)."""
-    spec = replace(SPEC, layout="v2-order-F")
+    """Same data in a non-native layout (a delta filter)."""
+    spec = replace(SPEC, layout="v2-delta-filter")
     za = create_array(tmp_path / "f.zarr", spec, make_data(SPEC.shape, SPEC.dtype, seed=4))
     ca = zarrcrop.open(tmp_path / "f.zarr")
     assert not ca.native
@@ -139,11 +142,11 @@ def test_out_with_fallback_array(fallback_arrays):
     assert_same(view_backing, za[SEL])
 
 
-def test_out_big_endian_fallback(tmp_path):
+def test_out_big_endian(tmp_path):
     spec = replace(SPEC, layout="v2-big-endian")
     za = create_array(tmp_path / "be.zarr", spec, make_data(SPEC.shape, SPEC.dtype, seed=4))
     ca = zarrcrop.open(tmp_path / "be.zarr")
-    assert not ca.native
+    assert ca.native
     assert ca.dtype == np.dtype(">f4")
     out = garbage(SEL_SHAPE, ">f4")
     assert ca.read(SEL, out=out) is out

@@ -11,21 +11,29 @@ namespace {
 
 std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string root, std::vector<int64_t> shape,
                                  std::vector<int64_t> chunks, std::size_t itemsize,
-                                 const std::string& compressor, std::string key_prefix,
+                                 const std::vector<std::string>& codecs, std::string key_prefix,
                                  const std::string& key_separator, const py::bytes& fill,
-                                 std::size_t cache_bytes) {
+                                 std::size_t cache_bytes, std::size_t swap_width,
+                                 const std::string& order) {
     zarrcrop::ArraySpec spec;
     spec.name = std::move(name);
     spec.root = std::move(root);
     spec.shape = std::move(shape);
     spec.chunks = std::move(chunks);
     spec.itemsize = itemsize;
-    if (compressor == "none")
-        spec.compressor = zarrcrop::Compressor::None;
-    else if (compressor == "blosc")
-        spec.compressor = zarrcrop::Compressor::Blosc;
-    else
-        throw std::invalid_argument("unknown compressor '" + compressor + "'");
+    for (const std::string& codec : codecs) {
+        if (codec == "blosc")
+            spec.codecs.push_back(zarrcrop::Codec::Blosc);
+        else if (codec == "zstd")
+            spec.codecs.push_back(zarrcrop::Codec::Zstd);
+        else if (codec == "crc32c")
+            spec.codecs.push_back(zarrcrop::Codec::Crc32c);
+        else
+            throw std::invalid_argument("unknown codec '" + codec + "'");
+    }
+    if (order != "C" && order != "F") throw std::invalid_argument("order must be 'C' or 'F'");
+    spec.fortran_order = order == "F";
+    spec.swap_width = swap_width;
     if (key_separator.size() != 1) throw std::invalid_argument("key separator must be one char");
     spec.keys.prefix = std::move(key_prefix);
     spec.keys.separator = key_separator[0];
@@ -107,8 +115,9 @@ void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& start
 void register_reader(py::module_& m) {
     py::class_<zarrcrop::CropReader>(m, "CropReader")
         .def(py::init(&make_reader), py::arg("name"), py::arg("root"), py::arg("shape"),
-             py::arg("chunks"), py::arg("itemsize"), py::arg("compressor"), py::arg("key_prefix"),
-             py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0)
+             py::arg("chunks"), py::arg("itemsize"), py::arg("codecs"), py::arg("key_prefix"),
+             py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0,
+             py::arg("swap_width") = 0, py::arg("order") = "C")
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
              py::arg("out"),
              "Read a strided selection into `out` (C-contiguous, shape = counts).")

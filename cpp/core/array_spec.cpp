@@ -11,7 +11,7 @@ std::size_t ArraySpec::chunk_nbytes() const {
     return n;
 }
 
-void ArraySpec::validate() const {
+void ArraySpec::validate() {
     if (shape.size() != chunks.size())
         throw std::invalid_argument(name + ": shape and chunks have different lengths");
     if (itemsize == 0 || itemsize > 64)
@@ -32,6 +32,17 @@ void ArraySpec::validate() const {
     }
     if (keys.separator != '.' && keys.separator != '/')
         throw std::invalid_argument(name + ": chunk key separator must be '.' or '/'");
+    if (swap_width != 0 && (swap_width > 8 || itemsize % swap_width != 0))
+        throw std::invalid_argument(name + ": invalid byte swap width");
+    for (std::size_t i = 1; i < codecs.size(); ++i)
+        if (codecs[i] == Codec::Blosc)
+            throw std::invalid_argument(name + ": blosc must be the first bytes codec");
+    if (codecs.empty() && swap_width <= 1)
+        compressor = Compressor::None;
+    else if (codecs.size() == 1 && codecs[0] == Codec::Blosc && swap_width <= 1)
+        compressor = Compressor::Blosc;
+    else
+        compressor = Compressor::Chain;
 }
 
 std::string chunk_key(const ChunkKeyEncoding& enc, const int64_t* coords, std::size_t ndim) {

@@ -7,6 +7,7 @@
 
 #include "bitshuffle.hpp"
 #include "blosc_decoder.hpp"
+#include "codecs.hpp"
 #include "errors.hpp"
 #include "thread_pool.hpp"
 
@@ -27,11 +28,17 @@ struct WorkerScratch {
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::vector<uint8_t> junk;        // receives file bytes between needed raw rows
     std::vector<std::pair<uint8_t*, std::size_t>> parts;  // scatter-read list
+    std::vector<uint8_t> chain[2];    // ping-pong buffers of a codec chain
     std::unique_ptr<BloscDecoder> decoder;
+    std::unique_ptr<ZstdDecoder> zstd_decoder;
 
     BloscDecoder& blosc() {
         if (!decoder) decoder = std::make_unique<BloscDecoder>();
         return *decoder;
+    }
+    ZstdDecoder& zstd() {
+        if (!zstd_decoder) zstd_decoder = std::make_unique<ZstdDecoder>();
+        return *zstd_decoder;
     }
 };
 
@@ -75,6 +82,39 @@ bool whole_chunk_destination(const Stitch* stitches, std::size_t n, std::size_t 
     return static_cast<std::size_t>(elements) * itemsize == chunk_bytes;
 }
 
+// Reverses the byte order of every `width`-byte unit (items, or the parts of complex items).
+void swap_byte_order(uint8_t* data, std::size_t size, std::size_t width) {
+    switch (width) {
+        case 2:
+            for (std::size_t i = 0; i + 2 <= size; i += 2) {
+                uint16_t v;
+                std::memcpy(&v, data + i, 2);
+                v = __builtin_bswap16(v);
+                std::memcpy(data + i, &v, 2);
+            }
+            return;
+        case 4:
+            for (std::size_t i = 0; i + 4 <= size; i += 4) {
+                uint32_t v;
+                std::memcpy(&v, data + i, 4);
+                v = __builtin_bswap32(v);
+                std::memcpy(data + i, &v, 4);
+            }
+            return;
+        case 8:
+            for (std::size_t i = 0; i + 8 <= size; i += 8) {
+                uint64_t v;
+                std::memcpy(&v, data + i, 8);
+                v = __builtin_bswap64(v);
+                std::memcpy(data + i, &v, 8);
+            }
+            return;
+        default:
+            for (std::size_t i = 0; i + width <= size; i += width)
+                std::reverse(data + i, data + i + width);
+    }
+}
+
 double thread_cpu_seconds() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -99,7 +139,7 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     try {
         ChunkBytes cached = caching ? cache_->get(key) : nullptr;
         if (!cached) {
-            const ChunkFile file = source_.open(key, chunk_bytes_ + (blosc ? 16 : 0));
+            const ChunkFile file = source_.open(key, max_file_bytes());
             if (!file.is_open()) {
                 for (std::size_t i = 0; i < n; ++i)
                     fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
@@ -110,7 +150,7 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
                 if (base != nullptr) stitch_all(base, stitches, n);
                 return;
             }
-            if (!caching && !blosc && n == 1) {
+            if (!caching && spec_.compressor == Compressor::None && n == 1) {
                 check_uncompressed_size(file.size());
                 if (read_raw_direct(file, 0, stitches[0])) return;
             }
@@ -138,8 +178,64 @@ void ChunkDecoder::stitch_all(const uint8_t* chunk, const Stitch* stitches, std:
         copy_strided(chunk + stitches[i].src_offset, stitches[i].dst, stitches[i].region);
 }
 
+std::size_t ChunkDecoder::max_file_bytes() const {
+    switch (spec_.compressor) {
+        case Compressor::None: return chunk_bytes_;
+        case Compressor::Blosc: return chunk_bytes_ + 16;
+        case Compressor::Chain: break;
+    }
+    // zstd frames of incompressible data are slightly larger than the data; stay generous but
+    // bounded so that a huge unrelated file is refused before it is read.
+    return 2 * chunk_bytes_ + 65536;
+}
+
+uint8_t* ChunkDecoder::decode_chain(MutableBytes file) const {
+    WorkerScratch& s = scratch();
+    uint8_t* data = file.data();
+    std::size_t size = file.size();
+    int next = 0;  // ping-pong buffer to write next
+    for (std::size_t i = spec_.codecs.size(); i-- > 0;) {
+        const bool last = i == 0;  // this step yields the raw chunk bytes
+        switch (spec_.codecs[i]) {
+            case Codec::Crc32c:
+                size = check_crc32c(data, size);
+                break;
+            case Codec::Zstd: {
+                std::vector<uint8_t>& out = s.chain[next];
+                s.zstd().decompress(data, size, out, chunk_bytes_, last, max_file_bytes());
+                data = out.data();
+                size = out.size();
+                next ^= 1;
+                break;
+            }
+            case Codec::Blosc: {  // always the first codec (validated), so the last decoded
+                const BloscHeader h = validate_blosc_chunk(data, size, chunk_bytes_, spec_.itemsize);
+                if (h.memcpyed()) {
+                    data += 16;
+                    size = chunk_bytes_;
+                    break;
+                }
+                if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
+                decode_blocks(h, MutableBytes(data, size), s.decoded.data(), nullptr);
+                data = s.decoded.data();
+                size = chunk_bytes_;
+                break;
+            }
+        }
+    }
+    if (size != chunk_bytes_)
+        throw ChunkError("decoded chunk has " + std::to_string(size) +
+                         " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
+    if (spec_.swap_width > 1) swap_byte_order(data, size, spec_.swap_width);
+    return data;
+}
+
 ChunkBytes ChunkDecoder::decode_whole(MutableBytes file) const {
     auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
+    if (spec_.compressor == Compressor::Chain) {
+        std::memcpy(out->data(), decode_chain(file), chunk_bytes_);
+        return out;
+    }
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
         std::memcpy(out->data(), file.data(), chunk_bytes_);
@@ -194,6 +290,7 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
 
 const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stitches,
                                            std::size_t n) const {
+    if (spec_.compressor == Compressor::Chain) return decode_chain(file);
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
         return file.data();
@@ -464,7 +561,7 @@ double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
                                  std::size_t n) const {
     const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
     std::vector<uint8_t> file;
-    if (!source_.read(key, file, chunk_bytes_ + 16)) return 0.0;
+    if (!source_.read(key, file, max_file_bytes())) return 0.0;
     // Thread CPU time, not wall time: on a shared machine the bound should not include time
     // this thread spent waiting for a core.
     const double t0 = thread_cpu_seconds();

@@ -81,6 +81,11 @@ private:
     static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
                                 uint8_t* dst);
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
+    // Largest chunk file this array can have; larger files are refused unread.
+    std::size_t max_file_bytes() const;
+    // Decodes a whole chunk file through the codec chain (and byte swap); returns the raw
+    // chunk bytes, which live in the file buffer or the worker's scratch.
+    uint8_t* decode_chain(MutableBytes file) const;
     void check_uncompressed_size(std::size_t size) const;
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
     // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded

@@ -60,6 +60,14 @@ CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)
     if (spec_.ndim() > kMaxDims) throw std::invalid_argument(spec_.name + ": too many dimensions");
     blosc_library_init();
     chunk_strides_ = c_strides(spec_.chunks, spec_.itemsize);
+    if (spec_.fortran_order) {
+        // Column-major chunks: the first dimension varies fastest.
+        auto stride = static_cast<int64_t>(spec_.itemsize);
+        for (std::size_t d = 0; d < spec_.ndim(); ++d) {
+            chunk_strides_[d] = stride;
+            stride *= spec_.chunks[d];
+        }
+    }
 }
 
 void CropReader::read(const std::vector<DimSelection>& selection, void* out,

@@ -16,11 +16,13 @@ class CropReader:
         shape: Sequence[int],
         chunks: Sequence[int],
         itemsize: int,
-        compressor: str,
+        codecs: Sequence[str],
         key_prefix: str,
         key_separator: str,
         fill_value: bytes,
         cache_bytes: int = 0,
+        swap_width: int = 0,
+        order: str = "C",
     ) -> None: ...
     def read(
         self, starts: Sequence[int], steps: Sequence[int], counts: Sequence[int], out: Any

@@ -32,10 +32,12 @@ class NativeLayout:
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: np.dtype
-    compressor: str  # "none" or "blosc"
+    codecs: tuple[str, ...]  # bytes-to-bytes codecs in encoding order: blosc, zstd, crc32c
     key_prefix: str
     key_separator: str
     fill_value: bytes
+    swap_width: int = 0  # > 0: chunks store the other byte order; swap units this wide
+    order: str = "C"  # chunk memory layout: "C" or "F"
 
 
 def _plain(value: Any) -> Any:
@@ -65,8 +67,8 @@ def describe_location(array: zarr.Array) -> str:
 def _check_dtype(dtype: np.dtype) -> None:
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
         raise Unsupported(f"dtype {dtype} is not supported natively")
-    if dtype.byteorder == ">" or (dtype.byteorder == "=" and np.little_endian is False):
-        raise Unsupported(f"big-endian dtype {dtype.str} is not supported natively")
+    if not np.little_endian:  # pragma: no cover - no big-endian hosts in CI
+        raise Unsupported("big-endian hosts are not supported natively")
 
 
 def _fill_bytes(fill_value: Any, dtype: np.dtype) -> bytes:
@@ -82,23 +84,46 @@ def _blosc_from_config(config: dict[str, Any]) -> str:
     return "blosc"
 
 
-def _layout_v2(meta: Any, dtype: np.dtype) -> tuple[str, str, str]:
-    if meta.order != "C":
-        raise Unsupported(f"order {meta.order!r} (Fortran) is not supported natively")
+def _swap_width(dtype: np.dtype) -> int:
+    """Bytes per unit to swap for the other byte order (complex: each part)."""
+    if dtype.itemsize == 1:
+        return 0
+    return dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
+
+
+class _Layout:
+    def __init__(self, codecs: tuple[str, ...], prefix: str, separator: str) -> None:
+        self.codecs = codecs
+        self.prefix = prefix
+        self.separator = separator
+        self.swap_width = 0
+        self.order = "C"
+
+
+def _layout_v2(meta: Any, dtype: np.dtype) -> _Layout:
+    if meta.order not in ("C", "F"):
+        raise Unsupported(f"order {meta.order!r} is not supported natively")
     if meta.filters:
         names = ", ".join(str(f.codec_id) for f in meta.filters)
         raise Unsupported(f"filter {names} is not supported natively")
-    compressor = "none"
+    codecs: tuple[str, ...] = ()
     if meta.compressor is not None:
         config = meta.compressor.get_config()
-        if config.get("id") != "blosc":
-            raise Unsupported(f"compressor {config.get('id')} is not supported natively")
-        compressor = _blosc_from_config(config)
+        codec_id = config.get("id")
+        if codec_id == "blosc":
+            codecs = (_blosc_from_config(config),)
+        elif codec_id == "zstd":
+            codecs = ("zstd",)
+        else:
+            raise Unsupported(f"compressor {codec_id} is not supported natively")
     separator = meta.dimension_separator or "."
-    return compressor, "", str(_plain(separator))
+    # v2 big-endian dtypes read back big-endian (the stored bytes), so no swap is needed.
+    layout = _Layout(codecs, "", str(_plain(separator)))
+    layout.order = str(meta.order)
+    return layout
 
 
-def _layout_v3(meta: Any, dtype: np.dtype) -> tuple[str, str, str]:
+def _layout_v3(meta: Any, dtype: np.dtype) -> _Layout:
     if getattr(meta, "storage_transformers", ()):
         raise Unsupported("storage transformers are not supported natively")
     grid = meta.chunk_grid.to_dict()
@@ -109,23 +134,24 @@ def _layout_v3(meta: Any, dtype: np.dtype) -> tuple[str, str, str]:
     if not names or names[0] != "bytes":
         raise Unsupported(f"codec {names[0] if names else 'chain'} is not supported natively")
     endian = _plain((codecs[0].get("configuration") or {}).get("endian"))
-    if endian == "big" and dtype.itemsize > 1:
-        raise Unsupported("bytes codec with big endian is not supported natively")
-    compressor = "none"
-    rest = codecs[1:]
-    if rest and rest[0]["name"] == "blosc":
-        compressor = _blosc_from_config(rest[0].get("configuration") or {})
-        rest = rest[1:]
-    if rest:
-        raise Unsupported(f"codec {rest[0]['name']} is not supported natively")
+    chain: list[str] = []
+    for position, codec in enumerate(codecs[1:]):
+        codec_name = str(codec["name"])
+        if codec_name == "blosc" and position == 0:
+            chain.append(_blosc_from_config(codec.get("configuration") or {}))
+        elif codec_name in ("zstd", "crc32c"):
+            chain.append(codec_name)
+        else:
+            raise Unsupported(f"codec {codec_name} is not supported natively")
     encoding = meta.chunk_key_encoding.to_dict()
     name = str(encoding["name"])
     separator = str(_plain((encoding.get("configuration") or {}).get("separator", "/")))
-    if name == "default":
-        return compressor, "c", separator
-    if name == "v2":
-        return compressor, "", separator
-    raise Unsupported(f"chunk key encoding {name} is not supported natively")
+    if name not in ("default", "v2"):
+        raise Unsupported(f"chunk key encoding {name} is not supported natively")
+    layout = _Layout(tuple(chain), "c" if name == "default" else "", separator)
+    if endian == "big":  # zarr-python returns native (little-endian) arrays: swap
+        layout.swap_width = _swap_width(dtype)
+    return layout
 
 
 def native_layout(array: zarr.Array) -> NativeLayout:
@@ -135,20 +161,22 @@ def native_layout(array: zarr.Array) -> NativeLayout:
     root = _local_root(array)
     _check_dtype(dtype)
     if meta.zarr_format == 2:
-        compressor, prefix, separator = _layout_v2(meta, dtype)
+        layout = _layout_v2(meta, dtype)
     elif meta.zarr_format == 3:
-        compressor, prefix, separator = _layout_v3(meta, dtype)
+        layout = _layout_v3(meta, dtype)
     else:  # pragma: no cover - future formats
         raise Unsupported(f"zarr format {meta.zarr_format} is not supported natively")
-    if separator not in (".", "/"):
-        raise Unsupported(f"chunk key separator {separator!r} is not supported natively")
+    if layout.separator not in (".", "/"):
+        raise Unsupported(f"chunk key separator {layout.separator!r} is not supported natively")
     return NativeLayout(
         root=root,
         shape=tuple(int(n) for n in array.shape),
         chunks=tuple(int(n) for n in array.chunks),
         dtype=dtype,
-        compressor=compressor,
-        key_prefix=prefix,
-        key_separator=separator,
+        codecs=layout.codecs,
+        key_prefix=layout.prefix,
+        key_separator=layout.separator,
         fill_value=_fill_bytes(meta.fill_value, dtype),
+        swap_width=layout.swap_width,
+        order=layout.order,
     )

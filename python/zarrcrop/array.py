@@ -53,11 +53,13 @@ class CropArray:
                 shape=list(layout.shape),
                 chunks=list(layout.chunks),
                 itemsize=layout.dtype.itemsize,
-                compressor=layout.compressor,
+                codecs=list(layout.codecs),
                 key_prefix=layout.key_prefix,
                 key_separator=layout.key_separator,
                 fill_value=layout.fill_value,
                 cache_bytes=int(cache_bytes),
+                swap_width=layout.swap_width,
+                order=layout.order,
             )
         elif self._strict:
             raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")

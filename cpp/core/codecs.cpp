@@ -1,0 +1,123 @@
+#include "codecs.hpp"
+
+#include <array>
+#include <new>
+#include <string>
+
+#include "errors.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <nmmintrin.h>
+#define ZARRCROP_HAVE_SSE42_CRC 1
+#endif
+
+// The zstd API, as exported by the zstd copy compiled into libblosc2.a (no header ships).
+extern "C" {
+struct ZSTD_DCtx_s;
+ZSTD_DCtx_s* ZSTD_createDCtx(void);
+std::size_t ZSTD_freeDCtx(ZSTD_DCtx_s* dctx);
+std::size_t ZSTD_decompressDCtx(ZSTD_DCtx_s* dctx, void* dst, std::size_t dst_capacity,
+                                const void* src, std::size_t src_size);
+unsigned long long ZSTD_getFrameContentSize(const void* src, std::size_t src_size);
+unsigned ZSTD_isError(std::size_t code);
+const char* ZSTD_getErrorName(std::size_t code);
+}
+
+namespace zarrcrop {
+
+namespace {
+
+constexpr unsigned long long kZstdSizeUnknown = static_cast<unsigned long long>(-1);
+constexpr unsigned long long kZstdSizeError = static_cast<unsigned long long>(-2);
+
+std::array<uint32_t, 256> make_crc_table() {
+    std::array<uint32_t, 256> table{};
+    for (uint32_t i = 0; i < 256; ++i) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        table[i] = c;
+    }
+    return table;
+}
+
+uint32_t crc32c_portable(uint32_t crc, const uint8_t* p, std::size_t n) {
+    static const std::array<uint32_t, 256> table = make_crc_table();
+    for (std::size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(ZARRCROP_HAVE_SSE42_CRC)
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(uint32_t crc, const uint8_t* p,
+                                                        std::size_t n) {
+    uint64_t c = crc;
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        __builtin_memcpy(&v, p + i, 8);
+        c = _mm_crc32_u64(c, v);
+    }
+    auto c32 = static_cast<uint32_t>(c);
+    for (; i < n; ++i) c32 = _mm_crc32_u8(c32, p[i]);
+    return c32;
+}
+
+bool cpu_has_sse42() {
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("sse4.2") != 0;
+    }();
+    return has;
+}
+#endif
+
+}  // namespace
+
+uint32_t crc32c(const uint8_t* data, std::size_t size) {
+#if defined(ZARRCROP_HAVE_SSE42_CRC)
+    if (cpu_has_sse42()) return ~crc32c_sse42(0xFFFFFFFFu, data, size);
+#endif
+    return ~crc32c_portable(0xFFFFFFFFu, data, size);
+}
+
+std::size_t check_crc32c(const uint8_t* data, std::size_t size) {
+    if (size < 4)
+        throw ChunkError("crc32c: " + std::to_string(size) + " bytes, shorter than the checksum");
+    const std::size_t n = size - 4;
+    const uint32_t stored = static_cast<uint32_t>(data[n]) |
+                            (static_cast<uint32_t>(data[n + 1]) << 8) |
+                            (static_cast<uint32_t>(data[n + 2]) << 16) |
+                            (static_cast<uint32_t>(data[n + 3]) << 24);
+    if (crc32c(data, n) != stored) throw ChunkError("crc32c checksum mismatch");
+    return n;
+}
+
+ZstdDecoder::ZstdDecoder() : ctx_(ZSTD_createDCtx()) {
+    if (ctx_ == nullptr) throw std::bad_alloc();
+}
+
+ZstdDecoder::~ZstdDecoder() { ZSTD_freeDCtx(static_cast<ZSTD_DCtx_s*>(ctx_)); }
+
+void ZstdDecoder::decompress(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst,
+                             std::size_t expected, bool exact, std::size_t max_size) {
+    const unsigned long long announced = ZSTD_getFrameContentSize(src, size);
+    if (announced == kZstdSizeError) throw ChunkError("zstd: not a zstd frame");
+    std::size_t capacity = expected;
+    if (!exact) {
+        if (announced == kZstdSizeUnknown)
+            throw ChunkError("zstd: frame does not announce its decompressed size");
+        if (announced > max_size) throw ChunkError("zstd: decompressed size too large");
+        capacity = static_cast<std::size_t>(announced);
+    } else if (announced != kZstdSizeUnknown && announced != expected) {
+        throw ChunkError("zstd: frame announces " + std::to_string(announced) +
+                         " bytes, the chunk needs " + std::to_string(expected));
+    }
+    dst.resize(capacity);
+    const std::size_t n = ZSTD_decompressDCtx(static_cast<ZSTD_DCtx_s*>(ctx_), dst.data(),
+                                              capacity, src, size);
+    if (ZSTD_isError(n)) throw ChunkError(std::string("zstd: ") + ZSTD_getErrorName(n));
+    if (n != capacity)
+        throw ChunkError("zstd: decompressed " + std::to_string(n) + " bytes, expected " +
+                         std::to_string(capacity));
+}
+
+}  // namespace zarrcrop

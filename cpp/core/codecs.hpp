@@ -1,0 +1,36 @@
+// Bytes-to-bytes codecs besides Blosc: zstd (from the zstd copy inside the linked C-Blosc2 static
+// library, which ships no zstd header) and crc32c. Each decode function validates what it can and
+// throws ChunkError naming the codec.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace zarrcrop {
+
+// CRC-32C (Castagnoli), as zarr v3's crc32c codec computes it.
+uint32_t crc32c(const uint8_t* data, std::size_t size);
+
+// Checks the 4-byte little-endian CRC-32C trailer; returns the payload length (size - 4).
+std::size_t check_crc32c(const uint8_t* data, std::size_t size);
+
+// A zstd decompression context (one per worker thread).
+class ZstdDecoder {
+public:
+    ZstdDecoder();
+    ~ZstdDecoder();
+    ZstdDecoder(const ZstdDecoder&) = delete;
+    ZstdDecoder& operator=(const ZstdDecoder&) = delete;
+
+    // Decompresses the zstd frame(s) in src into dst, which must end up exactly filled when
+    // `exact` (the last codec before the raw chunk bytes), else resized to the content size
+    // announced by the frame (at most `max_size`).
+    void decompress(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst,
+                    std::size_t expected, bool exact, std::size_t max_size);
+
+private:
+    void* ctx_;
+};
+
+}  // namespace zarrcrop

@@ -1,0 +1,110 @@
+"""Codec chains decoded natively besides Blosc: zstd, crc32c, byte order, Fortran order."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+
+
+def _v3(path, compressors, dtype="float32", serializer=None):
+    data = (np.arange(12 * 10).reshape(12, 10) * 1.25).astype(dtype)
+    za = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        chunks=(5, 4),
+        dtype=dtype,
+        serializer=serializer or zarr.codecs.BytesCodec(),
+        compressors=compressors,
+        fill_value=0,
+    )
+    za[...] = data
+    return za, data
+
+
+@pytest.mark.parametrize(
+    "compressors",
+    [
+        [zarr.codecs.ZstdCodec(level=1)],
+        [zarr.codecs.ZstdCodec(level=5, checksum=True)],
+        [zarr.codecs.Crc32cCodec()],
+        [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
+        [zarr.codecs.BloscCodec(cname="zstd", clevel=5), zarr.codecs.Crc32cCodec()],
+        [zarr.codecs.BloscCodec(cname="lz4", shuffle="bitshuffle"), zarr.codecs.ZstdCodec()],
+    ],
+    ids=["zstd", "zstd-checksum", "crc32c", "zstd-crc32c", "blosc-crc32c", "blosc-zstd"],
+)
+def test_chains_are_native_and_equal(tmp_path, compressors):
+    za, data = _v3(tmp_path / "a.zarr", compressors)
+    ca = zarrcrop.open(tmp_path / "a.zarr", strict=True)
+    assert ca.native
+    np.testing.assert_array_equal(ca[...], data)
+    np.testing.assert_array_equal(ca[3:11, 1:9:2], np.asarray(za[3:11, 1:9:2]))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32", "float64", "complex64", "complex128"])
+def test_big_endian_bytes_codec(tmp_path, dtype):
+    za, _ = _v3(
+        tmp_path / "be.zarr",
+        [zarr.codecs.ZstdCodec()],
+        dtype=dtype,
+        serializer=zarr.codecs.BytesCodec(endian="big"),
+    )
+    ca = zarrcrop.open(tmp_path / "be.zarr", strict=True)
+    got = ca[2:9, 1:7]
+    assert got.dtype == np.dtype(za.dtype)
+    np.testing.assert_array_equal(got, np.asarray(za[2:9, 1:7]))
+
+
+def test_v2_fortran_order_and_numcodecs_zstd(tmp_path):
+    data = np.arange(7 * 9 * 4, dtype="int32").reshape(7, 9, 4)
+    za = zarr.create_array(
+        store=str(tmp_path / "f.zarr"),
+        shape=data.shape,
+        chunks=(3, 4, 3),
+        dtype="int32",
+        zarr_format=2,
+        order="F",
+        compressors=numcodecs.Zstd(level=2),
+    )
+    za[...] = data
+    ca = zarrcrop.open(tmp_path / "f.zarr", strict=True)
+    for sel in [(...,), (slice(1, 6), slice(None, None, -2), 2), (6, 8), (slice(2, 7), 3)]:
+        np.testing.assert_array_equal(ca[sel], data[sel])
+
+
+def _first_chunk(path):
+    return path / "c" / "0" / "0"
+
+
+def test_crc32c_mismatch_names_the_chunk(tmp_path):
+    path = tmp_path / "crc.zarr"
+    _v3(path, [zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()])
+    chunk = _first_chunk(path)
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    chunk.write_bytes(bytes(raw))
+    ca = zarrcrop.open(path)
+    with pytest.raises(zarrcrop.ChunkError, match=r"c/0/0.*crc32c checksum mismatch"):
+        ca[0:5, 0:4]
+    np.testing.assert_array_equal(ca[5:10, 4:8], zarr.open_array(str(path))[5:10, 4:8])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "append"])
+def test_corrupt_zstd_chunk_raises(tmp_path, damage):
+    path = tmp_path / "z.zarr"
+    _v3(path, [zarr.codecs.ZstdCodec()])
+    chunk = _first_chunk(path)
+    raw = chunk.read_bytes()
+    chunk.write_bytes(
+        {
+            "truncate": raw[: len(raw) // 2],
+            "garbage": bytes(range(256)) * 2,
+            "empty": b"",
+            "append": raw + raw,
+        }[damage]
+    )
+    with pytest.raises(zarrcrop.ChunkError, match="c/0/0"):
+        zarrcrop.open(path)[0:2, 0:2]

@@ -14,7 +14,9 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string 
                                  const std::vector<std::string>& codecs, std::string key_prefix,
                                  const std::string& key_separator, const py::bytes& fill,
                                  std::size_t cache_bytes, std::size_t swap_width,
-                                 const std::string& order) {
+                                 const std::string& order, std::vector<int64_t> shard_shape,
+                                 const std::string& shard_index_location,
+                                 bool shard_index_crc32c) {
     zarrcrop::ArraySpec spec;
     spec.name = std::move(name);
     spec.root = std::move(root);
@@ -34,6 +36,11 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string 
     if (order != "C" && order != "F") throw std::invalid_argument("order must be 'C' or 'F'");
     spec.fortran_order = order == "F";
     spec.swap_width = swap_width;
+    spec.shard_shape = std::move(shard_shape);
+    if (shard_index_location != "end" && shard_index_location != "start")
+        throw std::invalid_argument("shard index location must be 'end' or 'start'");
+    spec.shard_index_at_start = shard_index_location == "start";
+    spec.shard_index_crc32c = shard_index_crc32c;
     if (key_separator.size() != 1) throw std::invalid_argument("key separator must be one char");
     spec.keys.prefix = std::move(key_prefix);
     spec.keys.separator = key_separator[0];
@@ -117,7 +124,9 @@ void register_reader(py::module_& m) {
         .def(py::init(&make_reader), py::arg("name"), py::arg("root"), py::arg("shape"),
              py::arg("chunks"), py::arg("itemsize"), py::arg("codecs"), py::arg("key_prefix"),
              py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0,
-             py::arg("swap_width") = 0, py::arg("order") = "C")
+             py::arg("swap_width") = 0, py::arg("order") = "C",
+             py::arg("shard_shape") = std::vector<int64_t>{},
+             py::arg("shard_index_location") = "end", py::arg("shard_index_crc32c") = true)
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
              py::arg("out"),
              "Read a strided selection into `out` (C-contiguous, shape = counts).")

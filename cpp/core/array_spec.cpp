@@ -32,6 +32,13 @@ void ArraySpec::validate() {
     }
     if (keys.separator != '.' && keys.separator != '/')
         throw std::invalid_argument(name + ": chunk key separator must be '.' or '/'");
+    if (sharded()) {
+        if (shard_shape.size() != shape.size())
+            throw std::invalid_argument(name + ": shard shape has the wrong number of dimensions");
+        for (std::size_t d = 0; d < shape.size(); ++d)
+            if (shard_shape[d] <= 0 || shard_shape[d] % chunks[d] != 0)
+                throw std::invalid_argument(name + ": inner chunks must divide the shard shape");
+    }
     if (swap_width != 0 && (swap_width > 8 || itemsize % swap_width != 0))
         throw std::invalid_argument(name + ": invalid byte swap width");
     for (std::size_t i = 1; i < codecs.size(); ++i)

@@ -32,11 +32,17 @@ struct ArraySpec {
     std::vector<Codec> codecs;      // in encoding order; decoded last to first
     std::size_t swap_width = 0;     // > 0: stored in the other byte order, swap units this wide
     bool fortran_order = false;     // chunks laid out in Fortran (column-major) order
+    // Sharding (zarr v3 sharding_indexed): `chunks` is then the inner chunk shape and files hold
+    // shards of `shard_shape` (a multiple of `chunks`); empty when unsharded.
+    std::vector<int64_t> shard_shape;
+    bool shard_index_at_start = false;
+    bool shard_index_crc32c = true;
     Compressor compressor = Compressor::None;  // derived from the above by validate()
     ChunkKeyEncoding keys;
     std::vector<uint8_t> fill_value;  // exactly itemsize bytes
 
     std::size_t ndim() const { return shape.size(); }
+    bool sharded() const { return !shard_shape.empty(); }
     // Bytes of one decoded chunk (edge chunks are stored full size).
     std::size_t chunk_nbytes() const;
     // Throws std::invalid_argument when the spec is inconsistent; sets `compressor`.

@@ -11,6 +11,7 @@
 #include "blosc_decoder.hpp"
 #include "chunk_cache.hpp"
 #include "chunk_source.hpp"
+#include "shard_index.hpp"
 #include "stitcher.hpp"
 #include "thread_pool.hpp"
 
@@ -42,8 +43,10 @@ void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uin
 
 class ChunkDecoder {
 public:
-    // `cache` may be null or disabled; when enabled, chunks are decoded whole and kept.
-    ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source, ChunkCache* cache);
+    // `shards` is null for unsharded arrays. `cache` may be null or disabled; when enabled,
+    // chunks are decoded whole and kept.
+    ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source, const ShardReader* shards,
+                 ChunkCache* cache);
 
     // Reads chunk `coords` and writes every stitch. A missing chunk writes the fill value.
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
@@ -61,6 +64,11 @@ public:
     double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
 private:
+    // The chunk's name in messages: its key, or the shard key and inner chunk.
+    std::string label(const int64_t* coords) const;
+    // The chunk's bytes as an open file range; closed when missing (fill value).
+    ChunkFile open_chunk(const int64_t* coords) const;
+
     struct LoadedChunk {
         enum Kind { Compressed, RawInBuffer, RawInDestination };
         Kind kind = Compressed;
@@ -110,6 +118,7 @@ private:
 
     const ArraySpec& spec_;
     const FileChunkSource& source_;
+    const ShardReader* shards_;
     ChunkCache* cache_;
     std::size_t chunk_bytes_;
 };

@@ -25,6 +25,7 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& other) noexcept {
         if (fd_ >= 0) ::close(fd_);
         fd_ = other.fd_;
         size_ = other.size_;
+        base_ = other.base_;
         path_ = std::move(other.path_);
         other.fd_ = -1;
     }
@@ -38,7 +39,8 @@ ChunkFile::~ChunkFile() {
 void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
     std::size_t done = 0;
     while (done < len) {
-        const ssize_t n = ::pread(fd_, dst + done, len - done, static_cast<off_t>(offset + done));
+        const ssize_t n =
+            ::pread(fd_, dst + done, len - done, static_cast<off_t>(base_ + offset + done));
         if (n < 0) {
             if (errno == EINTR) continue;
             io_fail(path_, "cannot read chunk file", errno);
@@ -66,7 +68,8 @@ void ChunkFile::read_scattered(
             iov[count].iov_len = parts[i].second - skip;
             want += iov[count].iov_len;
         }
-        const ssize_t n = ::preadv(fd_, iov, static_cast<int>(count), static_cast<off_t>(offset));
+        const ssize_t n =
+            ::preadv(fd_, iov, static_cast<int>(count), static_cast<off_t>(base_ + offset));
         if (n < 0) {
             if (errno == EINTR) continue;
             io_fail(path_, "cannot read chunk file", errno);

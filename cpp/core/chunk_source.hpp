@@ -12,8 +12,9 @@ namespace zarrcrop {
 class ChunkFile {
 public:
     ChunkFile() = default;
-    ChunkFile(int fd, std::size_t size, std::string path)
-        : fd_(fd), size_(size), path_(std::move(path)) {}
+    // A chunk stored at [base, base + size) of the file (base > 0 inside a shard).
+    ChunkFile(int fd, std::size_t size, std::string path, std::size_t base = 0)
+        : fd_(fd), size_(size), base_(base), path_(std::move(path)) {}
     ChunkFile(ChunkFile&& other) noexcept { *this = std::move(other); }
     ChunkFile& operator=(ChunkFile&& other) noexcept;
     ChunkFile(const ChunkFile&) = delete;
@@ -21,6 +22,13 @@ public:
     ~ChunkFile();
 
     bool is_open() const { return fd_ >= 0; }
+    int fd() const { return fd_; }
+    // The same descriptor, narrowed to [offset, offset + size) of this file (ownership moves).
+    ChunkFile slice(std::size_t offset, std::size_t size) {
+        ChunkFile part(fd_, size, path_, base_ + offset);
+        fd_ = -1;
+        return part;
+    }
     std::size_t size() const { return size_; }
     const std::string& path() const { return path_; }
     // Reads exactly `len` bytes at `offset` into dst. Throws ChunkIoError on I/O errors and
@@ -34,6 +42,7 @@ public:
 private:
     int fd_ = -1;
     std::size_t size_ = 0;
+    std::size_t base_ = 0;
     std::string path_;
 };
 

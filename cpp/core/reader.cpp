@@ -49,14 +49,19 @@ Stitch make_stitch(const DimPiece* const* pieces, const int64_t* steps, std::siz
     return st;
 }
 
+ArraySpec validated(ArraySpec spec) {
+    spec.validate();
+    return spec;
+}
+
 }  // namespace
 
 CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)
-    : spec_(std::move(spec)),
+    : spec_(validated(std::move(spec))),
       source_(spec_.root),
+      shards_(spec_.sharded() ? std::make_unique<ShardReader>(spec_, source_) : nullptr),
       cache_(std::make_unique<ChunkCache>(cache_bytes)),
-      decoder_(spec_, source_, cache_.get()) {
-    spec_.validate();
+      decoder_(spec_, source_, shards_.get(), cache_.get()) {
     if (spec_.ndim() > kMaxDims) throw std::invalid_argument(spec_.name + ": too many dimensions");
     blosc_library_init();
     chunk_strides_ = c_strides(spec_.chunks, spec_.itemsize);

@@ -15,6 +15,7 @@
 #include "chunk_decoder.hpp"
 #include "chunk_plan.hpp"
 #include "chunk_source.hpp"
+#include "shard_index.hpp"
 
 namespace zarrcrop {
 
@@ -63,6 +64,7 @@ private:
 
     ArraySpec spec_;
     FileChunkSource source_;
+    std::unique_ptr<ShardReader> shards_;  // null unless sharded
     std::unique_ptr<ChunkCache> cache_;
     ChunkDecoder decoder_;
     std::vector<int64_t> chunk_strides_;  // bytes, C order within a decoded chunk

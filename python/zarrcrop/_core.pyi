@@ -23,6 +23,9 @@ class CropReader:
         cache_bytes: int = 0,
         swap_width: int = 0,
         order: str = "C",
+        shard_shape: Sequence[int] = (),
+        shard_index_location: str = "end",
+        shard_index_crc32c: bool = True,
     ) -> None: ...
     def read(
         self, starts: Sequence[int], steps: Sequence[int], counts: Sequence[int], out: Any

@@ -38,6 +38,9 @@ class NativeLayout:
     fill_value: bytes
     swap_width: int = 0  # > 0: chunks store the other byte order; swap units this wide
     order: str = "C"  # chunk memory layout: "C" or "F"
+    shard_shape: tuple[int, ...] = ()  # sharded: files hold shards of this shape
+    shard_index_location: str = "end"
+    shard_index_crc32c: bool = True
 
 
 def _plain(value: Any) -> Any:
@@ -98,6 +101,9 @@ class _Layout:
         self.separator = separator
         self.swap_width = 0
         self.order = "C"
+        self.shard_shape: tuple[int, ...] = ()
+        self.shard_index_location = "end"
+        self.shard_index_crc32c = True
 
 
 def _layout_v2(meta: Any, dtype: np.dtype) -> _Layout:
@@ -130,6 +136,42 @@ def _layout_v3(meta: Any, dtype: np.dtype) -> _Layout:
     if str(grid.get("name")) != "regular":
         raise Unsupported(f"chunk grid {grid.get('name')} is not supported natively")
     codecs = [c.to_dict() for c in meta.codecs]
+    sharding = None
+    if codecs and codecs[0]["name"] == "sharding_indexed":
+        if len(codecs) > 1:
+            raise Unsupported(f"codec {codecs[1]['name']} after sharding is not supported natively")
+        sharding = codecs[0].get("configuration") or {}
+        codecs = [_codec_dict(c) for c in sharding.get("codecs", ())]
+        if codecs and codecs[0]["name"] == "sharding_indexed":
+            raise Unsupported("nested sharding is not supported natively")
+    chain, endian = _bytes_chain(codecs)
+    encoding = meta.chunk_key_encoding.to_dict()
+    name = str(encoding["name"])
+    separator = str(_plain((encoding.get("configuration") or {}).get("separator", "/")))
+    if name not in ("default", "v2"):
+        raise Unsupported(f"chunk key encoding {name} is not supported natively")
+    layout = _Layout(chain, "c" if name == "default" else "", separator)
+    if endian == "big":  # zarr-python returns native (little-endian) arrays: swap
+        layout.swap_width = _swap_width(dtype)
+    if sharding is not None:
+        layout.shard_shape = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
+        layout.shard_index_location = str(_plain(sharding.get("index_location", "end")))
+        index_chain, index_endian = _bytes_chain(
+            [_codec_dict(c) for c in sharding.get("index_codecs", ())]
+        )
+        if index_endian == "big" or index_chain not in ((), ("crc32c",)):
+            raise Unsupported("shard index codecs other than bytes + crc32c are not supported")
+        layout.shard_index_crc32c = index_chain == ("crc32c",)
+    return layout
+
+
+def _codec_dict(codec: Any) -> dict[str, Any]:
+    """A codec (object or dict, as zarr versions differ) as its JSON form."""
+    return codec if isinstance(codec, dict) else codec.to_dict()
+
+
+def _bytes_chain(codecs: list[dict[str, Any]]) -> tuple[tuple[str, ...], Any]:
+    """(bytes-to-bytes codec names, endian) of a `bytes` + codecs chain, or Unsupported."""
     names = [str(c["name"]) for c in codecs]
     if not names or names[0] != "bytes":
         raise Unsupported(f"codec {names[0] if names else 'chain'} is not supported natively")
@@ -143,15 +185,7 @@ def _layout_v3(meta: Any, dtype: np.dtype) -> _Layout:
             chain.append(codec_name)
         else:
             raise Unsupported(f"codec {codec_name} is not supported natively")
-    encoding = meta.chunk_key_encoding.to_dict()
-    name = str(encoding["name"])
-    separator = str(_plain((encoding.get("configuration") or {}).get("separator", "/")))
-    if name not in ("default", "v2"):
-        raise Unsupported(f"chunk key encoding {name} is not supported natively")
-    layout = _Layout(tuple(chain), "c" if name == "default" else "", separator)
-    if endian == "big":  # zarr-python returns native (little-endian) arrays: swap
-        layout.swap_width = _swap_width(dtype)
-    return layout
+    return tuple(chain), endian
 
 
 def native_layout(array: zarr.Array) -> NativeLayout:
@@ -179,4 +213,7 @@ def native_layout(array: zarr.Array) -> NativeLayout:
         fill_value=_fill_bytes(meta.fill_value, dtype),
         swap_width=layout.swap_width,
         order=layout.order,
+        shard_shape=layout.shard_shape,
+        shard_index_location=layout.shard_index_location,
+        shard_index_crc32c=layout.shard_index_crc32c,
     )

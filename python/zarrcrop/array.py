@@ -60,6 +60,9 @@ class CropArray:
                 cache_bytes=int(cache_bytes),
                 swap_width=layout.swap_width,
                 order=layout.order,
+                shard_shape=list(layout.shard_shape),
+                shard_index_location=layout.shard_index_location,
+                shard_index_crc32c=layout.shard_index_crc32c,
             )
         elif self._strict:
             raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")

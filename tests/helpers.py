@@ -67,11 +67,13 @@ NATIVE_LAYOUTS = [
     "v3-big-endian",
     "v3-zstd-crc32c",
     "v3-blosc-crc32c",
+    "v3-sharding",
 ]
 FALLBACK_LAYOUTS = [
     "v2-delta-filter",
     "v2-numcodecs-gzip",
-    "v3-sharding",
+    "v3-gzip",
+    "v3-transpose",
 ]
 
 
@@ -153,6 +155,12 @@ def _zarr_create_kwargs(spec: ArraySpec) -> dict[str, Any]:
         elif layout == "v3-blosc-crc32c":
             blosc = kwargs["compressors"] or zarr.codecs.BloscCodec(cname="lz4", clevel=5)
             kwargs["compressors"] = [blosc, zarr.codecs.Crc32cCodec()]
+        elif layout == "v3-gzip":
+            kwargs["compressors"] = zarr.codecs.GzipCodec(level=1)
+        elif layout == "v3-transpose":
+            kwargs["filters"] = [
+                zarr.codecs.TransposeCodec(order=tuple(range(len(spec.shape)))[::-1])
+            ]
         elif layout == "v3-sharding":
             kwargs["shards"] = tuple(2 * c for c in spec.chunks)
         else:

@@ -247,10 +247,8 @@ FALLBACK_CASES = {
         replace(_BASE2, layout="v2-numcodecs-gzip"),
         ("gzip", "compressor"),
     ),
-    "v3-sharding": (
-        replace(_BASE3, layout="v3-sharding"),
-        ("shard",),
-    ),
+    "v3-gzip": (replace(_BASE3, layout="v3-gzip"), ("gzip", "codec")),
+    "v3-transpose": (replace(_BASE3, layout="v3-transpose"), ("transpose", "codec")),
 }
 
 # Layouts that once fell back and are now read natively.
@@ -262,6 +260,7 @@ NATIVE_EXTRA_CASES = {
     "v3-big-endian": replace(_BASE3, dtype="complex128", layout="v3-big-endian"),
     "v3-zstd-crc32c": replace(_BASE3, layout="v3-zstd-crc32c"),
     "v3-blosc-crc32c": replace(_BASE3, layout="v3-blosc-crc32c"),
+    "v3-sharding": replace(_BASE3, layout="v3-sharding"),
 }
 
 

@@ -68,11 +68,12 @@ NATIVE_LAYOUTS = [
     "v3-zstd-crc32c",
     "v3-blosc-crc32c",
     "v3-sharding",
+    "v2-numcodecs-gzip",
+    "v3-gzip",
 ]
 FALLBACK_LAYOUTS = [
     "v2-delta-filter",
-    "v2-numcodecs-gzip",
-    "v3-gzip",
+    "v2-numcodecs-lz4",
     "v3-transpose",
 ]
 
@@ -135,6 +136,8 @@ def _zarr_create_kwargs(spec: ArraySpec) -> dict[str, Any]:
             kwargs["compressors"] = numcodecs.Zstd(level=3)
         elif layout == "v2-numcodecs-gzip":
             kwargs["compressors"] = numcodecs.GZip(level=1)
+        elif layout == "v2-numcodecs-lz4":
+            kwargs["compressors"] = numcodecs.LZ4()
         else:
             assert layout == "native", layout
     else:

@@ -243,11 +243,7 @@ _BASE3 = ArraySpec(3, (9, 10), (4, 3), "int32", None, 0, {"name": "default", "se
 # case id -> (spec, keywords one of which the fallback reason must contain, lower-cased)
 FALLBACK_CASES = {
     "v2-delta-filter": (replace(_BASE2, layout="v2-delta-filter"), ("delta",)),
-    "v2-numcodecs-gzip": (
-        replace(_BASE2, layout="v2-numcodecs-gzip"),
-        ("gzip", "compressor"),
-    ),
-    "v3-gzip": (replace(_BASE3, layout="v3-gzip"), ("gzip", "codec")),
+    "v2-numcodecs-lz4": (replace(_BASE2, layout="v2-numcodecs-lz4"), ("lz4", "compressor")),
     "v3-transpose": (replace(_BASE3, layout="v3-transpose"), ("transpose", "codec")),
 }
 
@@ -261,6 +257,8 @@ NATIVE_EXTRA_CASES = {
     "v3-zstd-crc32c": replace(_BASE3, layout="v3-zstd-crc32c"),
     "v3-blosc-crc32c": replace(_BASE3, layout="v3-blosc-crc32c"),
     "v3-sharding": replace(_BASE3, layout="v3-sharding"),
+    "v2-numcodecs-gzip": replace(_BASE2, layout="v2-numcodecs-gzip"),
+    "v3-gzip": replace(_BASE3, layout="v3-gzip"),
 }
 
 

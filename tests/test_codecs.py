@@ -33,8 +33,21 @@ def _v3(path, compressors, dtype="float32", serializer=None):
         [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
         [zarr.codecs.BloscCodec(cname="zstd", clevel=5), zarr.codecs.Crc32cCodec()],
         [zarr.codecs.BloscCodec(cname="lz4", shuffle="bitshuffle"), zarr.codecs.ZstdCodec()],
+        [zarr.codecs.GzipCodec(level=6)],
+        [zarr.codecs.GzipCodec(level=1), zarr.codecs.Crc32cCodec()],
+        [zarr.codecs.ZstdCodec(), zarr.codecs.GzipCodec()],
     ],
-    ids=["zstd", "zstd-checksum", "crc32c", "zstd-crc32c", "blosc-crc32c", "blosc-zstd"],
+    ids=[
+        "zstd",
+        "zstd-checksum",
+        "crc32c",
+        "zstd-crc32c",
+        "blosc-crc32c",
+        "blosc-zstd",
+        "gzip",
+        "gzip-crc32c",
+        "zstd-gzip",
+    ],
 )
 def test_chains_are_native_and_equal(tmp_path, compressors):
     za, data = _v3(tmp_path / "a.zarr", compressors)
@@ -107,4 +120,21 @@ def test_corrupt_zstd_chunk_raises(tmp_path, damage):
         }[damage]
     )
     with pytest.raises(zarrcrop.ChunkError, match="c/0/0"):
+        zarrcrop.open(path)[0:2, 0:2]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "append"])
+def test_corrupt_gzip_chunk_raises(tmp_path, damage):
+    path = tmp_path / "g.zarr"
+    _v3(path, [zarr.codecs.GzipCodec()])
+    chunk = _first_chunk(path)
+    raw = chunk.read_bytes()
+    chunk.write_bytes(
+        {
+            "truncate": raw[: len(raw) // 2],
+            "garbage": b"\x1f\x8b" + bytes(100),
+            "append": raw + b"x",
+        }[damage]
+    )
+    with pytest.raises(zarrcrop.ChunkError, match=r"c/0/0.*gzip"):
         zarrcrop.open(path)[0:2, 0:2]

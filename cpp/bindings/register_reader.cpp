@@ -30,6 +30,8 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string 
             spec.codecs.push_back(zarrcrop::Codec::Zstd);
         else if (codec == "crc32c")
             spec.codecs.push_back(zarrcrop::Codec::Crc32c);
+        else if (codec == "gzip")
+            spec.codecs.push_back(zarrcrop::Codec::Gzip);
         else
             throw std::invalid_argument("unknown codec '" + codec + "'");
     }

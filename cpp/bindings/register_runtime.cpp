@@ -1,6 +1,7 @@
 // Process-wide runtime: thread pool settings, library versions, and test hooks for kernels.
 #include "../core/bitshuffle.hpp"
 #include "../core/blosc_decoder.hpp"
+#include "../core/codecs.hpp"
 #include "../core/thread_pool.hpp"
 #include "bindings.hpp"
 
@@ -12,6 +13,8 @@ void register_runtime(py::module_& m) {
     m.def("available_cpus", &zarrcrop::available_cpus,
           "CPUs this process may run on (sched_getaffinity).");
     m.attr("blosc_version") = zarrcrop::blosc_library_version();
+    m.def("gzip_available", &zarrcrop::gzip_available,
+          "Whether gzip chunks can be decoded natively (the bundled zlib-ng is version 2).");
     m.def(
         "_bitunshuffle_u8",
         [](const py::bytes& data, const std::string& impl) -> py::object {

@@ -10,7 +10,7 @@
 namespace zarrcrop {
 
 // Bytes-to-bytes codecs zarrcrop decodes natively (zarr v2 compressors, zarr v3 codecs).
-enum class Codec { Blosc, Zstd, Crc32c };
+enum class Codec { Blosc, Zstd, Gzip, Crc32c };
 
 // How a chunk's file turns into raw chunk bytes: None (stored raw), Blosc (one Blosc codec: the
 // fast path with partial decoding), Chain (anything else: decoded whole, codec by codec).

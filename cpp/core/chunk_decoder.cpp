@@ -222,6 +222,14 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file) const {
                 next ^= 1;
                 break;
             }
+            case Codec::Gzip: {
+                std::vector<uint8_t>& out = s.chain[next];
+                gunzip(data, size, out, chunk_bytes_, last, max_file_bytes());
+                data = out.data();
+                size = out.size();
+                next ^= 1;
+                break;
+            }
             case Codec::Blosc: {  // always the first codec (validated), so the last decoded
                 const BloscHeader h = validate_blosc_chunk(data, size, chunk_bytes_, spec_.itemsize);
                 if (h.memcpyed()) {

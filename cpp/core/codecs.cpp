@@ -21,6 +21,28 @@ std::size_t ZSTD_decompressDCtx(ZSTD_DCtx_s* dctx, void* dst, std::size_t dst_ca
 unsigned long long ZSTD_getFrameContentSize(const void* src, std::size_t src_size);
 unsigned ZSTD_isError(std::size_t code);
 const char* ZSTD_getErrorName(std::size_t code);
+
+// zlib-ng 2.x native API (zlib-ng.h): the stream layout is part of its stable ABI.
+struct zng_stream_s {
+    const uint8_t* next_in;
+    uint32_t avail_in;
+    std::size_t total_in;
+    uint8_t* next_out;
+    uint32_t avail_out;
+    std::size_t total_out;
+    const char* msg;
+    void* state;
+    void* zalloc;
+    void* zfree;
+    void* opaque;
+    int data_type;
+    uint32_t adler;
+    unsigned long reserved;
+};
+const char* zlibng_version(void);
+int32_t zng_inflateInit2(zng_stream_s* strm, int32_t window_bits);
+int32_t zng_inflate(zng_stream_s* strm, int32_t flush);
+int32_t zng_inflateEnd(zng_stream_s* strm);
 }
 
 namespace zarrcrop {
@@ -117,6 +139,49 @@ void ZstdDecoder::decompress(const uint8_t* src, std::size_t size, std::vector<u
     if (ZSTD_isError(n)) throw ChunkError(std::string("zstd: ") + ZSTD_getErrorName(n));
     if (n != capacity)
         throw ChunkError("zstd: decompressed " + std::to_string(n) + " bytes, expected " +
+                         std::to_string(capacity));
+}
+
+bool gzip_available() {
+    const char* version = zlibng_version();
+    return version != nullptr && version[0] == '2' && version[1] == '.';
+}
+
+void gunzip(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst, std::size_t expected,
+            bool exact, std::size_t max_size) {
+    constexpr int32_t kGzipOnly = 16 + 15;  // windowBits: gzip wrapper, 32 KiB window
+    constexpr int32_t kFinish = 4;
+    constexpr int32_t kStreamEnd = 1;
+    if (!gzip_available()) throw ChunkError("gzip: the bundled zlib-ng is not version 2");
+    if (size < 18) throw ChunkError("gzip: " + std::to_string(size) + " bytes, too short");
+    if (size > 0xFFFFFFFFu) throw ChunkError("gzip: member too large");
+    std::size_t capacity = expected;
+    if (!exact) {
+        capacity = static_cast<std::size_t>(src[size - 4]) |
+                   (static_cast<std::size_t>(src[size - 3]) << 8) |
+                   (static_cast<std::size_t>(src[size - 2]) << 16) |
+                   (static_cast<std::size_t>(src[size - 1]) << 24);
+        if (capacity > max_size) throw ChunkError("gzip: decompressed size too large");
+    }
+    if (capacity > 0xFFFFFFFFu) throw ChunkError("gzip: chunk too large");
+    dst.resize(capacity);
+    zng_stream_s zs{};
+    if (zng_inflateInit2(&zs, kGzipOnly) != 0) throw std::bad_alloc();
+    zs.next_in = src;
+    zs.avail_in = static_cast<uint32_t>(size);
+    zs.next_out = dst.data();
+    zs.avail_out = static_cast<uint32_t>(capacity);
+    const int32_t rc = zng_inflate(&zs, kFinish);
+    const std::size_t produced = zs.total_out;
+    const uint32_t left = zs.avail_in;
+    const std::string message = zs.msg != nullptr ? zs.msg : "";
+    zng_inflateEnd(&zs);
+    if (rc != kStreamEnd)
+        throw ChunkError("gzip: invalid or truncated data" +
+                         (message.empty() ? std::string() : " (" + message + ")"));
+    if (left != 0) throw ChunkError("gzip: trailing bytes after the gzip member");
+    if (produced != capacity)
+        throw ChunkError("gzip: decompressed " + std::to_string(produced) + " bytes, expected " +
                          std::to_string(capacity));
 }
 

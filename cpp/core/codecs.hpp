@@ -33,4 +33,13 @@ private:
     void* ctx_;
 };
 
+// gzip (zarr v3 `gzip`, numcodecs GZip), inflated by the zlib-ng copy inside the static
+// C-Blosc2 library. The library ships no zlib-ng header, so the stream struct is declared here
+// for zlib-ng 2.x; gzip_available() checks the library's version before it is ever used.
+bool gzip_available();
+// Inflates one gzip member from src into dst, which must end up exactly `expected` bytes when
+// `exact`; otherwise sized by the member's ISIZE trailer (at most max_size).
+void gunzip(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst, std::size_t expected,
+            bool exact, std::size_t max_size);
+
 }  // namespace zarrcrop

@@ -87,6 +87,12 @@ def _blosc_from_config(config: dict[str, Any]) -> str:
     return "blosc"
 
 
+def _gzip_native() -> bool:
+    from . import _core
+
+    return bool(_core.gzip_available())
+
+
 def _swap_width(dtype: np.dtype) -> int:
     """Bytes per unit to swap for the other byte order (complex: each part)."""
     if dtype.itemsize == 1:
@@ -120,6 +126,8 @@ def _layout_v2(meta: Any, dtype: np.dtype) -> _Layout:
             codecs = (_blosc_from_config(config),)
         elif codec_id == "zstd":
             codecs = ("zstd",)
+        elif codec_id == "gzip" and _gzip_native():
+            codecs = ("gzip",)
         else:
             raise Unsupported(f"compressor {codec_id} is not supported natively")
     separator = meta.dimension_separator or "."
@@ -181,7 +189,7 @@ def _bytes_chain(codecs: list[dict[str, Any]]) -> tuple[tuple[str, ...], Any]:
         codec_name = str(codec["name"])
         if codec_name == "blosc" and position == 0:
             chain.append(_blosc_from_config(codec.get("configuration") or {}))
-        elif codec_name in ("zstd", "crc32c"):
+        elif codec_name in ("zstd", "crc32c") or (codec_name == "gzip" and _gzip_native()):
             chain.append(codec_name)
         else:
             raise Unsupported(f"codec {codec_name} is not supported natively")

@@ -25,14 +25,16 @@ class Case:
     content: Content
     zarr_format: int
     size: int
+    layout: str = "blosc"  # see DatasetSpec.layout
 
     @property
     def id(self) -> str:
-        return f"{self.content}-v{self.zarr_format}-{self.size}"
+        suffix = "" if self.layout == "blosc" else self.layout
+        return f"{self.content}-v{self.zarr_format}{suffix}-{self.size}"
 
     @property
     def spec(self) -> DatasetSpec:
-        return dataset_spec(self.content, self.zarr_format)
+        return dataset_spec(self.content, self.zarr_format, layout=self.layout)
 
     @property
     def crop_shape(self) -> tuple[int, int, int, int]:
@@ -52,6 +54,9 @@ CASES: tuple[Case, ...] = (
     ),
     Case("flow", 2, 320),
     Case("flow", 3, 320),
+    Case("photo", 3, 960, "sharded"),
+    Case("photo", 3, 512, "sharded"),
+    Case("photo", 3, 960, "zstd"),
 )
 
 

@@ -60,23 +60,51 @@ class DatasetSpec:
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: str
+    # "blosc": Blosc zstd 5 bitshuffle (the tutorial's); v3 only: "sharded" (the same Blosc
+    # inner chunks, one shard per frame) and "zstd" (zarr-python's default v3 codecs).
+    layout: str = "blosc"
 
     @property
     def name(self) -> str:
-        return f"{self.content}-v{self.zarr_format}"
+        suffix = "" if self.layout == "blosc" else self.layout
+        return f"{self.content}-v{self.zarr_format}{suffix}"
+
+    @property
+    def shards(self) -> tuple[int, ...]:
+        """One shard per frame: the frame rounded up to whole inner chunks."""
+        return tuple(
+            -(-n // c) * c if i else c
+            for i, (n, c) in enumerate(zip(self.shape, self.chunks, strict=True))
+        )
 
 
-def dataset_spec(content: Content, zarr_format: int, frames: int = FRAMES) -> DatasetSpec:
+def dataset_spec(
+    content: Content, zarr_format: int, frames: int = FRAMES, layout: str = "blosc"
+) -> DatasetSpec:
     """The layout of a dataset: the tutorial's ``gt`` for photo/random, its ``flow`` else."""
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+    if layout not in ("blosc", "sharded", "zstd") or (layout != "blosc" and zarr_format != 3):
+        raise ValueError(f"layout {layout!r} is not available for zarr v{zarr_format}")
     if content == "flow":
         return DatasetSpec(
-            content, zarr_format, "flow", (frames, 2, 720, 1280), (1, 2, 360, 640), "float16"
+            content,
+            zarr_format,
+            "flow",
+            (frames, 2, 720, 1280),
+            (1, 2, 360, 640),
+            "float16",
+            layout,
         )
     if content in ("photo", "random"):
         return DatasetSpec(
-            content, zarr_format, "gt", (frames, 3, 2160, 3840), (1, 3, 960, 960), "uint8"
+            content,
+            zarr_format,
+            "gt",
+            (frames, 3, 2160, 3840),
+            (1, 3, 960, 960),
+            "uint8",
+            layout,
         )
     raise ValueError(f"unknown content {content!r}")
 
@@ -162,11 +190,16 @@ def _write_dataset(path: Path, spec: DatasetSpec) -> None:
             fill_value=0,
             compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
         )
+    elif spec.layout == "zstd":  # zarr-python's default codecs for v3: bytes + zstd
+        array = group.create_array(
+            spec.array, shape=spec.shape, chunks=spec.chunks, dtype=spec.dtype, fill_value=0
+        )
     else:
         array = group.create_array(
             spec.array,
             shape=spec.shape,
             chunks=spec.chunks,
+            shards=spec.shards if spec.layout == "sharded" else None,
             dtype=spec.dtype,
             fill_value=0,
             serializer=zarr.codecs.BytesCodec(),

@@ -70,7 +70,26 @@ TARGETS: tuple[Target, ...] = (
         0.90,
         percent=True,
     ),
+    Target(
+        "sharded, single loop: zarrcrop / best of tensorstore and zarrs",
+        "photo-v3sharded-960",
+        lambda c: _over_best(c, ("tensorstore", "zarrs")),
+        1.5,
+    ),
+    Target(
+        "sharded, single loop: zarrcrop / zarr-python",
+        "photo-v3sharded-960",
+        lambda c: c.ratio("zarrcrop", "zarr-python"),
+        2.0,
+    ),
 )
+
+
+def _over_best(case: CaseResult, peers: Sequence[str]) -> float | None:
+    """zarrcrop's crops/s over the fastest of `peers` measured in this case."""
+    ratios = [case.ratio("zarrcrop", peer) for peer in peers]
+    measured = [r for r in ratios if r is not None]
+    return min(measured) if measured else None
 
 
 def _cps(value: float | None) -> str:

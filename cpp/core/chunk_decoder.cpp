@@ -28,6 +28,7 @@ struct WorkerScratch {
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::vector<uint8_t> junk;        // receives file bytes between needed raw rows
     std::vector<std::pair<uint8_t*, std::size_t>> parts;  // scatter-read list
+    std::vector<std::pair<int64_t, std::size_t>> batches;  // (file offset, first part)
     std::vector<uint8_t> chain[2];    // ping-pong buffers of a codec chain
     std::unique_ptr<BloscDecoder> decoder;
     std::unique_ptr<ZstdDecoder> zstd_decoder;
@@ -82,33 +83,22 @@ bool whole_chunk_destination(const Stitch* stitches, std::size_t n, std::size_t 
     return static_cast<std::size_t>(elements) * itemsize == chunk_bytes;
 }
 
+template <typename T, typename Swap>
+void swap_units(uint8_t* data, std::size_t size, Swap swap) {
+    for (std::size_t i = 0; i + sizeof(T) <= size; i += sizeof(T)) {
+        T v;
+        std::memcpy(&v, data + i, sizeof(T));
+        v = swap(v);
+        std::memcpy(data + i, &v, sizeof(T));
+    }
+}
+
 // Reverses the byte order of every `width`-byte unit (items, or the parts of complex items).
 void swap_byte_order(uint8_t* data, std::size_t size, std::size_t width) {
     switch (width) {
-        case 2:
-            for (std::size_t i = 0; i + 2 <= size; i += 2) {
-                uint16_t v;
-                std::memcpy(&v, data + i, 2);
-                v = __builtin_bswap16(v);
-                std::memcpy(data + i, &v, 2);
-            }
-            return;
-        case 4:
-            for (std::size_t i = 0; i + 4 <= size; i += 4) {
-                uint32_t v;
-                std::memcpy(&v, data + i, 4);
-                v = __builtin_bswap32(v);
-                std::memcpy(data + i, &v, 4);
-            }
-            return;
-        case 8:
-            for (std::size_t i = 0; i + 8 <= size; i += 8) {
-                uint64_t v;
-                std::memcpy(&v, data + i, 8);
-                v = __builtin_bswap64(v);
-                std::memcpy(data + i, &v, 8);
-            }
-            return;
+        case 2: return swap_units<uint16_t>(data, size, [](uint16_t v) { return __builtin_bswap16(v); });
+        case 4: return swap_units<uint32_t>(data, size, [](uint32_t v) { return __builtin_bswap32(v); });
+        case 8: return swap_units<uint64_t>(data, size, [](uint64_t v) { return __builtin_bswap64(v); });
         default:
             for (std::size_t i = 0; i + width <= size; i += width)
                 std::reverse(data + i, data + i + width);
@@ -436,8 +426,7 @@ bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offse
     WorkerScratch& s = scratch();
     if (s.junk.size() < kMaxGap) s.junk.resize(kMaxGap);
     s.parts.clear();
-    std::vector<int64_t> batch_starts;  // file offset where each scatter read starts
-    std::vector<std::size_t> batch_first;  // index into parts where each batch starts
+    s.batches.clear();  // (file offset where a scatter read starts, its first part)
     for (;;) {
         int64_t src = st.src_offset;
         int64_t dst = 0;
@@ -447,8 +436,7 @@ bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offse
         }
         if (src < last_end) return false;
         if (last_end < 0 || static_cast<std::size_t>(src - last_end) > kMaxGap) {
-            batch_starts.push_back(src);
-            batch_first.push_back(s.parts.size());
+            s.batches.emplace_back(src, s.parts.size());
         } else if (src > last_end) {
             s.parts.emplace_back(s.junk.data(), static_cast<std::size_t>(src - last_end));
         }
@@ -464,12 +452,11 @@ bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offse
         }
         if (done) break;
     }
-    std::vector<std::pair<uint8_t*, std::size_t>> batch;
-    for (std::size_t b = 0; b < batch_starts.size(); ++b) {
-        const std::size_t end = b + 1 < batch_first.size() ? batch_first[b + 1] : s.parts.size();
-        batch.assign(s.parts.begin() + static_cast<std::ptrdiff_t>(batch_first[b]),
-                     s.parts.begin() + static_cast<std::ptrdiff_t>(end));
-        file.read_scattered(data_offset + static_cast<std::size_t>(batch_starts[b]), batch);
+    for (std::size_t b = 0; b < s.batches.size(); ++b) {
+        const std::size_t first = s.batches[b].second;
+        const std::size_t end = b + 1 < s.batches.size() ? s.batches[b + 1].second : s.parts.size();
+        file.read_scattered(data_offset + static_cast<std::size_t>(s.batches[b].first),
+                            s.parts.data() + first, end - first);
     }
     return true;
 }

@@ -53,20 +53,18 @@ void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const
     }
 }
 
-void ChunkFile::read_scattered(
-    std::size_t offset, const std::vector<std::pair<uint8_t*, std::size_t>>& parts) const {
+void ChunkFile::read_scattered(std::size_t offset, const std::pair<uint8_t*, std::size_t>* parts,
+                               std::size_t n_parts) const {
     constexpr std::size_t kMaxIov = 512;  // well under IOV_MAX (1024)
     iovec iov[kMaxIov];
     std::size_t next = 0;  // first part not completely read
     std::size_t done_in_next = 0;
-    while (next < parts.size()) {
+    while (next < n_parts) {
         std::size_t count = 0;
-        std::size_t want = 0;
-        for (std::size_t i = next; i < parts.size() && count < kMaxIov; ++i, ++count) {
+        for (std::size_t i = next; i < n_parts && count < kMaxIov; ++i, ++count) {
             const std::size_t skip = (i == next) ? done_in_next : 0;
             iov[count].iov_base = parts[i].first + skip;
             iov[count].iov_len = parts[i].second - skip;
-            want += iov[count].iov_len;
         }
         const ssize_t n =
             ::preadv(fd_, iov, static_cast<int>(count), static_cast<off_t>(base_ + offset));
@@ -92,7 +90,6 @@ void ChunkFile::read_scattered(
                 left = 0;
             }
         }
-        (void)want;
     }
 }
 

@@ -36,8 +36,8 @@ public:
     void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
     // Scatter read: the file bytes from `offset` on, filling each (pointer, length) in turn.
     // Same errors as read_at.
-    void read_scattered(std::size_t offset,
-                        const std::vector<std::pair<uint8_t*, std::size_t>>& parts) const;
+    void read_scattered(std::size_t offset, const std::pair<uint8_t*, std::size_t>* parts,
+                        std::size_t count) const;
 
 private:
     int fd_ = -1;

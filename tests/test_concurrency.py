@@ -199,3 +199,36 @@ def test_fork_during_concurrent_reads(shared):
         for r in readers:
             r.join(JOIN_TIMEOUT_S)
     assert not any(r.is_alive() for r in readers)
+
+
+def test_crop_array_pickles_and_reads_in_a_spawned_process(tmp_path):
+    """CropArray survives pickling (spawned DataLoader workers) and reads natively there."""
+    import multiprocessing
+    import pickle
+
+    import numcodecs
+    import zarr
+
+    path = tmp_path / "p.zarr"
+    data = np.arange(6 * 40, dtype="int16").reshape(6, 40)
+    za = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        chunks=(4, 16),
+        dtype="int16",
+        zarr_format=2,
+        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1),
+    )
+    za[...] = data
+    ca = zarrcrop.open(path, cache_bytes=1 << 16)
+    clone = pickle.loads(pickle.dumps(ca))
+    assert clone.native and clone.cache_info()["capacity"] == 1 << 16
+    np.testing.assert_array_equal(clone[1:5, 3:30], data[1:5, 3:30])
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        got = pool.apply(_read_slice, (ca, (slice(2, 6), slice(10, 39))))
+    np.testing.assert_array_equal(got, data[2:6, 10:39])
+
+
+def _read_slice(array, selection):
+    return array[selection]

@@ -36,6 +36,7 @@ class CropArray:
     ) -> None:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        self._cache_bytes = int(cache_bytes)
         self._array = array
         self._strict = resolve_strict(strict)
         self._layout: NativeLayout | None = None
@@ -66,6 +67,11 @@ class CropArray:
             )
         elif self._strict:
             raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (for spawned DataLoader workers and multiprocessing): the zarr.Array is
+        # pickled and the native reader rebuilt on the other side (its cache starts empty).
+        return (_rebuild, (self._array, self._strict, self._cache_bytes))
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -344,3 +350,7 @@ class CropArray:
         if self._strict:
             raise FallbackError(f"{self.name}: vindex reads through zarr-python (strict mode)")
         return self._array.vindex
+
+
+def _rebuild(array: zarr.Array, strict: bool, cache_bytes: int) -> CropArray:
+    return CropArray(array, strict=strict, cache_bytes=cache_bytes)

@@ -131,6 +131,76 @@ def target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+LOADER_TARGETS = (
+    ("CropLoader / DataLoader + zarr-python", "croploader", "dataloader-zarr", 2.0),
+    ("CropLoader / DataLoader + tensorstore", "croploader", "dataloader-tensorstore", 1.5),
+    (
+        "DataLoader + CropDataset / DataLoader + zarr-python",
+        "dataloader-cropdataset",
+        "dataloader-zarr",
+        1.5,
+    ),
+)
+
+
+def _extra(run: Run, key: str) -> dict[str, dict[str, Any]]:
+    """extra_info of the benchmarks that recorded `key` (loader: pipeline, formats: format)."""
+    found: dict[str, dict[str, Any]] = {}
+    for bench in run.raw.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if key in info and "crops_per_s" in info:
+            found[str(info[key])] = info
+    return found
+
+
+def render_extra(run: Run) -> list[str]:
+    """Tables for the training-loader and file-format benchmarks, when they ran."""
+    lines: list[str] = []
+    loaders = _extra(run, "pipeline")
+    if loaders:
+        any_info = next(iter(loaders.values()))
+        lines += [
+            "",
+            f"### Training loaders ({any_info.get('crop_size')}x{any_info.get('crop_size')} "
+            f"photo crops as torch tensors, batches of {any_info.get('batch_size')})",
+            "",
+        ]
+        rows = [
+            (name, _cps(info["crops_per_s"]), str(info.get("workers", "-")))
+            for name, info in loaders.items()
+        ]
+        lines += _table(("Pipeline", "crops/s", "worker processes"), rows, "lrr")
+        target_rows_ = []
+        for label, num, den, need in LOADER_TARGETS:
+            if num in loaders and den in loaders:
+                value = loaders[num]["crops_per_s"] / loaders[den]["crops_per_s"]
+                status = "PASS" if value >= need else "FAIL"
+                target_rows_.append((label, _ratio(value), ">= " + _ratio(need), status))
+        if target_rows_:
+            lines += [
+                "",
+                *_table(("Target", "Measured", "Required", "Result"), target_rows_, "lrrl"),
+            ]
+    formats = _extra(run, "format")
+    if formats:
+        lines += ["", "### Zarr vs PNG / TIFF (the tutorial's comparison, 960x960 crops)", ""]
+        zc = formats.get("zarrcrop", {}).get("crops_per_s")
+        rows = []
+        for name, info in formats.items():
+            ratio = "-" if not zc or name == "zarrcrop" else _ratio(zc / info["crops_per_s"])
+            size = info.get("bytes_on_disk")
+            rows.append(
+                (
+                    name,
+                    _cps(info["crops_per_s"]),
+                    "-" if size is None else f"{size / MiB:.1f} MiB",
+                    ratio,
+                )
+            )
+        lines += _table(("Format", "crops/s", "on disk", "zarrcrop is"), rows, "lrrr")
+    return lines
+
+
 def render_report(run: Run) -> str:
     """The tables: targets, throughput, ratios, memory (when measured)."""
     lines: list[str] = []
@@ -203,6 +273,7 @@ def render_report(run: Run) -> str:
     if memory:
         lines += ["", "### Memory (zarrcrop single loop, 960x960 photo crops, cache off)", ""]
         lines += _table(("Check", "Measured", "Limit", "Result"), memory_rows(memory), "lrrl")
+    lines += render_extra(run)
     return "\n".join(lines) + "\n"
 
 

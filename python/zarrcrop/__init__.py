@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - only on broken installs
 
 from ._api import get_num_threads, open, open_group, set_num_threads
 from .array import CropArray
+from .create import create_dataset
 from .errors import ChunkError, FallbackError
 from .group import CropGroup
 
@@ -30,6 +31,7 @@ __all__ = [
     "CropGroup",
     "FallbackError",
     "__version__",
+    "create_dataset",
     "get_num_threads",
     "open",
     "open_group",

@@ -69,15 +69,25 @@ def open_group(
     mode: str = "r",
     strict: bool | None = None,
     cache_bytes: int = 0,
+    zarr_format: int | None = None,
 ) -> CropGroup:
-    """Open a group for reading; arrays inside it come back as :class:`CropArray`.
+    """Open a group; arrays inside it come back as :class:`CropArray`.
 
-    ``store`` is a filesystem path (str or Path) or an existing ``zarr.Group``. Only
-    ``mode="r"`` is accepted (zarrcrop groups are read-only). ``strict`` and ``cache_bytes``
-    apply to every array opened through the group (each array gets its own cache).
+    ``store`` is a filesystem path (str or Path) or an existing ``zarr.Group``. ``mode="r"``
+    (the default) opens it read-only. ``mode="w"`` (create, overwriting), ``"w-"`` (create,
+    fail if it exists), ``"a"`` (open or create) and ``"r+"`` (open existing) return a
+    :class:`zarrcrop.writable.WritableGroup`: the tutorial's zarr-python 2 creation calls
+    (``create_dataset(..., compressor=...)``, ``require_group``) work on it, new groups are zarr
+    v2 unless ``zarr_format=3``, and its arrays read natively and accept writes. ``strict`` and
+    ``cache_bytes`` apply to every array opened through the group (each array gets its own
+    cache).
     """
     if mode != "r":
-        raise ValueError(f"zarrcrop.open_group is read-only: mode must be 'r', got {mode!r}")
+        from .writable import open_writable_group
+
+        return open_writable_group(
+            store, mode=mode, zarr_format=zarr_format, strict=strict, cache_bytes=cache_bytes
+        )
     if isinstance(store, zarr.Group):
         return CropGroup(store, strict=strict, cache_bytes=cache_bytes)
     if not isinstance(store, (str, os.PathLike)):

@@ -9,6 +9,7 @@ append it to ``_COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -390,10 +391,443 @@ def _demo(path: Path, args: argparse.Namespace, *, keep: bool) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# create
+# --------------------------------------------------------------------------------------------
+
+
+def _levels_arg(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated factors like 2,3, got {text!r}"
+        ) from None
+    if not levels or any(f < 2 for f in levels):
+        raise argparse.ArgumentTypeError(f"levels are downscale factors >= 2, got {text!r}")
+    return levels
+
+
+def _add_create_command(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "create",
+        help="convert image files (PNG, JPEG, TIFF, ...) to a dataset laid out for fast crops",
+        description=(
+            "Convert a sequence of image files into a zarr dataset at OUT with one (T, C, H, W) "
+            "array: one frame per chunk, chunks of about the crop size, Blosc zstd (or lz4) "
+            "with a block size chosen for partial reads. Files are sorted by name (naturally: "
+            "frame2 before frame10). The conversion is resumable: run the same command again "
+            "after an interruption and it writes only the missing frames."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="directory of the dataset to write")
+    p.add_argument(
+        "--images",
+        required=True,
+        metavar="GLOB",
+        help="image files: a glob pattern (quote it: 'frames/*.png') or a directory",
+    )
+    p.add_argument("--name", default="gt", help="array name (default gt; may contain '/')")
+    p.add_argument(
+        "--crop-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="expected crop side; chunks are at most N x N (default 960)",
+    )
+    p.add_argument(
+        "--levels",
+        type=_levels_arg,
+        default=None,
+        metavar="F,F",
+        help="also write area-downscaled copies lr/<H>x<W>/rgb by these factors, e.g. 2,3",
+    )
+    p.add_argument(
+        "--compressor",
+        choices=("zstd", "lz4"),
+        default="zstd",
+        help="zstd: Blosc zstd clevel 5 bitshuffle (default); lz4: Blosc lz4 clevel 5, faster",
+    )
+    p.add_argument("--format", type=int, choices=(2, 3), default=2, help="zarr format (default 2)")
+    p.add_argument(
+        "--shards",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="zarr v3 only: frames per shard file",
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="N", help="writer threads"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace whatever is at OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_create)
+
+
+def _run_create(args: argparse.Namespace) -> int:
+    from .create import create_dataset, image_files
+
+    if args.shards is not None and args.format != 3:
+        return _error("--shards needs --format 3", code=2)
+    try:
+        images = image_files(os.path.expanduser(args.images))
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(str(exc), code=2)
+    except OSError as exc:
+        return _error(f"cannot read images: {exc}", code=2)
+    out = Path(args.out).expanduser()
+    c, h, w = images.frame_shape
+    print(
+        f"Converting {len(images)} image(s) of {w}x{h} with {c} channel(s) {images.dtype} "
+        f"to {out} ..."
+    )
+    t0 = time.perf_counter()
+    try:
+        report = create_dataset(
+            out,
+            {args.name: images},
+            crop_size=args.crop_size,
+            compressor=args.compressor,
+            zarr_format=args.format,
+            shards=args.shards,
+            levels=args.levels,
+            level_source=args.name,
+            workers=args.workers,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+    except FileExistsError as exc:
+        return _error(f"{exc} (use --overwrite)", code=2)
+    except (ValueError, OSError) as exc:
+        return _error(str(exc), code=2)
+    elapsed = time.perf_counter() - t0
+    for rep in report.arrays.values():
+        print(
+            f"  {rep.name}: shape {rep.shape} {rep.dtype}, chunks {rep.chunks}"
+            + (f", shards {rep.shards}" if rep.shards else "")
+            + f", {rep.frames_written} frame(s) written"
+            + (f", {rep.frames_skipped} already done" if rep.frames_skipped else "")
+        )
+    size = _disk_usage(out)
+    print(f"Done in {elapsed:.1f} s; {_format_bytes(size)} on disk. See: zarrcrop info {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------------------------
+
+
+def _add_info_command(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show a dataset's tree: shapes, dtypes, chunks, codecs, sizes, native or not",
+        description=(
+            "Print the tree of the zarr group (or array) at PATH: for each array its shape, "
+            "dtype, chunks (and shards), codecs, compression ratio, size on disk, file count, "
+            "and whether zarrcrop reads it natively (if not, why)."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="a zarr group or array directory")
+    p.set_defaults(func=_run_info)
+
+
+def _codecs_text(arr: Any) -> str:
+    meta = arr.metadata
+    if int(meta.zarr_format) == 2:
+        parts = [repr(f) for f in (meta.filters or ())]
+        parts.append(repr(meta.compressor) if meta.compressor is not None else "no compressor")
+        return ", ".join(parts)
+    return ", ".join(_v3_codec_text(c) for c in meta.codecs)
+
+
+def _v3_codec_text(codec: Any) -> str:
+    inner = getattr(codec, "codecs", None)
+    if inner is not None and hasattr(codec, "chunk_shape"):
+        return (
+            f"sharding(inner chunks {tuple(codec.chunk_shape)}: "
+            + ", ".join(_v3_codec_text(c) for c in inner)
+            + ")"
+        )
+    name = type(codec).__name__
+    if name == "BloscCodec":
+        shuffle = getattr(codec.shuffle, "value", codec.shuffle)
+        cname = getattr(codec.cname, "value", codec.cname)
+        return f"blosc({cname}, clevel {codec.clevel}, {shuffle}, blocksize {codec.blocksize})"
+    return name.removesuffix("Codec").lower()
+
+
+def _dir_stats(path: Path) -> tuple[int, int]:
+    total = files = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+                files += 1
+            except OSError:
+                pass
+    return total, files
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import numpy as np
+    import zarr
+
+    from . import open as open_array
+
+    path = Path(args.path).expanduser()
+    if not path.exists():
+        return _error(f"{path} does not exist", code=2)
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as exc:
+        return _error(f"{path} is not a zarr group or array ({exc.__class__.__name__})", code=2)
+
+    def show_array(arr: Any, label: str, indent: str) -> None:
+        where = path / arr.path if arr.path else path
+        size, files = _dir_stats(where)
+        nbytes = int(np.prod(arr.shape)) * arr.dtype.itemsize
+        ratio = f"{nbytes / size:.2f}x" if size else "n/a"
+        crop = open_array(arr)
+        how = "native" if crop.native else f"falls back to zarr-python: {crop.fallback_reason}"
+        shards = getattr(arr, "shards", None)
+        print(f"{indent}{label}  {arr.shape} {arr.dtype}  (zarr v{arr.metadata.zarr_format})")
+        sub = indent + "    "
+        print(f"{sub}chunks {tuple(arr.chunks)}" + (f", shards {tuple(shards)}" if shards else ""))
+        print(f"{sub}codecs: {_codecs_text(arr)}")
+        print(
+            f"{sub}{_format_bytes(nbytes)} of data, {_format_bytes(size)} on disk in {files} "
+            f"file(s), compression ratio {ratio}"
+        )
+        print(f"{sub}reads: {how}")
+
+    def show_group(group: Any, label: str, indent: str) -> None:
+        print(f"{indent}{label}  (group, zarr v{group.metadata.zarr_format})")
+        for name, child in sorted(group.members(), key=lambda kv: kv[0]):
+            if isinstance(child, zarr.Array):
+                show_array(child, name, indent + "  ")
+            else:
+                show_group(child, name + "/", indent + "  ")
+
+    if isinstance(node, zarr.Array):
+        show_array(node, str(path), "")
+    else:
+        show_group(node, str(path), "")
+    size, files = _dir_stats(path)
+    print(f"total: {_format_bytes(size)} on disk in {files} file(s)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------------
+
+
+def _add_bench_command(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="crops/s of zarrcrop vs zarr-python on your own dataset, and layout advice",
+        description=(
+            "Read the same random square crops (over the last two axes; one index of the first "
+            "axis, the others whole) from an array of the dataset at PATH with zarrcrop and "
+            "zarr-python, check they are identical, print crops/s for both and the decode bound "
+            "(the CPU time to decode what the crops need, spread over zarrcrop's threads), and "
+            "advise when the chunking does not fit the crop size."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="a zarr group or array directory")
+    p.add_argument(
+        "--array", default=None, metavar="NAME", help="array in the group (default gt or the first)"
+    )
+    p.add_argument(
+        "--crop", type=_positive_int, default=960, metavar="N", help="crop side (default 960)"
+    )
+    p.add_argument(
+        "--crops", type=_positive_int, default=50, metavar="N", help="crops to read (default 50)"
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N", help="zarrcrop threads"
+    )
+    p.add_argument(
+        "--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default 0)"
+    )
+    p.set_defaults(func=_run_bench)
+
+
+def _pick_array(path: Path, name: str | None) -> Any:
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as exc:
+        raise ValueError(
+            f"{path} is not a zarr group or array ({exc.__class__.__name__})"
+        ) from None
+    if isinstance(node, zarr.Array):
+        if name is not None:
+            raise ValueError(f"{path} is an array; --array does not apply")
+        return node
+    if name is not None:
+        try:
+            child = node[name]
+        except KeyError:
+            raise ValueError(f"no array {name!r} in {path}") from None
+        if not isinstance(child, zarr.Array):
+            raise ValueError(f"{name!r} in {path} is a group, not an array")
+        return child
+    if "gt" in node and isinstance(node["gt"], zarr.Array):
+        return node["gt"]
+    found = sorted(((k, a) for k, a in _walk_arrays(node) if a.ndim >= 2), key=lambda kv: kv[0])
+    if not found:
+        raise ValueError(f"no array with 2 or more dimensions in {path}")
+    return found[0][1]
+
+
+def _walk_arrays(group: Any, prefix: str = "") -> Any:
+    import zarr
+
+    for name, child in group.members():
+        if isinstance(child, zarr.Array):
+            yield prefix + name, child
+        else:
+            yield from _walk_arrays(child, prefix + name + "/")
+
+
+def _advice(
+    shape: tuple[int, ...], chunks: tuple[int, ...], crop_shape: tuple[int, ...]
+) -> list[str]:
+    notes = []
+    ch, cw = chunks[-2], chunks[-1]
+    kh, kw = crop_shape[-2], crop_shape[-1]
+    per_crop = (math.ceil(kh / ch) + 1) * (math.ceil(kw / cw) + 1)
+    if ch * 4 <= kh or cw * 4 <= kw:
+        notes.append(
+            f"chunks ({ch}x{cw}) are much smaller than the crop ({kh}x{kw}): a crop touches up "
+            f"to {per_crop} chunks (files). Re-chunk to about the crop size, e.g. "
+            f"'zarrcrop create --crop-size {kh}'."
+        )
+    if ch >= 3 * kh and cw >= 3 * kw:
+        notes.append(
+            f"chunks ({ch}x{cw}) are much larger than the crop ({kh}x{kw}): each crop reads and "
+            "decodes far more than it returns. Use chunks of about the crop size."
+        )
+    if len(chunks) >= 3 and chunks[0] > 1 and crop_shape[0] == 1:
+        notes.append(
+            f"a chunk holds {chunks[0]} frames but a crop needs one: store one frame per chunk."
+        )
+    return notes
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import get_num_threads, set_num_threads
+    from . import open as open_array
+
+    path = Path(args.path).expanduser()
+    if not path.exists():
+        return _error(f"{path} does not exist", code=2)
+    try:
+        zarr_arr = _pick_array(path, args.array)
+    except ValueError as exc:
+        return _error(str(exc), code=2)
+    except Exception as exc:
+        return _error(f"{path} is not a zarr group or array ({exc.__class__.__name__})", code=2)
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    arr = open_array(zarr_arr)
+    shape = tuple(arr.shape)
+    if len(shape) < 2:
+        return _error(f"{arr.name}: needs 2 or more dimensions, has shape {shape}", code=2)
+    kh, kw = min(args.crop, shape[-2]), min(args.crop, shape[-1])
+    lead = list(shape[:-2])
+    if lead:
+        lead[0] = 1
+    crop_shape = (*lead, kh, kw)
+    rng = np.random.default_rng(args.seed)
+    n = args.crops
+    starts = np.zeros((n, len(shape)), dtype=np.int64)
+    if len(shape) > 2:
+        starts[:, 0] = rng.integers(0, shape[0], size=n)
+    starts[:, -2] = rng.integers(0, shape[-2] - kh + 1, size=n)
+    starts[:, -1] = rng.integers(0, shape[-1] - kw + 1, size=n)
+
+    def selection(row: Any) -> tuple[Any, ...]:
+        sel: list[Any] = []
+        for axis, (s, k) in enumerate(zip(row, crop_shape, strict=True)):
+            if axis == 0 and len(shape) > 2:
+                sel.append(int(s))
+            else:
+                sel.append(slice(int(s), int(s) + k))
+        return tuple(sel)
+
+    sels = [selection(r) for r in starts]
+    print(
+        f"{arr.name}: shape {shape} {arr.dtype}, chunks {tuple(arr.chunks)}; "
+        f"{n} random crops of {kh}x{kw}"
+    )
+    if arr.native:
+        print(f"zarrcrop: native reads, {get_num_threads()} thread(s)")
+    else:
+        print(f"zarrcrop: NOT native, falls back to zarr-python ({arr.fallback_reason})")
+    for sel in sels[:WARMUP_CROPS]:
+        arr[sel]
+        zarr_arr[sel]
+    elapsed = {"zarrcrop": 0.0, "zarr-python": 0.0}
+    mismatches = 0
+    for i, sel in enumerate(sels):
+        got = {}
+        order = [("zarrcrop", arr), ("zarr-python", zarr_arr)]
+        if i % 2:
+            order.reverse()
+        for name, reader in order:
+            t0 = time.perf_counter()
+            got[name] = np.asarray(reader[sel])
+            elapsed[name] += time.perf_counter() - t0
+        if not np.array_equal(got["zarrcrop"], got["zarr-python"], equal_nan=_has_nan(arr.dtype)):
+            mismatches += 1
+    rate = {k: n / v if v > 0 else float("inf") for k, v in elapsed.items()}
+    for name in elapsed:
+        print(f"  {name:<12} {rate[name]:8.1f} crops/s")
+    print(f"  {'speedup':<12} {rate['zarrcrop'] / rate['zarr-python']:8.2f}x")
+    if arr.native:
+        seconds = arr.decode_seconds(starts, crop_shape)
+        threads = get_num_threads()
+        if seconds > 0:
+            bound = n / (seconds / threads)
+            print(
+                f"  {'decode bound':<12} {bound:8.1f} crops/s ({seconds / n * 1e3:.3g} ms of "
+                f"decoding per crop on one core, over {threads} thread(s)); zarrcrop reaches "
+                f"{rate['zarrcrop'] / bound:.0%} of it"
+            )
+    notes = _advice(shape, tuple(arr.chunks), crop_shape)
+    if not arr.native:
+        notes.append(
+            "reads are not native; rewrite with 'zarrcrop create' (Blosc, no filters) to get them."
+        )
+    for note in notes:
+        print(f"advice: {note}")
+    if mismatches:
+        return _error(f"{mismatches} of {n} crops differ between zarrcrop and zarr-python")
+    print(f"OK: all {n} crops are identical to zarr-python's.")
+    return 0
+
+
+def _has_nan(dtype: Any) -> bool:
+    import numpy as np
+
+    return bool(np.issubdtype(dtype, np.inexact))
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 
-_COMMANDS: list[Callable[[Any], None]] = [_add_demo_command]
+_COMMANDS: list[Callable[[Any], None]] = [
+    _add_demo_command,
+    _add_create_command,
+    _add_info_command,
+    _add_bench_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

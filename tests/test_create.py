@@ -1,0 +1,369 @@
+"""zarrcrop.create_dataset: round trips, layout, dtype policy, levels, sharding, resume, Dask."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+from zarrcrop.create import compressor_preset, downscale_area, image_files
+
+T, C, H, W = 5, 3, 64, 96
+
+
+def frames(n: int = T, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, C, H, W), dtype=np.uint8)
+
+
+def test_numpy_round_trip_and_layout(tmp_path: Path) -> None:
+    data = frames()
+    report = zarrcrop.create_dataset(tmp_path / "d", {"gt": data}, crop_size=32, progress=False)
+    assert report.arrays["gt"].frames_written == T
+    g = zarrcrop.open_group(tmp_path / "d")
+    gt = g["gt"]
+    assert gt.native and gt.zarr_format == 2
+    assert gt.chunks == (1, C, 32, 32)
+    np.testing.assert_array_equal(gt[:], data)
+    comp = gt.zarr.metadata.compressor
+    assert isinstance(comp, numcodecs.Blosc)
+    assert (comp.cname, comp.clevel, comp.shuffle) == ("zstd", 5, numcodecs.Blosc.BITSHUFFLE)
+    assert comp.blocksize == zarrcrop.create.DEFAULT_BLOCKSIZE
+    assert g.attrs["zarrcrop"]["complete"] is True
+    assert not (tmp_path / "d" / "gt" / ".zarrcrop-done").exists()
+
+
+def test_default_chunks_follow_frame_size(tmp_path: Path) -> None:
+    zarrcrop.create_dataset(tmp_path / "d", {"gt": frames(2)}, progress=False)
+    assert zarrcrop.open(tmp_path / "d", "gt").chunks == (1, C, H, W)  # frame < 960
+
+
+def test_generator_input_and_names_with_slashes(tmp_path: Path) -> None:
+    data = frames(7, seed=1)
+    seen = []
+
+    def gen():
+        for t in range(len(data)):
+            seen.append(t)
+            yield data[t]
+
+    zarrcrop.create_dataset(tmp_path / "d", {"lr/720p/rgb": gen()}, crop_size=40, progress=False)
+    arr = zarrcrop.open(tmp_path / "d", "lr/720p/rgb")
+    assert arr.shape == (7, C, H, W)
+    np.testing.assert_array_equal(arr[:], data)
+    assert seen == list(range(7))
+
+
+@pytest.mark.parametrize("preset", ["zstd", "lz4"])
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_presets_and_formats(tmp_path: Path, preset: str, fmt: int) -> None:
+    data = frames(3)
+    zarrcrop.create_dataset(
+        tmp_path / "d", {"gt": data}, compressor=preset, zarr_format=fmt, crop_size=32,
+        progress=False,
+    )  # fmt: skip
+    arr = zarrcrop.open(tmp_path / "d", "gt", strict=True)
+    assert arr.zarr_format == fmt
+    np.testing.assert_array_equal(arr[:, :, 5:50, 7:90], data[:, :, 5:50, 7:90])
+
+
+def test_custom_codec(tmp_path: Path) -> None:
+    data = frames(2)
+    zarrcrop.create_dataset(
+        tmp_path / "d", {"gt": data}, compressor=numcodecs.Zstd(level=3), progress=False
+    )
+    arr = zarrcrop.open(tmp_path / "d", "gt")
+    assert isinstance(arr.zarr.metadata.compressor, numcodecs.Zstd)
+    np.testing.assert_array_equal(arr[:], data)
+    with pytest.raises(ValueError, match="preset"):
+        zarrcrop.create_dataset(tmp_path / "e", {"gt": data}, compressor="brotli", progress=False)
+
+
+def test_sharding_v3(tmp_path: Path) -> None:
+    data = frames(5, seed=3)
+    zarrcrop.create_dataset(
+        tmp_path / "d", {"gt": data}, zarr_format=3, shards=2, crop_size=32, progress=False
+    )
+    arr = zarrcrop.open(tmp_path / "d", "gt", strict=True)
+    assert arr.zarr.shards == (2, C, 64, 96)
+    np.testing.assert_array_equal(arr[:], data)
+    shard_files = [p for p in (tmp_path / "d" / "gt").rglob("*") if p.is_file()]
+    assert len(shard_files) == 3 + 1  # 3 shards + zarr.json
+    with pytest.raises(ValueError, match="zarr_format=3"):
+        zarrcrop.create_dataset(tmp_path / "e", {"gt": data}, shards=2, progress=False)
+
+
+def test_float16_conversion_reports_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(4)
+    flow = rng.normal(0, 8, (3, 2, H, W)).astype(np.float32)
+    depth = rng.uniform(0, 50, (3, 1, H, W)).astype(np.float32)
+    report = zarrcrop.create_dataset(
+        tmp_path / "d",
+        {"flow": flow, "depth": depth},
+        dtypes={"flow": "float16"},
+        progress=True,
+    )
+    expected = float(np.abs(flow.astype(np.float16).astype(np.float64) - flow).max())
+    assert expected > 0
+    assert report.arrays["flow"].max_abs_error == pytest.approx(expected)
+    assert report.arrays["depth"].max_abs_error is None  # no conversion: stored as float32
+    g = zarrcrop.open_group(tmp_path / "d")
+    assert g["flow"].dtype == np.float16 and g["depth"].dtype == np.float32
+    assert g["flow"].attrs["zarrcrop"]["max_abs_error"] == pytest.approx(expected)
+    np.testing.assert_array_equal(g["depth"][:], depth)
+    assert "largest absolute error" in capsys.readouterr().err
+
+
+def test_interrupted_conversion_keeps_error_report(tmp_path: Path) -> None:
+    flow = np.random.default_rng(10).normal(0, 8, (6, 2, 16, 24)).astype(np.float32)
+    flow[1, 0, 0, 0] = 1000.1  # the worst error is in frame 1, written by the first run
+
+    def failing():
+        yield from flow[:3]
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        zarrcrop.create_dataset(
+            tmp_path / "d", {"flow": failing()}, dtypes={"flow": "float16"}, workers=1,
+            progress=False,
+        )  # fmt: skip
+    report = zarrcrop.create_dataset(
+        tmp_path / "d", {"flow": list(flow)}, dtypes={"flow": "float16"}, progress=False
+    )
+    rep = report.arrays["flow"]
+    assert rep.frames_skipped >= 1 and rep.frames_written + rep.frames_skipped == 6
+    expected = float(np.abs(flow.astype(np.float16).astype(np.float64) - flow).max())
+    assert rep.max_abs_error == pytest.approx(expected)
+    np.testing.assert_array_equal(zarrcrop.open(tmp_path / "d", "flow")[:], flow.astype(np.float16))
+
+
+def test_lossless_refuses_lossy_conversion(tmp_path: Path) -> None:
+    flow = np.zeros((2, 2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="lossy"):
+        zarrcrop.create_dataset(
+            tmp_path / "d", {"flow": flow}, dtypes={"flow": "float16"}, lossless=True,
+            progress=False,
+        )  # fmt: skip
+    # widening is fine even when lossless
+    zarrcrop.create_dataset(
+        tmp_path / "e", {"x": frames(2)}, dtypes={"x": "uint16"}, lossless=True, progress=False
+    )
+    assert zarrcrop.open(tmp_path / "e", "x").dtype == np.uint16
+
+
+def test_levels(tmp_path: Path) -> None:
+    data = frames(3, seed=5)
+    report = zarrcrop.create_dataset(
+        tmp_path / "d", {"gt": data}, levels=(2, 3), crop_size=48, progress=False
+    )
+    g = zarrcrop.open_group(tmp_path / "d")
+    half, third = g["lr/32x48/rgb"], g["lr/21x32/rgb"]
+    assert half.shape == (3, C, 32, 48) and third.shape == (3, C, 21, 32)
+    assert half.chunks == (1, C, 24, 24)
+    for t in range(3):
+        np.testing.assert_array_equal(half[t], downscale_area(data[t], 2))
+        np.testing.assert_array_equal(third[t], downscale_area(data[t], 3))
+    expected = data[0, :, :2, :2].astype(float).mean(axis=(1, 2))
+    np.testing.assert_array_equal(half[0, :, 0, 0], np.rint(expected).astype(np.uint8))
+    assert half.attrs["zarrcrop"]["scale"] == 2
+    assert g["lr/32x48"].attrs["zarrcrop"]["scale"] == 2
+    assert {lv["scale"] for lv in g.attrs["zarrcrop"]["levels"]} == {2, 3}
+    assert set(report.arrays) == {"gt", "lr/32x48/rgb", "lr/21x32/rgb"}
+
+
+def _png_frames(tmp_path: Path, data: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for t, frame in enumerate(data):  # named so that plain sorting would get it wrong
+        Image.fromarray(frame.transpose(1, 2, 0)).save(folder / f"frame{t}.png")
+    return folder
+
+
+def test_image_files(tmp_path: Path) -> None:
+    data = frames(11, seed=6)
+    folder = _png_frames(tmp_path, data)
+    zarrcrop.create_dataset(tmp_path / "d", {"gt": str(folder / "*.png")}, progress=False)
+    gt = zarrcrop.open(tmp_path / "d", "gt")
+    assert gt.shape == (11, 3, H, W) and gt.dtype == np.uint8
+    np.testing.assert_array_equal(gt[:], data)
+    # a list works too, tiff as well
+    import tifffile
+
+    tifs = []
+    for t in range(2):
+        p = tmp_path / f"f{t}.tif"
+        tifffile.imwrite(p, data[t].transpose(1, 2, 0))
+        tifs.append(str(p))
+    zarrcrop.create_dataset(tmp_path / "e", {"gt": tifs}, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(tmp_path / "e", "gt")[:], data[:2])
+
+
+def test_image_errors(tmp_path: Path) -> None:
+    from PIL import Image
+
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        image_files(str(tmp_path / "*.png"))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="mixed image sizes"):
+        image_files(str(tmp_path / "*.png"))
+
+
+def test_existing_path_and_overwrite(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "file.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        zarrcrop.create_dataset(other, {"gt": frames(1)}, progress=False)
+    zarrcrop.create_dataset(other, {"gt": frames(1)}, overwrite=True, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(other, "gt")[:], frames(1))
+    # a finished dataset re-run with resume: nothing rewritten
+    report = zarrcrop.create_dataset(other, {"gt": frames(1)}, progress=False)
+    assert report.arrays["gt"].frames_written == 0  # already complete: nothing rewritten
+    assert report.arrays["gt"].frames_skipped == 1
+    with pytest.raises(FileExistsError):
+        zarrcrop.create_dataset(other, {"gt": frames(1)}, resume=False, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):  # another layout
+        zarrcrop.create_dataset(other, {"gt": frames(1)}, crop_size=16, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(other, "gt")[:], frames(1))
+
+
+def test_parallel_writes_many_workers(tmp_path: Path) -> None:
+    data = frames(16, seed=7)
+    zarrcrop.create_dataset(tmp_path / "d", {"gt": data}, workers=4, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(tmp_path / "d", "gt")[:], data)
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import zarrcrop
+
+    path, slow = sys.argv[1], float(sys.argv[2])
+    data = np.random.default_rng(8).integers(0, 256, (12, 3, 64, 96), dtype=np.uint8)
+
+    def gen():
+        for t in range(len(data)):
+            time.sleep(slow)
+            yield data[t]
+
+    class Frames:
+        def __len__(self):
+            return len(data)
+
+        def __iter__(self):
+            return gen()
+
+    report = zarrcrop.create_dataset(
+        path, {"gt": Frames()}, levels=(2,), workers=2, progress=False
+    )
+    print(report.arrays["gt"].frames_written, report.arrays["gt"].frames_skipped)
+    """
+)
+
+
+def test_resume_after_sigkill(tmp_path: Path) -> None:
+    script = tmp_path / "convert.py"
+    script.write_text(_KILL_SCRIPT)
+    path = tmp_path / "d"
+    done = path / "gt" / ".zarrcrop-done"
+    proc = subprocess.Popen([sys.executable, str(script), str(path), "0.15"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if done.exists() and len(os.listdir(done)) >= 4:
+                break
+            assert proc.poll() is None, "conversion ended before it could be killed"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = sorted(int(n) for n in os.listdir(done))
+    assert 4 <= len(finished) < 12
+    assert zarr.open_group(str(path), mode="r").attrs["zarrcrop"]["complete"] is False
+    mtimes = {
+        t: os.stat(path / "gt" / f"{t}.0.0.0").st_mtime_ns for t in finished
+    }  # fmt: skip
+
+    out = subprocess.run(
+        [sys.executable, str(script), str(path), "0"], capture_output=True, text=True, check=True
+    )
+    written, skipped = map(int, out.stdout.split())
+    assert skipped == len(finished) and written == 12 - len(finished)
+    for t in finished:  # finished frames were not rewritten
+        assert os.stat(path / "gt" / f"{t}.0.0.0").st_mtime_ns == mtimes[t]
+    data = np.random.default_rng(8).integers(0, 256, (12, 3, 64, 96), dtype=np.uint8)
+    g = zarrcrop.open_group(path)
+    np.testing.assert_array_equal(g["gt"][:], data)
+    for t in range(12):
+        np.testing.assert_array_equal(g["lr/32x48/rgb"][t], downscale_area(data[t], 2))
+    assert g.attrs["zarrcrop"]["complete"] is True
+
+
+def test_dask_local_cluster(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    data = frames(6, seed=9)
+    flow = np.random.default_rng(9).normal(0, 3, (6, 2, H, W)).astype(np.float32)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        report = zarrcrop.create_dataset(
+            tmp_path / "d",
+            {"gt": data, "flow": flow},
+            dtypes={"flow": "float16"},
+            levels=(2,),
+            client=client,
+            progress=False,
+        )
+    g = zarrcrop.open_group(tmp_path / "d")
+    np.testing.assert_array_equal(g["gt"][:], data)
+    np.testing.assert_array_equal(g["flow"][:], flow.astype(np.float16))
+    np.testing.assert_array_equal(g["lr/32x48/rgb"][1], downscale_area(data[1], 2))
+    assert report.arrays["gt"].frames_written == 6
+    assert report.arrays["flow"].max_abs_error == pytest.approx(
+        float(np.abs(flow.astype(np.float16).astype(np.float64) - flow).max())
+    )
+
+
+def test_compressor_preset_values() -> None:
+    lz4 = compressor_preset("lz4")
+    assert (lz4.cname, lz4.clevel, lz4.shuffle) == ("lz4", 5, numcodecs.Blosc.SHUFFLE)
+
+
+def test_dask_scheduler_address(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    data = frames(3, seed=11)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        zarrcrop.create_dataset(
+            tmp_path / "d",
+            {"gt": iter(data)},
+            zarr_format=3,
+            shards=2,
+            client=cluster.scheduler_address,
+            progress=False,
+        )
+    np.testing.assert_array_equal(zarrcrop.open(tmp_path / "d", "gt")[:], data)
+
+
+def test_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("tqdm")
+    zarrcrop.create_dataset(tmp_path / "d", {"gt": frames(3)}, progress=True)
+    err = capsys.readouterr().err
+    assert "zarrcrop create" in err and "3/3" in err

@@ -152,6 +152,9 @@ def make_pipeline(
         )
     else:
         raise ValueError(f"unknown pipeline {name!r}")
+    # tensorstore is not fork-safe once it has been used in the parent (as the rest of the
+    # suite does): its workers abort. Give it spawned workers; startup is not timed.
+    context = "spawn" if name == "dataloader-tensorstore" else None
     loader = DataLoader(
         source,
         batch_size=batch_size,
@@ -160,5 +163,6 @@ def make_pipeline(
         persistent_workers=True,
         drop_last=True,
         timeout=600,
+        multiprocessing_context=context,
     )
     return iter(loader), loader

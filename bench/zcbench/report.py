@@ -132,12 +132,12 @@ def target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
 
 
 LOADER_TARGETS = (
-    ("CropLoader / DataLoader + zarr-python", "croploader", "dataloader-zarr", 2.0),
+    ("CropLoader / DataLoader + zarr-python", "croploader", "dataloader-zarr-python", 2.0),
     ("CropLoader / DataLoader + tensorstore", "croploader", "dataloader-tensorstore", 1.5),
     (
         "DataLoader + CropDataset / DataLoader + zarr-python",
         "dataloader-cropdataset",
-        "dataloader-zarr",
+        "dataloader-zarr-python",
         1.5,
     ),
 )

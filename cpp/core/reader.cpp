@@ -145,9 +145,12 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
         bool clipped = false;
         bool empty = false;
         for (std::size_t d = 0; d < ndim; ++d) {
+            // start + size may overflow for hostile starts: such a crop ends past the array.
+            int64_t end = 0;
+            const bool overflow = __builtin_add_overflow(start[d], crop_shape[d], &end);
             const int64_t lo = std::max<int64_t>(start[d], 0);
-            const int64_t hi = std::min<int64_t>(start[d] + crop_shape[d], spec_.shape[d]);
-            clipped = clipped || lo != start[d] || hi != start[d] + crop_shape[d];
+            const int64_t hi = overflow ? spec_.shape[d] : std::min<int64_t>(end, spec_.shape[d]);
+            clipped = clipped || overflow || lo != start[d] || hi != end;
             if (hi <= lo) {
                 empty = true;
                 pieces[d].clear();

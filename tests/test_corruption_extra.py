@@ -1,0 +1,242 @@
+"""More hostile inputs: Blosc fields that overflow int32 arithmetic, bad block offsets and sizes,
+bad metadata (negative or overflowing shapes and chunk shapes), bad read_crops arguments.
+
+Complements test_corruption.py, test_sharding.py, test_api.py and test_out.py. Every case must
+give a clean Python exception (for chunks: ``zarrcrop.ChunkError`` naming the chunk) or, where
+the damaged field is redundant, the correct data: never a crash or silently wrong values.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+
+SHAPE = (64, 64)
+CHUNKS = (32, 32)  # 4096 bytes of int32 per chunk
+KEY = "1.0"
+REGION = (slice(32, 64), slice(0, 32))
+
+
+def _data() -> np.ndarray:
+    return ((np.arange(SHAPE[0] * SHAPE[1]) // 9) * 7 - 300).astype(np.int32).reshape(SHAPE)
+
+
+def _build(tmp_path: Path, cname: str, shuffle: int) -> tuple[Path, bytes]:
+    path = tmp_path / f"{cname}-{shuffle}.zarr"
+    za = zarr.create_array(
+        store=str(path), shape=SHAPE, chunks=CHUNKS, dtype="int32", zarr_format=2,
+        compressors=numcodecs.Blosc(cname, 5, shuffle, blocksize=256), filters=None,
+        fill_value=0,
+    )  # fmt: skip
+    za[...] = _data()
+    raw = (path / KEY).read_bytes()
+    assert _i32(raw, 8) == 256, "expected 16 blocks of 256 bytes"
+    assert not raw[2] & 0x02, "chunk must really be compressed"
+    return path, raw
+
+
+def _i32(raw: bytes, off: int) -> int:
+    return struct.unpack_from("<i", raw, off)[0]
+
+
+def _set_i32(raw: bytes, off: int, value: int) -> bytes:
+    buf = bytearray(raw)
+    buf[off : off + 4] = struct.pack("<I", value & 0xFFFFFFFF)
+    return bytes(buf)
+
+
+def _bstart(raw: bytes, i: int) -> int:
+    return _i32(raw, 16 + 4 * i)
+
+
+# name -> (function(raw) -> corrupted raw, must_raise). With must_raise False the damaged
+# field may be redundant: the read may then succeed but must return the original values.
+CASES = {
+    # stream sizes at the start of block 0's / block 3's streams
+    "csize-int32-max": (lambda b: _set_i32(b, _bstart(b, 0), 0x7FFFFFFF), True),
+    "csize-int32-min": (lambda b: _set_i32(b, _bstart(b, 0), -(2**31)), True),
+    "csize-minus-one": (lambda b: _set_i32(b, _bstart(b, 0), -1), True),
+    "csize-past-end": (lambda b: _set_i32(b, _bstart(b, 3), len(b)), True),
+    "csize-max-last-block": (lambda b: _set_i32(b, _bstart(b, 7), 0x7FFFFFFF), True),
+    # block offsets
+    "bstart-past-end": (lambda b: _set_i32(b, 16, len(b) + 100), True),
+    "bstart-at-end": (lambda b: _set_i32(b, 16 + 4 * 7, len(b)), True),
+    "bstart-int32-max": (lambda b: _set_i32(b, 16 + 4 * 2, 0x7FFFFFFF), True),
+    "bstart-negative": (lambda b: _set_i32(b, 16 + 4 * 1, -8), True),
+    "bstart-into-header": (lambda b: _set_i32(b, 16, 4), True),
+    # blocksize
+    "blocksize-zero": (lambda b: _set_i32(b, 8, 0), True),
+    "blocksize-negative": (lambda b: _set_i32(b, 8, -256), True),
+    "blocksize-larger-than-nbytes": (lambda b: _set_i32(b, 8, 8192), False),
+    "blocksize-int32-max": (lambda b: _set_i32(b, 8, 0x7FFFFFFF), False),
+    "blocksize-one": (lambda b: _set_i32(b, 8, 1), True),
+    "blocksize-not-typesize-multiple": (lambda b: _set_i32(b, 8, 254), True),
+    # nbytes / cbytes with int32 overflow
+    "nbytes-negative": (lambda b: _set_i32(b, 4, -4096), True),
+    "nbytes-int32-min": (lambda b: _set_i32(b, 4, -(2**31)), True),
+    "cbytes-negative": (lambda b: _set_i32(b, 12, -1), True),
+    "cbytes-int32-min": (lambda b: _set_i32(b, 12, -(2**31)), True),
+    # typesize
+    "typesize-zero": (lambda b: b[:3] + b"\x00" + b[4:], True),
+    "typesize-mismatched-3": (lambda b: b[:3] + b"\x03" + b[4:], False),
+    "typesize-mismatched-8": (lambda b: b[:3] + b"\x08" + b[4:], False),
+    "typesize-255": (lambda b: b[:3] + b"\xff" + b[4:], False),
+}
+
+CODECS = {
+    "lz4-shuffle": ("lz4", numcodecs.Blosc.SHUFFLE),
+    "blosclz-noshuffle": ("blosclz", numcodecs.Blosc.NOSHUFFLE),
+    "zstd-bitshuffle": ("zstd", numcodecs.Blosc.BITSHUFFLE),
+}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("case", CASES)
+def test_blosc_field_corruption(tmp_path, codec, case):
+    path, raw = _build(tmp_path, *CODECS[codec])
+    corrupt, must_raise = CASES[case]
+    bad = corrupt(raw)
+    assert bad != raw
+    (path / KEY).write_bytes(bad)
+    ca = zarrcrop.open(path)
+    assert ca.native, ca.fallback_reason
+    expected = _data()
+    selections = [..., REGION, (slice(40, 41), slice(3, 9)), (slice(63, 31, -3), slice(0, 32, 5))]
+    for sel in selections:
+        try:
+            got = ca[sel]
+        except zarrcrop.ChunkError as exc:
+            assert KEY in str(exc), str(exc)
+            continue
+        assert not must_raise, f"{case}: read {sel} succeeded"
+        np.testing.assert_array_equal(got, expected[sel], err_msg=f"{case}: wrong values")
+    starts = np.array([[30, 0], [40, 20], [0, 40]], dtype=np.int64)
+    try:
+        got = ca.read_crops(starts, (8, 8))
+    except zarrcrop.ChunkError as exc:
+        assert KEY in str(exc), str(exc)
+    else:
+        assert not must_raise, f"{case}: read_crops succeeded"
+        for n, (r, c) in enumerate(starts):
+            np.testing.assert_array_equal(got[n], expected[r : r + 8, c : c + 8])
+    # the other chunks still read
+    np.testing.assert_array_equal(ca[0:32, :], expected[0:32, :])
+
+
+# ------------------------------------------------------------------------------ metadata
+
+
+def _write_zarray(path: Path, shape, chunks) -> None:
+    path.mkdir()
+    meta = {
+        "zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": "<i4",
+        "compressor": None, "fill_value": 0, "order": "C", "filters": None,
+    }  # fmt: skip
+    (path / ".zarray").write_text(json.dumps(meta))
+
+
+def _write_zarr_json(path: Path, shape, chunks) -> None:
+    path.mkdir()
+    meta = {
+        "zarr_format": 3, "node_type": "array", "shape": shape, "data_type": "int32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+    }  # fmt: skip
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+BAD_METADATA = {
+    "negative-shape": ([-4, 8], [2, 2]),
+    "negative-chunks": ([4, 8], [-2, 2]),
+    "zero-chunks": ([4, 8], [0, 2]),
+    "shape-over-int64": ([2**64, 8], [2, 2]),
+    "chunks-over-int64": ([4, 8], [2**64, 2]),
+    "chunk-bytes-overflow": ([2**62, 2**62], [2**62, 2**62]),
+    "grid-overflow": ([2**62, 2**62], [1, 1]),
+    "non-integer-shape": ([4.5, 8], [2, 2]),
+    "ndim-mismatch": ([4, 8], [2]),
+}
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+@pytest.mark.parametrize("case", BAD_METADATA)
+def test_bad_metadata_gives_clean_exception(tmp_path, fmt, case):
+    shape, chunks = BAD_METADATA[case]
+    path = tmp_path / "bad.zarr"
+    (_write_zarray if fmt == 2 else _write_zarr_json)(path, shape, chunks)
+    try:
+        ca = zarrcrop.open(path)
+    except Exception:
+        return  # a clean Python exception (from zarr-python or zarrcrop)
+    # it opened: small reads give values or a clean exception, never a crash
+    for sel in [(0, 0), (slice(0, 2), slice(0, 2))]:
+        try:
+            got = ca[sel]
+        except Exception:
+            continue
+        assert np.all(np.asarray(got) == 0)
+    try:
+        ca.read_crops(np.zeros((1, 2), dtype=np.int64), (2, 2))
+    except Exception:
+        pass
+
+
+# ------------------------------------------------------------------------------ read_crops args
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "s.zarr"
+    za = zarr.create_array(
+        store=str(path), shape=(10, 12), chunks=(4, 5), dtype="int16", zarr_format=2,
+        compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE), fill_value=0,
+    )  # fmt: skip
+    za[...] = np.arange(120, dtype=np.int16).reshape(10, 12)
+    return zarrcrop.open(path)
+
+
+BAD_CROP_ARGS = {
+    "starts-1d": (np.zeros(2, dtype=np.int64), (2, 2), None),
+    "starts-wrong-ndim": (np.zeros((3, 3), dtype=np.int64), (2, 2), None),
+    "shape-wrong-ndim": (np.zeros((3, 2), dtype=np.int64), (2, 2, 2), None),
+    "shape-negative": (np.zeros((3, 2), dtype=np.int64), (-2, 2), None),
+    "out-wrong-shape": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 3), "int16")),
+    "out-wrong-dtype": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 2), "int32")),
+    "out-too-few-crops": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((2, 2, 2), "int16")),
+    "out-non-contiguous": (
+        np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 4), "int16")[:, :, ::2],
+    ),
+    "out-read-only": (
+        np.zeros((3, 2), dtype=np.int64), (2, 2),
+        np.lib.stride_tricks.as_strided(np.zeros((3, 2, 2), "int16"), writeable=False),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_CROP_ARGS)
+@pytest.mark.parametrize("boundary", ["error", "fill"])
+def test_bad_read_crops_arguments_raise(small, case, boundary):
+    starts, shape, out = BAD_CROP_ARGS[case]
+    before = None if out is None else out.copy()
+    with pytest.raises((ValueError, TypeError, IndexError, OverflowError)):
+        small.read_crops(starts, shape, out=out, boundary=boundary)
+    if out is not None:
+        np.testing.assert_array_equal(out, before)
+
+
+@pytest.mark.parametrize(
+    "sel", [(slice(0, 5, 0),), (slice(None), slice(None, None, 0)), (0, slice(3, 1, 0))]
+)
+def test_zero_step_in_read_with_out_raises(small, sel):
+    out = np.zeros((10, 12), dtype=np.int16)
+    with pytest.raises(ValueError):
+        small.read(sel, out=out)
+    assert not out.any()

@@ -61,3 +61,17 @@ def tutorial_group(tmp_path):
     lr_array[...] = lr
     lr_array.attrs["scale"] = 4
     return path, gt
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A small native int16 array (10, 12), chunks (4, 5), Blosc lz4 shuffle, values 0..119."""
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    za = zarr.create_array(
+        store=str(path), shape=(10, 12), chunks=(4, 5), dtype="int16", zarr_format=2,
+        compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE), fill_value=0,
+    )  # fmt: skip
+    za[...] = np.arange(120, dtype=np.int16).reshape(10, 12)
+    return zarrcrop.open(path)

@@ -192,17 +192,6 @@ def test_bad_metadata_gives_clean_exception(tmp_path, fmt, case):
 # ------------------------------------------------------------------------------ read_crops args
 
 
-@pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "s.zarr"
-    za = zarr.create_array(
-        store=str(path), shape=(10, 12), chunks=(4, 5), dtype="int16", zarr_format=2,
-        compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE), fill_value=0,
-    )  # fmt: skip
-    za[...] = np.arange(120, dtype=np.int16).reshape(10, 12)
-    return zarrcrop.open(path)
-
-
 BAD_CROP_ARGS = {
     "starts-1d": (np.zeros(2, dtype=np.int64), (2, 2), None),
     "starts-wrong-ndim": (np.zeros((3, 3), dtype=np.int64), (2, 2), None),

@@ -8,23 +8,8 @@ the array.
 
 from __future__ import annotations
 
-import numcodecs
 import numpy as np
 import pytest
-import zarr
-import zarrcrop
-
-
-@pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "s.zarr"
-    za = zarr.create_array(
-        store=str(path), shape=(10, 12), chunks=(4, 5), dtype="int16", zarr_format=2,
-        compressors=numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE), fill_value=0,
-    )  # fmt: skip
-    za[...] = np.arange(120, dtype=np.int16).reshape(10, 12)
-    return zarrcrop.open(path)
-
 
 # starts whose start + crop_shape overflows int64 (or sits at its edge)
 HUGE_STARTS = {

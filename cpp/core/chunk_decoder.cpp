@@ -169,12 +169,20 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
             cache_->put(key, cached);
         }
         stitch_all(cached->data(), stitches, n);
-    } catch (const ChunkError& e) {
-        throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
-    } catch (const ChunkIoError& e) {
-        throw ChunkIoError("array '" + spec_.name + "', chunk '" + key + "': " + e.what(),
-                           e.error_number());
+    } catch (...) {
+        rethrow_in_context(key);
     }
+}
+
+void ChunkDecoder::rethrow_in_context(const std::string& key) const {
+    const std::string where = "array '" + spec_.name + "', chunk '" + key + "': ";
+    try {
+        throw;
+    } catch (const ChunkError& e) {
+        throw ChunkError(where + e.what());
+    } catch (const ChunkIoError& e) {
+        throw ChunkIoError(where + e.what(), e.error_number());
+    }  // anything else propagates unchanged
 }
 
 void ChunkDecoder::stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const {
@@ -513,11 +521,8 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
         };
         pool.parallel_for(blocks.size(), task);
         if (!c.whole) stitch_all(final_dst, stitches, n);
-    } catch (const ChunkError& e) {
-        throw ChunkError("array '" + spec_.name + "', chunk '" + key + "': " + e.what());
-    } catch (const ChunkIoError& e) {
-        throw ChunkIoError("array '" + spec_.name + "', chunk '" + key + "': " + e.what(),
-                           e.error_number());
+    } catch (...) {
+        rethrow_in_context(key);
     }
 }
 

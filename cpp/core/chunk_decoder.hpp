@@ -89,6 +89,9 @@ private:
     static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
                                 uint8_t* dst);
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
+    // Called from a catch block: rethrows a ChunkError / ChunkIoError with the array and the
+    // chunk named in its message, anything else unchanged.
+    [[noreturn]] void rethrow_in_context(const std::string& key) const;
     // Largest chunk file this array can have; larger files are refused unread.
     std::size_t max_file_bytes() const;
     // Decodes a whole chunk file through the codec chain (and byte swap); returns the raw

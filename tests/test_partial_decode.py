@@ -35,6 +35,10 @@ def stored(request, tmp_path_factory):
         ("blosclz", numcodecs.Blosc.NOSHUFFLE, "uint8", 0),
         ("zstd", numcodecs.Blosc.BITSHUFFLE, "float32", 16384),
         ("zlib", numcodecs.Blosc.BITSHUFFLE, "int16", 2048),
+        # zstd streams that zarrcrop decodes block by block itself: unshuffled multi-byte
+        # items, and 1-byte items whose blocks are not a multiple of 8 bytes (left unshuffled).
+        ("zstd", numcodecs.Blosc.NOSHUFFLE, "uint16", 1000),
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "uint8", 1300),
     ]:
         data = _content(kind, dtype)
         name = f"{cname}-{shuffle}-{dtype}-{blocksize}"
@@ -119,3 +123,43 @@ def test_bitunshuffle_kernels(impl, n):
     if out is None:
         pytest.skip(f"{impl} not available on this CPU/build")
     assert out == items.tobytes()
+
+
+@pytest.mark.parametrize("blocksize", [1001, 4097, 65536])
+def test_blocks_that_split_items(tmp_path, blocksize):
+    """Blosc chunks written with typesize 1 for 2- and 8-byte items: block boundaries fall inside
+    items, so a block-by-block copy to the output must join the halves (and zarr-python, which
+    decodes whole chunks, reads them fine)."""
+    rng = np.random.default_rng(blocksize)
+    for dtype in ("uint16", "float64"):
+        data = (rng.normal(0, 100, SHAPE) + 1000).astype(dtype)
+        path = tmp_path / f"{dtype}-{blocksize}"
+        za = zarr.create_array(
+            store=str(path),
+            shape=SHAPE,
+            chunks=(1, 3, 160, 200),
+            dtype=dtype,
+            zarr_format=2,
+            compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE),
+        )
+        za[...] = data
+        codec = numcodecs.Blosc(
+            cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=blocksize
+        )
+        for chunk in path.glob("*.*.*.*"):
+            t, _, i, j = (int(v) for v in chunk.name.split("."))
+            block = np.ascontiguousarray(
+                data[t, :, i * 160 : (i + 1) * 160, j * 200 : (j + 1) * 200]
+            )
+            full = np.zeros((3, 160, 200), dtype)  # edge chunks are padded to the chunk shape
+            full[:, : block.shape[1], : block.shape[2]] = block
+            encoded = codec.encode(full.view(np.uint8))  # typesize 1
+            assert encoded[3] == 1
+            chunk.write_bytes(encoded)
+        arr = zarrcrop.open(path)
+        assert arr.native
+        za = zarr.open_array(str(path), mode="r")
+        for sel in _selections(np.random.default_rng(5), 10):
+            np.testing.assert_array_equal(arr[sel], data[sel], err_msg=f"{dtype} {sel}")
+        np.testing.assert_array_equal(arr[...], np.asarray(za[...]))
+        np.testing.assert_array_equal(arr[1, :, 7:290, 3:251], np.asarray(za[1, :, 7:290, 3:251]))

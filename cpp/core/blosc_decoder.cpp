@@ -7,6 +7,7 @@
 #include <utility>
 #include <mutex>
 
+#include "codecs.hpp"
 #include "errors.hpp"
 
 namespace zarrcrop {
@@ -136,6 +137,34 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                 bad("block " + std::to_string(b) + " runs past its end");
             pos += static_cast<std::size_t>(csize);
         }
+    }
+}
+
+bool blosc_streams_are_zstd(const BloscHeader& h) { return (h.flags >> 5) == 4; }
+
+void decode_block_streams(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                          int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
+    // The same walk as validate_blosc_streams, which has accepted every size and offset.
+    const int32_t block_bytes = blosc_block_bytes(h, b);
+    const bool leftover = block_bytes < h.blocksize;
+    const int32_t nstreams =
+        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
+    const auto stream_bytes = static_cast<std::size_t>(block_bytes / nstreams);
+    std::size_t pos = e.start;
+    for (int32_t s = 0; s < nstreams; ++s) {
+        const auto csize = static_cast<std::size_t>(read_i32(src + pos));
+        pos += 4;
+        uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
+        if (csize == stream_bytes) {
+            std::memcpy(out, src + pos, stream_bytes);  // stored raw: did not compress
+        } else {
+            try {
+                zstd.decompress_exact(src + pos, csize, out, stream_bytes);
+            } catch (const ChunkError& err) {
+                bad("block " + std::to_string(b) + ": " + err.what());
+            }
+        }
+        pos += csize;
     }
 }
 

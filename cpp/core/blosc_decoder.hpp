@@ -54,6 +54,22 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
 BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
                                  std::size_t itemsize);
 
+class ZstdDecoder;
+
+// True when decode_block_streams can decode this chunk's blocks: zstd-compressed streams (the
+// tutorial's codec). The caller still applies the shuffle filter, if any.
+bool blosc_streams_are_zstd(const BloscHeader& h);
+// Decompresses the streams of block b (validated by validate_blosc_streams; `e` its extent in
+// src) into dst, which receives the block's decoded size: the block's bytes before the
+// shuffle filter is undone. Streams stored raw are copied. Throws ChunkError when a stream
+// does not decode to its exact size.
+void decode_block_streams(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                          int32_t b, uint8_t* dst, ZstdDecoder& zstd);
+// The decoded size of block b.
+inline int32_t blosc_block_bytes(const BloscHeader& h, int32_t b) {
+    return (b == h.nblocks() - 1) ? h.nbytes - b * h.blocksize : h.blocksize;
+}
+
 // One decompression context (single-threaded); each worker thread owns one.
 class BloscDecoder {
 public:

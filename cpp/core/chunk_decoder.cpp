@@ -24,6 +24,8 @@ struct WorkerScratch {
     std::vector<uint8_t> file;
     std::vector<uint8_t> decoded;
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
+    std::vector<uint8_t> block;     // one decoded block (block-by-block decoding)
+    std::vector<uint8_t> block_raw; // one block's decoded streams, still bit-shuffled
     std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::vector<uint8_t> junk;        // receives file bytes between needed raw rows
@@ -293,10 +295,54 @@ std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitch
     return needed;
 }
 
-const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
-                                            const Stitch* stitches, bool whole,
-                                            std::size_t needed) const {
+bool ChunkDecoder::streams_direct(const BloscHeader& h) {
+    return blosc_streams_are_zstd(h) && ((h.flags & 0x05) == 0 || own_unshuffle(h));
+}
+
+void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                                   int32_t b, uint8_t* out) const {
     WorkerScratch& s = scratch();
+    const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
+    // Blosc1 bit-shuffles a block only when its item count is a multiple of 8.
+    if (!own_unshuffle(h) || bytes % 8 != 0) {
+        decode_block_streams(h, src, e, b, out, s.zstd());
+        return;
+    }
+    if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
+    decode_block_streams(h, src, e, b, s.block_raw.data(), s.zstd());
+    bitunshuffle_u8(s.block_raw.data(), out, bytes);
+}
+
+const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
+                                            const std::vector<BlockExtent>& extents,
+                                            const Stitch* stitches, std::size_t n, bool whole,
+                                            std::size_t needed, bool stitch) const {
+    WorkerScratch& s = scratch();
+    if (streams_direct(h)) {
+        const int32_t nblocks = h.nblocks();
+        if (whole) {
+            for (int32_t b = 0; b < nblocks; ++b)
+                decode_block_to(h, file.data(), extents[static_cast<std::size_t>(b)], b,
+                                stitches[0].dst + static_cast<std::size_t>(b) * h.blocksize);
+            return nullptr;
+        }
+        // Each needed block goes through one block-sized buffer that stays in cache, and on
+        // to the destinations right away: no chunk-sized intermediate.
+        const auto block_size = static_cast<std::size_t>(h.blocksize);
+        if (s.block.size() < block_size) s.block.resize(block_size);
+        for (int32_t b = 0; b < nblocks; ++b) {
+            if (s.skip[static_cast<std::size_t>(b)]) continue;
+            decode_block_to(h, file.data(), extents[static_cast<std::size_t>(b)], b,
+                            s.block.data());
+            if (!stitch) continue;
+            const int64_t lo = static_cast<int64_t>(b) * h.blocksize;
+            const int64_t hi = lo + blosc_block_bytes(h, b);
+            for (std::size_t i = 0; i < n; ++i)
+                copy_strided_window(s.block.data(), lo, hi, stitches[i].src_offset,
+                                    stitches[i].dst, stitches[i].region);
+        }
+        return nullptr;
+    }
     if (whole) {
         // The destination holds the whole chunk as one run: decode straight into it.
         decode_blocks(h, file, stitches[0].dst, nullptr);
@@ -309,7 +355,7 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
 }
 
 const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stitches,
-                                           std::size_t n) const {
+                                           std::size_t n, bool stitch) const {
     if (spec_.compressor == Compressor::Chain) return decode_chain(file);
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
@@ -321,7 +367,8 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
     if (h.memcpyed()) return file.data() + 16;
     const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
     const std::size_t needed = plan_blocks(h, stitches, n, whole);
-    return decode_planned(h, file, stitches, whole, needed);
+    const std::vector<BlockExtent> extents = blosc_block_extents(h, file.data(), file.size());
+    return decode_planned(h, file, extents, stitches, n, whole, needed, stitch);
 }
 
 ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
@@ -375,7 +422,8 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
 
     const std::size_t prefix = blosc_prefix_bytes(h);
     file.read_at(16, prefix - 16, buf + 16);
-    const std::vector<BlockExtent> extents = blosc_block_extents(h, buf, size);
+    c.extents = blosc_block_extents(h, buf, size);
+    const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole);
     std::size_t needed_bytes = 0;
     for (std::size_t b = 0; b < nblocks; ++b)
@@ -410,7 +458,7 @@ const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const
         case LoadedChunk::RawInBuffer: return c.raw;
         case LoadedChunk::Compressed: break;
     }
-    return decode_planned(c.h, c.bytes, stitches, c.whole, c.needed);
+    return decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole, c.needed);
 }
 
 bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offset,
@@ -488,7 +536,8 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
             const uint8_t* base = c.kind == LoadedChunk::RawInBuffer ? c.raw
                                   : c.kind == LoadedChunk::RawInDestination
                                       ? nullptr
-                                      : decode_planned(c.h, c.bytes, stitches, c.whole, c.needed);
+                                      : decode_planned(c.h, c.bytes, c.extents, stitches, n,
+                                                       c.whole, c.needed);
             if (base != nullptr) stitch_all(base, stitches, n);
             return;
         }
@@ -502,6 +551,17 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
             if (!s.skip[b]) blocks.push_back(static_cast<int32_t>(b));
         if (!c.whole && s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
         uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.data();
+        const uint8_t* src = c.bytes.data();
+        if (streams_direct(h)) {
+            const std::function<void(std::size_t)> task = [&](std::size_t i) {
+                const int32_t b = blocks[i];
+                decode_block_to(h, src, c.extents[static_cast<std::size_t>(b)], b,
+                                final_dst + static_cast<std::size_t>(b) * h.blocksize);
+            };
+            pool.parallel_for(blocks.size(), task);
+            if (!c.whole) stitch_all(final_dst, stitches, n);
+            return;
+        }
         const bool own = own_unshuffle(h);
         uint8_t* target = final_dst;
         if (own) {
@@ -509,7 +569,6 @@ void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, 
             if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
             target = s.shuffled.data();
         }
-        const uint8_t* src = c.bytes.data();
         const std::size_t size = c.bytes.size();
         const std::function<void(std::size_t)> task = [&](std::size_t i) {
             WorkerScratch& w = scratch();  // the executing thread's own context and mask
@@ -583,7 +642,7 @@ double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
     // Thread CPU time, not wall time: on a shared machine the bound should not include time
     // this thread spent waiting for a core.
     const double t0 = thread_cpu_seconds();
-    const uint8_t* base = decode_needed(MutableBytes(file), stitches, n);
+    const uint8_t* base = decode_needed(MutableBytes(file), stitches, n, /*stitch=*/false);
     const bool raw = spec_.compressor == Compressor::None || (file.size() > 2 && (file[2] & 0x02));
     // Raw (uncompressed or memcpyed) chunks are "decoded" by copying the needed bytes out.
     if (raw && base != nullptr) stitch_all(base, stitches, n);

@@ -77,6 +77,7 @@ private:
         std::size_t needed = 0;     // blocks to decode (the worker's skip mask says which)
         const uint8_t* raw = nullptr;  // RawInBuffer: the chunk's raw bytes
         MutableBytes bytes;            // the chunk file's bytes (worker scratch)
+        std::vector<BlockExtent> extents;  // Compressed: where each block lies in `bytes`
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch.
@@ -101,8 +102,8 @@ private:
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
     // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded
     // straight into the only destination.
-    const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches,
-                                 std::size_t n) const;
+    const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches, std::size_t n,
+                                 bool stitch = true) const;
     // The same for a large Blosc chunk file, reading only the header, offset table and the
     // blocks the stitches need.
     const uint8_t* load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
@@ -110,8 +111,21 @@ private:
     // Marks the blocks to skip in the worker's mask; returns how many are needed.
     std::size_t plan_blocks(const BloscHeader& h, const Stitch* stitches, std::size_t n,
                             bool whole) const;
+    // Decodes the planned blocks. Returns the decoded chunk's base address for the caller to
+    // stitch from, or nullptr when nothing is left to do: decoded straight into the only
+    // destination, or (zstd chunks, see streams_direct) decoded block by block with each block
+    // copied to the destinations while it is in cache (skipped when !stitch: benchmarks).
     const uint8_t* decode_planned(const BloscHeader& h, MutableBytes file,
-                                  const Stitch* stitches, bool whole, std::size_t needed) const;
+                                  const std::vector<BlockExtent>& extents, const Stitch* stitches,
+                                  std::size_t n, bool whole, std::size_t needed,
+                                  bool stitch = true) const;
+    // True when decode_block_to decodes this chunk's blocks itself (zstd streams of
+    // unshuffled or bit-shuffled 1-byte items) instead of C-Blosc2.
+    static bool streams_direct(const BloscHeader& h);
+    // Decodes block b (streams validated) into `out`, which receives its decoded,
+    // unshuffled bytes.
+    void decode_block_to(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                         int32_t b, uint8_t* out) const;
     // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
     // May modify `file` (see bitshuffle.hpp).
     void decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,

@@ -142,6 +142,16 @@ void ZstdDecoder::decompress(const uint8_t* src, std::size_t size, std::vector<u
                          std::to_string(capacity));
 }
 
+void ZstdDecoder::decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst,
+                                   std::size_t expected) {
+    const std::size_t n =
+        ZSTD_decompressDCtx(static_cast<ZSTD_DCtx_s*>(ctx_), dst, expected, src, size);
+    if (ZSTD_isError(n)) throw ChunkError(std::string("zstd: ") + ZSTD_getErrorName(n));
+    if (n != expected)
+        throw ChunkError("zstd: decompressed " + std::to_string(n) + " bytes, expected " +
+                         std::to_string(expected));
+}
+
 bool gzip_available() {
     const char* version = zlibng_version();
     return version != nullptr && version[0] == '2' && version[1] == '.';

@@ -28,6 +28,10 @@ public:
     // announced by the frame (at most `max_size`).
     void decompress(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst,
                     std::size_t expected, bool exact, std::size_t max_size);
+    // Decompresses the zstd frame(s) in src into dst, which they must fill exactly
+    // (`expected` bytes); throws ChunkError otherwise.
+    void decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst,
+                          std::size_t expected);
 
 private:
     void* ctx_;

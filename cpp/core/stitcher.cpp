@@ -120,4 +120,89 @@ void fill_strided(uint8_t* dst, const StridedCopy& region, const uint8_t* value)
     fill_rec(dst, region, 0, value);
 }
 
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+struct Window {
+    const uint8_t* base;  // source offset lo
+    int64_t lo;
+    int64_t hi;
+    const StridedCopy* r;
+    // Per dimension d: the lowest source offset and one past the highest byte of the
+    // sub-region spanned by dimensions d.. (relative to its first element).
+    int64_t span_lo[kMaxDims + 1];
+    int64_t span_hi[kMaxDims + 1];
+
+    // Copies the part of source run [a, a + len) inside the window to dst (dst = a's target).
+    void run(int64_t a, int64_t len, uint8_t* dst) const {
+        const int64_t s = a > lo ? a : lo;
+        const int64_t e = a + len < hi ? a + len : hi;
+        if (s < e) std::memcpy(dst + (s - a), base + (s - lo), static_cast<std::size_t>(e - s));
+    }
+
+    void rec(std::size_t d, int64_t off, uint8_t* dst) const {
+        const StridedCopy& c = *r;
+        const auto item = static_cast<int64_t>(c.itemsize);
+        if (off + span_hi[d] <= lo || off + span_lo[d] >= hi) return;  // disjoint
+        if (off + span_lo[d] >= lo && off + span_hi[d] <= hi) {  // wholly inside
+            StridedCopy sub;
+            sub.ndim = c.ndim - d;
+            sub.itemsize = c.itemsize;
+            for (std::size_t k = d; k < c.ndim; ++k) {
+                sub.counts[k - d] = c.counts[k];
+                sub.src_strides[k - d] = c.src_strides[k];
+                sub.dst_strides[k - d] = c.dst_strides[k];
+            }
+            copy_strided(base + (off - lo), dst, sub);
+            return;
+        }
+        if (d == c.ndim) {  // one item cut by the window
+            run(off, item, dst);
+            return;
+        }
+        const int64_t n = c.counts[d];
+        const int64_t ss = c.src_strides[d];
+        const int64_t ds = c.dst_strides[d];
+        if (d + 1 == c.ndim && ss == item && ds == item) {  // one contiguous row
+            run(off, n * item, dst);
+            return;
+        }
+        int64_t first = 0;
+        int64_t last = n - 1;
+        if (ss > 0) {  // only the sub-regions that can meet the window
+            // child i meets it when off + i*ss + span_hi[d+1] > lo and off + i*ss + span_lo[d+1] < hi
+            const int64_t f = floor_div(lo - off - span_hi[d + 1], ss) + 1;
+            const int64_t l = floor_div(hi - off - span_lo[d + 1] - 1, ss);
+            first = f > 0 ? f : 0;
+            last = l < n - 1 ? l : n - 1;
+        }
+        for (int64_t i = first; i <= last; ++i) rec(d + 1, off + i * ss, dst + i * ds);
+    }
+};
+
+}  // namespace
+
+void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t src_offset,
+                         uint8_t* dst, const StridedCopy& region) {
+    if (hi <= lo) return;
+    Window w;
+    w.base = window;
+    w.lo = lo;
+    w.hi = hi;
+    w.r = &region;
+    const std::size_t nd = region.ndim;
+    w.span_lo[nd] = 0;
+    w.span_hi[nd] = static_cast<int64_t>(region.itemsize);
+    for (std::size_t d = nd; d-- > 0;) {
+        const int64_t reach = (region.counts[d] - 1) * region.src_strides[d];
+        w.span_lo[d] = w.span_lo[d + 1] + (reach < 0 ? reach : 0);
+        w.span_hi[d] = w.span_hi[d + 1] + (reach > 0 ? reach : 0);
+    }
+    w.rec(0, src_offset, dst);
+}
+
 }  // namespace zarrcrop

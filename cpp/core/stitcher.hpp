@@ -25,6 +25,12 @@ struct StridedCopy {
 };
 
 void copy_strided(const uint8_t* src, uint8_t* dst, const StridedCopy& region);
+// Copies only the bytes of the region whose source offsets (relative to the region's first
+// element, src_offset of it) fall in the window [lo, hi) of the source buffer; `window` points
+// at source offset lo. Calling it for consecutive windows that cover the region's source bytes
+// copies the whole region, in pieces (a window boundary may split a row or an item).
+void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t src_offset,
+                         uint8_t* dst, const StridedCopy& region);
 // Writes the `itemsize`-byte pattern `value` into every element of the destination region
 // (src_strides are ignored).
 void fill_strided(uint8_t* dst, const StridedCopy& region, const uint8_t* value);

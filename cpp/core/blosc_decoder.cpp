@@ -111,32 +111,35 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
     return extents;
 }
 
+void validate_blosc_block(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                          int32_t b) {
+    const int32_t block_bytes = blosc_block_bytes(h, b);
+    const bool leftover = block_bytes < h.blocksize;
+    const int32_t nstreams =
+        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
+    if (block_bytes % nstreams != 0) bad("block size is not a multiple of the typesize");
+    const int32_t stream_bytes = block_bytes / nstreams;
+    std::size_t pos = e.start;
+    for (int32_t s = 0; s < nstreams; ++s) {
+        if (pos + 4 > e.end) bad("block " + std::to_string(b) + " runs past its end");
+        const int32_t csize = read_i32(src + pos);
+        pos += 4;
+        if (csize <= 0 || csize > stream_bytes)
+            bad("block " + std::to_string(b) + " has a stream of invalid size " +
+                std::to_string(csize));
+        if (pos + static_cast<std::size_t>(csize) > e.end)
+            bad("block " + std::to_string(b) + " runs past its end");
+        pos += static_cast<std::size_t>(csize);
+    }
+}
+
 void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<BlockExtent>& extents,
                             const std::vector<uint8_t>* skip) {
     const int32_t nblocks = h.nblocks();
     for (int32_t b = 0; b < nblocks; ++b) {
         if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
-        const BlockExtent e = extents[static_cast<std::size_t>(b)];
-        const int32_t block_bytes =
-            (b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize;
-        const bool leftover = block_bytes < h.blocksize;
-        const int32_t nstreams =
-            ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
-        if (block_bytes % nstreams != 0) bad("block size is not a multiple of the typesize");
-        const int32_t stream_bytes = block_bytes / nstreams;
-        std::size_t pos = e.start;
-        for (int32_t s = 0; s < nstreams; ++s) {
-            if (pos + 4 > e.end) bad("block " + std::to_string(b) + " runs past its end");
-            const int32_t csize = read_i32(src + pos);
-            pos += 4;
-            if (csize <= 0 || csize > stream_bytes)
-                bad("block " + std::to_string(b) + " has a stream of invalid size " +
-                    std::to_string(csize));
-            if (pos + static_cast<std::size_t>(csize) > e.end)
-                bad("block " + std::to_string(b) + " runs past its end");
-            pos += static_cast<std::size_t>(csize);
-        }
+        validate_blosc_block(h, src, extents[static_cast<std::size_t>(b)], b);
     }
 }
 

@@ -50,6 +50,9 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
 void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<BlockExtent>& extents,
                             const std::vector<uint8_t>* skip);
+// The same for block b alone (its bytes, at e in src, are all that is read).
+void validate_blosc_block(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+                          int32_t b);
 // All of the above for a chunk held whole in memory.
 BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
                                  std::size_t itemsize);

@@ -316,7 +316,8 @@ void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* src, con
 const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
                                             const std::vector<BlockExtent>& extents,
                                             const Stitch* stitches, std::size_t n, bool whole,
-                                            std::size_t needed, bool stitch) const {
+                                            std::size_t needed, bool stitch,
+                                            const ChunkFile* deferred) const {
     WorkerScratch& s = scratch();
     if (streams_direct(h)) {
         const int32_t nblocks = h.nblocks();
@@ -332,8 +333,12 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
         if (s.block.size() < block_size) s.block.resize(block_size);
         for (int32_t b = 0; b < nblocks; ++b) {
             if (s.skip[static_cast<std::size_t>(b)]) continue;
-            decode_block_to(h, file.data(), extents[static_cast<std::size_t>(b)], b,
-                            s.block.data());
+            const BlockExtent& e = extents[static_cast<std::size_t>(b)];
+            if (deferred != nullptr) {
+                deferred->read_at(e.start, e.end - e.start, file.data() + e.start);
+                validate_blosc_block(h, file.data(), e, b);
+            }
+            decode_block_to(h, file.data(), e, b, s.block.data());
             if (!stitch) continue;
             const int64_t lo = static_cast<int64_t>(b) * h.blocksize;
             const int64_t hi = lo + blosc_block_bytes(h, b);
@@ -372,7 +377,7 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
 }
 
 ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
-                                                    std::size_t n) const {
+                                                    std::size_t n, bool defer) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
     s.file.resize(size);  // shrinking keeps capacity; growing happens once per worker
@@ -425,6 +430,11 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     c.extents = blosc_block_extents(h, buf, size);
     const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole);
+    c.kind = LoadedChunk::Compressed;
+    if (defer && !c.whole && streams_direct(h)) {
+        c.deferred = true;
+        return c;
+    }
     std::size_t needed_bytes = 0;
     for (std::size_t b = 0; b < nblocks; ++b)
         if (!s.skip[b]) needed_bytes += extents[b].end - extents[b].start;
@@ -452,13 +462,14 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
 
 const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
                                                     std::size_t n) const {
-    const LoadedChunk c = load_needed(file, stitches, n);
+    const LoadedChunk c = load_needed(file, stitches, n, /*defer=*/true);
     switch (c.kind) {
         case LoadedChunk::RawInDestination: return nullptr;
         case LoadedChunk::RawInBuffer: return c.raw;
         case LoadedChunk::Compressed: break;
     }
-    return decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole, c.needed);
+    return decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole, c.needed,
+                          /*stitch=*/true, c.deferred ? &file : nullptr);
 }
 
 bool ChunkDecoder::read_raw_direct(const ChunkFile& file, std::size_t data_offset,

@@ -78,10 +78,14 @@ private:
         const uint8_t* raw = nullptr;  // RawInBuffer: the chunk's raw bytes
         MutableBytes bytes;            // the chunk file's bytes (worker scratch)
         std::vector<BlockExtent> extents;  // Compressed: where each block lies in `bytes`
+        bool deferred = false;  // Compressed: the needed blocks are not read yet
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch.
-    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
+    // With `defer`, blocks that decode_planned decodes one by one (streams_direct) are left
+    // for it to read, each just before it is decoded, while the bytes are still in cache.
+    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
+                            bool defer = false) const;
     // For raw chunk bytes starting at data_offset in the file: reads the stitch's rows straight
     // into its destination with scatter reads (preadv). False, with nothing read, for layouts
     // it does not handle (negative strides, rows not contiguous).
@@ -118,7 +122,7 @@ private:
     const uint8_t* decode_planned(const BloscHeader& h, MutableBytes file,
                                   const std::vector<BlockExtent>& extents, const Stitch* stitches,
                                   std::size_t n, bool whole, std::size_t needed,
-                                  bool stitch = true) const;
+                                  bool stitch = true, const ChunkFile* deferred = nullptr) const;
     // True when decode_block_to decodes this chunk's blocks itself (zstd streams of
     // unshuffled or bit-shuffled 1-byte items) instead of C-Blosc2.
     static bool streams_direct(const BloscHeader& h);

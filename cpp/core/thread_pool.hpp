@@ -4,6 +4,7 @@
 // progress on its own tasks.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -39,6 +40,9 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<std::shared_ptr<Job>> queue_;
+    // queue_.size(), readable without the lock: idle workers watch it for a short while
+    // before they sleep, so that back-to-back reads find them awake.
+    std::atomic<std::size_t> queued_{0};
     std::vector<std::thread> workers_;
     bool stopping_ = false;
 };

@@ -70,12 +70,12 @@ private:
     ChunkFile open_chunk(const int64_t* coords) const;
 
     struct LoadedChunk {
-        enum Kind { Compressed, RawInBuffer, RawInDestination };
+        // RawCopied: raw (memcpyed) bytes, already copied to the destinations.
+        enum Kind { Compressed, RawCopied };
         Kind kind = Compressed;
         BloscHeader h;
         bool whole = false;         // the only stitch takes the whole chunk contiguously
         std::size_t needed = 0;     // blocks to decode (the worker's skip mask says which)
-        const uint8_t* raw = nullptr;  // RawInBuffer: the chunk's raw bytes
         MutableBytes bytes;            // the chunk file's bytes (worker scratch)
         std::vector<BlockExtent> extents;  // Compressed: where each block lies in `bytes`
         bool deferred = false;  // Compressed: the needed blocks are not read yet
@@ -86,10 +86,11 @@ private:
     // for it to read, each just before it is decoded, while the bytes are still in cache.
     LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
                             bool defer = false) const;
-    // For raw chunk bytes starting at data_offset in the file: reads the stitch's rows straight
-    // into its destination with scatter reads (preadv). False, with nothing read, for layouts
-    // it does not handle (negative strides, rows not contiguous).
-    bool read_raw_direct(const ChunkFile& file, std::size_t data_offset, const Stitch& st) const;
+    // For raw chunk bytes starting at data_offset in the file: reads the runs of pages that
+    // hold needed bytes through one cache-sized window buffer, copying each window to the
+    // destinations right after it is read.
+    void stream_raw(const ChunkFile& file, std::size_t data_offset, const Stitch* stitches,
+                    std::size_t n) const;
     static bool own_unshuffle(const BloscHeader& h);
     static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
                                 uint8_t* dst);

@@ -102,6 +102,11 @@ ShardReader::ShardReader(const ArraySpec& spec, const FileChunkSource& files)
     }
 }
 
+ShardReader::~ShardReader() {
+    Cache* c = cache_.load();
+    if (c->owner == ::getpid()) delete c;  // else: inherited over fork(), leaked on purpose
+}
+
 ShardReader::Cache& ShardReader::cache() const {
     Cache* c = cache_.load();
     const pid_t me = ::getpid();

@@ -42,6 +42,9 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
 class ShardReader {
 public:
     ShardReader(const ArraySpec& spec, const FileChunkSource& files);
+    ~ShardReader();
+    ShardReader(const ShardReader&) = delete;
+    ShardReader& operator=(const ShardReader&) = delete;
 
     // "c/0/1 (inner chunk (2, 3))": names the shard key in messages.
     std::string label(const int64_t* coords) const;

@@ -111,7 +111,7 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
     return extents;
 }
 
-void validate_blosc_block(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b) {
     const int32_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
@@ -119,15 +119,15 @@ void validate_blosc_block(const BloscHeader& h, const uint8_t* src, const BlockE
         ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
     if (block_bytes % nstreams != 0) bad("block size is not a multiple of the typesize");
     const int32_t stream_bytes = block_bytes / nstreams;
-    std::size_t pos = e.start;
+    std::size_t pos = 0;
     for (int32_t s = 0; s < nstreams; ++s) {
-        if (pos + 4 > e.end) bad("block " + std::to_string(b) + " runs past its end");
-        const int32_t csize = read_i32(src + pos);
+        if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
+        const int32_t csize = read_i32(block + pos);
         pos += 4;
         if (csize <= 0 || csize > stream_bytes)
             bad("block " + std::to_string(b) + " has a stream of invalid size " +
                 std::to_string(csize));
-        if (pos + static_cast<std::size_t>(csize) > e.end)
+        if (pos + static_cast<std::size_t>(csize) > len)
             bad("block " + std::to_string(b) + " runs past its end");
         pos += static_cast<std::size_t>(csize);
     }
@@ -139,30 +139,32 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
     const int32_t nblocks = h.nblocks();
     for (int32_t b = 0; b < nblocks; ++b) {
         if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
-        validate_blosc_block(h, src, extents[static_cast<std::size_t>(b)], b);
+        const BlockExtent& e = extents[static_cast<std::size_t>(b)];
+        validate_blosc_block(h, src + e.start, e.end - e.start, b);
     }
 }
 
 bool blosc_streams_are_zstd(const BloscHeader& h) { return (h.flags >> 5) == 4; }
 
-void decode_block_streams(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
-    // The same walk as validate_blosc_streams, which has accepted every size and offset.
+    // The same walk as validate_blosc_block, which has accepted every size and offset.
+    (void)len;
     const int32_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
     const int32_t nstreams =
         ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
     const auto stream_bytes = static_cast<std::size_t>(block_bytes / nstreams);
-    std::size_t pos = e.start;
+    std::size_t pos = 0;
     for (int32_t s = 0; s < nstreams; ++s) {
-        const auto csize = static_cast<std::size_t>(read_i32(src + pos));
+        const auto csize = static_cast<std::size_t>(read_i32(block + pos));
         pos += 4;
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
-            std::memcpy(out, src + pos, stream_bytes);  // stored raw: did not compress
+            std::memcpy(out, block + pos, stream_bytes);  // stored raw: did not compress
         } else {
             try {
-                zstd.decompress_exact(src + pos, csize, out, stream_bytes);
+                zstd.decompress_exact(block + pos, csize, out, stream_bytes);
             } catch (const ChunkError& err) {
                 bad("block " + std::to_string(b) + ": " + err.what());
             }

@@ -50,8 +50,8 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
 void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<BlockExtent>& extents,
                             const std::vector<uint8_t>* skip);
-// The same for block b alone (its bytes, at e in src, are all that is read).
-void validate_blosc_block(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+// The same for block b alone, given its `len` bytes (its extent) at `block`.
+void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b);
 // All of the above for a chunk held whole in memory.
 BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
@@ -62,11 +62,11 @@ class ZstdDecoder;
 // True when decode_block_streams can decode this chunk's blocks: zstd-compressed streams (the
 // tutorial's codec). The caller still applies the shuffle filter, if any.
 bool blosc_streams_are_zstd(const BloscHeader& h);
-// Decompresses the streams of block b (validated by validate_blosc_streams; `e` its extent in
-// src) into dst, which receives the block's decoded size: the block's bytes before the
-// shuffle filter is undone. Streams stored raw are copied. Throws ChunkError when a stream
-// does not decode to its exact size.
-void decode_block_streams(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+// Decompresses the streams of block b (its `len` bytes at `block`, accepted by
+// validate_blosc_block) into dst, which receives the block's decoded size: the block's bytes
+// before the shuffle filter is undone. Streams stored raw are copied. Throws ChunkError when a
+// stream does not decode to its exact size.
+void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd);
 // The decoded size of block b.
 inline int32_t blosc_block_bytes(const BloscHeader& h, int32_t b) {

@@ -25,6 +25,7 @@ struct WorkerScratch {
     std::vector<uint8_t> decoded;
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
     std::vector<uint8_t> block;     // one decoded block (block-by-block decoding)
+    std::vector<uint8_t> compressed;  // one block's compressed bytes (decode_block)
     std::vector<uint8_t> block_raw; // one block's decoded streams, still bit-shuffled
     std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
@@ -138,9 +139,12 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     const std::string key = label(coords);
     WorkerScratch& s = scratch();
     const bool caching = cache_ != nullptr && cache_->enabled();
-    const bool blosc = spec_.compressor == Compressor::Blosc;
     try {
-        ChunkBytes cached = caching ? cache_->get(key) : nullptr;
+        if (!caching) {
+            process_open(open_chunk(coords), stitches, n);
+            return;
+        }
+        ChunkBytes cached = cache_->get(key);
         if (!cached) {
             const ChunkFile file = open_chunk(coords);
             if (!file.is_open()) {
@@ -148,23 +152,8 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
                     fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
                 return;
             }
-            if (!caching && blosc && file.size() >= kPartialReadMin) {
-                const uint8_t* base = load_and_decode_needed(file, stitches, n);
-                if (base != nullptr) stitch_all(base, stitches, n);
-                return;
-            }
-            if (!caching && spec_.compressor == Compressor::None) {
-                check_uncompressed_size(file.size());
-                stream_raw(file, 0, stitches, n);
-                return;
-            }
             s.file.resize(file.size());
             file.read_at(0, file.size(), s.file.data());
-            if (!caching) {
-                const uint8_t* base = decode_needed(MutableBytes(s.file), stitches, n);
-                if (base != nullptr) stitch_all(base, stitches, n);
-                return;
-            }
             cached = decode_whole(MutableBytes(s.file));
             cache_->put(key, cached);
         }
@@ -172,6 +161,30 @@ void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::s
     } catch (...) {
         rethrow_in_context(key);
     }
+}
+
+void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
+                                std::size_t n) const {
+    WorkerScratch& s = scratch();
+    if (!file.is_open()) {
+        for (std::size_t i = 0; i < n; ++i)
+            fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
+        return;
+    }
+    if (spec_.compressor == Compressor::Blosc && file.size() >= kPartialReadMin) {
+        const uint8_t* base = load_and_decode_needed(file, stitches, n);
+        if (base != nullptr) stitch_all(base, stitches, n);
+        return;
+    }
+    if (spec_.compressor == Compressor::None) {
+        check_uncompressed_size(file.size());
+        stream_raw(file, 0, stitches, n);
+        return;
+    }
+    s.file.resize(file.size());
+    file.read_at(0, file.size(), s.file.data());
+    const uint8_t* base = decode_needed(MutableBytes(s.file), stitches, n);
+    if (base != nullptr) stitch_all(base, stitches, n);
 }
 
 void ChunkDecoder::rethrow_in_context(const std::string& key) const {
@@ -297,18 +310,37 @@ bool ChunkDecoder::streams_direct(const BloscHeader& h) {
     return blosc_streams_are_zstd(h) && ((h.flags & 0x05) == 0 || own_unshuffle(h));
 }
 
-void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
+void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len,
                                    int32_t b, uint8_t* out) const {
     WorkerScratch& s = scratch();
     const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
     // Blosc1 bit-shuffles a block only when its item count is a multiple of 8.
     if (!own_unshuffle(h) || bytes % 8 != 0) {
-        decode_block_streams(h, src, e, b, out, s.zstd());
+        decode_block_streams(h, block, len, b, out, s.zstd());
         return;
     }
     if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
-    decode_block_streams(h, src, e, b, s.block_raw.data(), s.zstd());
+    decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
     bitunshuffle_u8(s.block_raw.data(), out, bytes);
+}
+
+void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
+                                int32_t b, const Stitch* stitches, std::size_t n, bool whole,
+                                bool stitch) const {
+    const int64_t lo = static_cast<int64_t>(b) * h.blocksize;
+    if (whole) {
+        decode_block_to(h, block, len, b, stitches[0].dst + lo);
+        return;
+    }
+    WorkerScratch& s = scratch();
+    const auto block_size = static_cast<std::size_t>(h.blocksize);
+    if (s.block.size() < block_size) s.block.resize(block_size);
+    decode_block_to(h, block, len, b, s.block.data());
+    if (!stitch) return;
+    const int64_t hi = lo + blosc_block_bytes(h, b);
+    for (std::size_t i = 0; i < n; ++i)
+        copy_strided_window(s.block.data(), lo, hi, stitches[i].src_offset, stitches[i].dst,
+                            stitches[i].region);
 }
 
 const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
@@ -318,31 +350,18 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
                                             const ChunkFile* deferred) const {
     WorkerScratch& s = scratch();
     if (streams_direct(h)) {
+        // Block by block, each on to its destinations while in cache: no chunk-sized
+        // intermediate. Deferred blocks are read just before they are decoded.
         const int32_t nblocks = h.nblocks();
-        if (whole) {
-            for (int32_t b = 0; b < nblocks; ++b)
-                decode_block_to(h, file.data(), extents[static_cast<std::size_t>(b)], b,
-                                stitches[0].dst + static_cast<std::size_t>(b) * h.blocksize);
-            return nullptr;
-        }
-        // Each needed block goes through one block-sized buffer that stays in cache, and on
-        // to the destinations right away: no chunk-sized intermediate.
-        const auto block_size = static_cast<std::size_t>(h.blocksize);
-        if (s.block.size() < block_size) s.block.resize(block_size);
         for (int32_t b = 0; b < nblocks; ++b) {
-            if (s.skip[static_cast<std::size_t>(b)]) continue;
+            if (!whole && s.skip[static_cast<std::size_t>(b)]) continue;
             const BlockExtent& e = extents[static_cast<std::size_t>(b)];
+            const std::size_t len = e.end - e.start;
             if (deferred != nullptr) {
-                deferred->read_at(e.start, e.end - e.start, file.data() + e.start);
-                validate_blosc_block(h, file.data(), e, b);
+                deferred->read_at(e.start, len, file.data() + e.start);
+                validate_blosc_block(h, file.data() + e.start, len, b);
             }
-            decode_block_to(h, file.data(), e, b, s.block.data());
-            if (!stitch) continue;
-            const int64_t lo = static_cast<int64_t>(b) * h.blocksize;
-            const int64_t hi = lo + blosc_block_bytes(h, b);
-            for (std::size_t i = 0; i < n; ++i)
-                copy_strided_window(s.block.data(), lo, hi, stitches[i].src_offset,
-                                    stitches[i].dst, stitches[i].region);
+            finish_block(h, file.data() + e.start, len, b, stitches, n, whole, stitch);
         }
         return nullptr;
     }
@@ -406,7 +425,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole);
     c.kind = LoadedChunk::Compressed;
-    if (defer && !c.whole && streams_direct(h)) {
+    if (defer && streams_direct(h)) {
         c.deferred = true;
         return c;
     }
@@ -480,71 +499,96 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
     }
 }
 
-void ChunkDecoder::process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                                 ThreadPool& pool) const {
-    const bool blosc = spec_.compressor == Compressor::Blosc;
-    if (!blosc || (cache_ != nullptr && cache_->enabled())) {
+bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                                   BlockJob& job, ThreadPool* split_pool) const {
+    if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
         process(coords, stitches, n);
-        return;
+        return false;
     }
-    const std::string key = label(coords);
+    std::string key = label(coords);
     try {
-        const ChunkFile file = open_chunk(coords);
+        ChunkFile file = open_chunk(coords);
         if (!file.is_open() || file.size() < kPartialReadMin) {
-            process(coords, stitches, n);  // missing or small: nothing worth splitting
-            return;
+            process_open(file, stitches, n);  // missing or small: read whole, nothing to spread
+            return false;
         }
-        const LoadedChunk c = load_needed(file, stitches, n);
-        if (c.kind != LoadedChunk::Compressed || c.needed < 2) {
-            const uint8_t* base = c.kind == LoadedChunk::RawCopied
-                                      ? nullptr
-                                      : decode_planned(c.h, c.bytes, c.extents, stitches, n,
-                                                       c.whole, c.needed);
-            if (base != nullptr) stitch_all(base, stitches, n);
-            return;
+        LoadedChunk c = load_needed(file, stitches, n, /*defer=*/true);
+        if (c.kind == LoadedChunk::RawCopied) return false;
+        if (c.deferred) {
+            WorkerScratch& s = scratch();
+            const auto nblocks = static_cast<std::size_t>(c.h.nblocks());
+            job.blocks.clear();
+            for (std::size_t b = 0; b < nblocks; ++b)
+                if (c.whole || !s.skip[b]) job.blocks.push_back(static_cast<int32_t>(b));
+            job.file = std::move(file);
+            job.h = c.h;
+            job.extents = std::move(c.extents);
+            job.stitches = stitches;
+            job.n = n;
+            job.whole = c.whole;
+            job.key = std::move(key);
+            return true;
         }
-        // Decode the needed blocks on the whole pool. This thread's scratch holds the chunk
-        // (read-only for the workers) and receives their disjoint blocks; it waits meanwhile.
-        WorkerScratch& s = scratch();
-        const BloscHeader h = c.h;
-        const auto nblocks = static_cast<std::size_t>(h.nblocks());
-        std::vector<int32_t> blocks;
-        for (std::size_t b = 0; b < nblocks; ++b)
-            if (!s.skip[b]) blocks.push_back(static_cast<int32_t>(b));
-        if (!c.whole && s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-        uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.data();
-        const uint8_t* src = c.bytes.data();
-        if (streams_direct(h)) {
-            const std::function<void(std::size_t)> task = [&](std::size_t i) {
-                const int32_t b = blocks[i];
-                decode_block_to(h, src, c.extents[static_cast<std::size_t>(b)], b,
-                                final_dst + static_cast<std::size_t>(b) * h.blocksize);
-            };
-            pool.parallel_for(blocks.size(), task);
-            if (!c.whole) stitch_all(final_dst, stitches, n);
-            return;
+        if (split_pool != nullptr && c.needed >= 2) {
+            decode_split(c, stitches, n, *split_pool);
+            return false;
         }
-        const bool own = own_unshuffle(h);
-        uint8_t* target = final_dst;
-        if (own) {
-            c.bytes[2] = static_cast<uint8_t>(h.flags & ~0x04);
-            if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
-            target = s.shuffled.data();
-        }
-        const std::size_t size = c.bytes.size();
-        const std::function<void(std::size_t)> task = [&](std::size_t i) {
-            WorkerScratch& w = scratch();  // the executing thread's own context and mask
-            const int32_t b = blocks[i];
-            w.block_mask.assign(nblocks, 1);
-            w.block_mask[static_cast<std::size_t>(b)] = 0;
-            w.blosc().decompress_blocks(h, src, size, target, chunk_bytes_, w.block_mask);
-            if (own) unshuffle_block(h, b, target, final_dst);
-        };
-        pool.parallel_for(blocks.size(), task);
-        if (!c.whole) stitch_all(final_dst, stitches, n);
+        const uint8_t* base = decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole,
+                                             c.needed);
+        if (base != nullptr) stitch_all(base, stitches, n);
+        return false;
     } catch (...) {
         rethrow_in_context(key);
     }
+}
+
+void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
+    const int32_t b = job.blocks[k];
+    const BlockExtent& e = job.extents[static_cast<std::size_t>(b)];
+    const std::size_t len = e.end - e.start;
+    WorkerScratch& s = scratch();
+    try {
+        if (s.compressed.size() < len) s.compressed.resize(len);
+        job.file.read_at(e.start, len, s.compressed.data());
+        validate_blosc_block(job.h, s.compressed.data(), len, b);
+        finish_block(job.h, s.compressed.data(), len, b, job.stitches, job.n, job.whole,
+                     /*stitch=*/true);
+    } catch (...) {
+        rethrow_in_context(job.key);
+    }
+}
+
+void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
+                                ThreadPool& pool) const {
+    // Decode the needed blocks on the whole pool. This thread's scratch holds the chunk
+    // (read-only for the workers) and receives their disjoint blocks; it waits meanwhile.
+    WorkerScratch& s = scratch();
+    const BloscHeader h = c.h;
+    const auto nblocks = static_cast<std::size_t>(h.nblocks());
+    std::vector<int32_t> blocks;
+    for (std::size_t b = 0; b < nblocks; ++b)
+        if (!s.skip[b]) blocks.push_back(static_cast<int32_t>(b));
+    if (!c.whole && s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
+    uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.data();
+    const bool own = own_unshuffle(h);
+    uint8_t* target = final_dst;
+    if (own) {
+        c.bytes[2] = static_cast<uint8_t>(h.flags & ~0x04);
+        if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
+        target = s.shuffled.data();
+    }
+    const uint8_t* src = c.bytes.data();
+    const std::size_t size = c.bytes.size();
+    const std::function<void(std::size_t)> task = [&](std::size_t i) {
+        WorkerScratch& w = scratch();  // the executing thread's own context and mask
+        const int32_t b = blocks[i];
+        w.block_mask.assign(nblocks, 1);
+        w.block_mask[static_cast<std::size_t>(b)] = 0;
+        w.blosc().decompress_blocks(h, src, size, target, chunk_bytes_, w.block_mask);
+        if (own) unshuffle_block(h, b, target, final_dst);
+    };
+    pool.parallel_for(blocks.size(), task);
+    if (!c.whole) stitch_all(final_dst, stitches, n);
 }
 
 bool ChunkDecoder::own_unshuffle(const BloscHeader& h) {

@@ -41,6 +41,20 @@ struct Stitch {
 // byte the stitch reads.
 void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need);
 
+// A chunk whose needed Blosc blocks are decoded one at a time, each on any thread
+// (ChunkDecoder::plan / decode_block): the file is open and its header and block offsets are
+// read and validated; the blocks' bytes are not read yet.
+struct BlockJob {
+    ChunkFile file;
+    BloscHeader h;
+    std::vector<BlockExtent> extents;  // every block's place in the file
+    std::vector<int32_t> blocks;       // the blocks to decode
+    const Stitch* stitches = nullptr;
+    std::size_t n = 0;
+    bool whole = false;  // the only stitch takes the whole chunk: decode straight into it
+    std::string key;     // the chunk's name in messages
+};
+
 class ChunkDecoder {
 public:
     // `shards` is null for unsharded arrays. `cache` may be null or disabled; when enabled,
@@ -52,11 +66,15 @@ public:
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
-    // As process(), but when the chunk needs several Blosc blocks they are decoded in parallel
-    // on `pool` (the calling thread takes part). For crops that touch fewer chunks than there
-    // are threads.
-    void process_split(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                       ThreadPool& pool) const;
+    // As process(), except for chunks that decode_block can decode block by block (zstd Blosc
+    // chunk files large enough to be read piecewise): those are opened and planned into `job`
+    // and true is returned; the caller then runs decode_block for each of job.blocks, on any
+    // threads, in any order. With `split_pool`, other Blosc chunks have their blocks decoded
+    // in parallel on it (for reads that touch fewer chunks than there are threads).
+    bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                         BlockJob& job, ThreadPool* split_pool) const;
+    // Reads, validates and decodes job.blocks[k] and writes it to the job's stitches.
+    void decode_block(const BlockJob& job, std::size_t k) const;
 
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what process() would decode for these stitches (nothing is
@@ -127,10 +145,20 @@ private:
     // True when decode_block_to decodes this chunk's blocks itself (zstd streams of
     // unshuffled or bit-shuffled 1-byte items) instead of C-Blosc2.
     static bool streams_direct(const BloscHeader& h);
-    // Decodes block b (streams validated) into `out`, which receives its decoded,
-    // unshuffled bytes.
-    void decode_block_to(const BloscHeader& h, const uint8_t* src, const BlockExtent& e,
-                         int32_t b, uint8_t* out) const;
+    // Decodes block b (its `len` validated bytes at `block`) into `out`, which receives its
+    // decoded, unshuffled bytes.
+    void decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,
+                         uint8_t* out) const;
+    // Decodes block b (as decode_block_to) into its place in the only destination (`whole`),
+    // or through one block-sized buffer, still in cache, into the parts of the stitches it
+    // holds (unless !stitch: benchmarks).
+    void finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,
+                      const Stitch* stitches, std::size_t n, bool whole, bool stitch) const;
+    // The work of process() once the chunk's file is open.
+    void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
+    // Decodes the needed blocks of a loaded (non-deferred) chunk in parallel on `pool`.
+    void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
+                      ThreadPool& pool) const;
     // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
     // May modify `file` (see bitshuffle.hpp).
     void decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,

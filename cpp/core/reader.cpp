@@ -1,6 +1,7 @@
 #include "reader.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -49,6 +50,9 @@ Stitch make_stitch(const DimPiece* const* pieces, const int64_t* steps, std::siz
     return st;
 }
 
+// Chunks of one read taken at a time (see CropReader::read).
+constexpr std::size_t kRunChunks = 256;
+
 ArraySpec validated(ArraySpec spec) {
     spec.validate();
     return spec;
@@ -91,27 +95,74 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
     for (std::size_t d = 0; d < ndim; ++d) steps[d] = selection[d].step;
     auto* dst = static_cast<uint8_t*>(out);
 
-    const std::shared_ptr<ThreadPool> pool = process_pool();
-    // Fewer chunks than threads: take the chunks one at a time and spread their blocks.
-    const bool split = plan.num_tasks() < pool->size();
-    const std::function<void(std::size_t)> task = [&](std::size_t i) {
-        const DimPiece* pieces[kMaxDims];
-        plan.task_pieces(i, pieces);
-        int64_t coords[kMaxDims];
-        for (std::size_t d = 0; d < ndim; ++d) coords[d] = pieces[d]->chunk;
-        Stitch st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize,
-                                chunk_strides_.data(), dst, out_strides.data());
-        if (st.region.simplify() == 0) return;
-        if (split)
-            decoder_.process_split(coords, &st, 1, *pool);
-        else
-            decoder_.process(coords, &st, 1);
-    };
-    if (split) {
-        for (std::size_t i = 0; i < plan.num_tasks(); ++i) task(i);
-    } else {
-        pool->parallel_for(plan.num_tasks(), task);
+    // Chunks are taken kRunChunks at a time, which bounds the memory for their stitches and
+    // the files held open however large the selection.
+    const std::size_t window = std::min(plan.num_tasks(), kRunChunks);
+    std::vector<int64_t> coords(window * ndim);
+    std::vector<Stitch> stitches(window);
+    std::vector<ChunkTask> tasks;
+    tasks.reserve(window);
+    for (std::size_t first = 0; first < plan.num_tasks(); first += window) {
+        tasks.clear();
+        const std::size_t last = std::min(plan.num_tasks(), first + window);
+        for (std::size_t i = first; i < last; ++i) {
+            const DimPiece* pieces[kMaxDims];
+            plan.task_pieces(i, pieces);
+            int64_t* c = coords.data() + (i - first) * ndim;
+            for (std::size_t d = 0; d < ndim; ++d) c[d] = pieces[d]->chunk;
+            Stitch& st = stitches[i - first];
+            st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize, chunk_strides_.data(),
+                             dst, out_strides.data());
+            if (st.region.simplify() == 0) continue;
+            tasks.push_back(ChunkTask{c, &st, 1});
+        }
+        run(tasks);
     }
+}
+
+void CropReader::run(const std::vector<ChunkTask>& all) const {
+    for (std::size_t first = 0; first < all.size(); first += kRunChunks) {
+        const std::size_t last = std::min(all.size(), first + kRunChunks);
+        run_window(all.data() + first, last - first);
+    }
+}
+
+void CropReader::run_window(const ChunkTask* tasks, std::size_t count) const {
+    if (count == 0) return;
+    const std::shared_ptr<ThreadPool> pool = process_pool();
+    // Fewer chunks than threads: chunks that are not decoded block by block spread their
+    // blocks over the pool themselves, one chunk at a time.
+    const bool few = count < pool->size();
+    std::vector<BlockJob> jobs(count);
+    std::vector<uint8_t> planned(count, 0);
+    const std::function<void(std::size_t)> open_task = [&](std::size_t i) {
+        planned[i] = decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n,
+                                              jobs[i], few ? pool.get() : nullptr);
+    };
+    if (few) {
+        for (std::size_t i = 0; i < count; ++i) open_task(i);
+    } else {
+        pool->parallel_for(count, open_task);
+    }
+    // (job, block index) for every block to decode, the largest compressed block first: its
+    // size predicts its decoding time, and longest-first keeps the last tasks short.
+    std::vector<std::pair<uint32_t, uint32_t>> blocks;
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+        if (planned[i])
+            for (std::size_t k = 0; k < jobs[i].blocks.size(); ++k)
+                blocks.emplace_back(static_cast<uint32_t>(i), static_cast<uint32_t>(k));
+    if (blocks.empty()) return;
+    const auto compressed = [&](const std::pair<uint32_t, uint32_t>& w) {
+        const BlockJob& j = jobs[w.first];
+        const BlockExtent& e = j.extents[static_cast<std::size_t>(j.blocks[w.second])];
+        return e.end - e.start;
+    };
+    std::stable_sort(blocks.begin(), blocks.end(),
+                     [&](const auto& x, const auto& y) { return compressed(x) > compressed(y); });
+    const std::function<void(std::size_t)> block_task = [&](std::size_t i) {
+        decoder_.decode_block(jobs[blocks[i].first], blocks[i].second);
+    };
+    pool->parallel_for(blocks.size(), block_task);
 }
 
 CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t n,
@@ -206,20 +257,11 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
                             std::size_t out_nbytes, bool fill_outside, const uint8_t* fill) const {
     const ChunkWork by_chunk =
         plan_crops(starts, n, crop_shape, out, out_nbytes, fill_outside, fill);
-    std::vector<std::pair<const std::vector<int64_t>*, const std::vector<Stitch>*>> work;
-    work.reserve(by_chunk.size());
-    for (const auto& [coords, stitches] : by_chunk) work.emplace_back(&coords, &stitches);
-    const std::shared_ptr<ThreadPool> pool = process_pool();
-    if (work.size() < pool->size()) {
-        // Fewer chunks than threads: take the chunks one at a time and spread their blocks.
-        for (const auto& [coords, stitches] : work)
-            decoder_.process_split(coords->data(), stitches->data(), stitches->size(), *pool);
-        return;
-    }
-    const std::function<void(std::size_t)> task = [&](std::size_t i) {
-        decoder_.process(work[i].first->data(), work[i].second->data(), work[i].second->size());
-    };
-    pool->parallel_for(work.size(), task);
+    std::vector<ChunkTask> tasks;
+    tasks.reserve(by_chunk.size());
+    for (const auto& [coords, stitches] : by_chunk)
+        tasks.push_back(ChunkTask{coords.data(), stitches.data(), stitches.size()});
+    run(tasks);
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,

@@ -56,6 +56,20 @@ public:
 
 private:
     using ChunkWork = std::map<std::vector<int64_t>, std::vector<Stitch>>;
+    // One chunk of a read and what goes where from it.
+    struct ChunkTask {
+        const int64_t* coords;
+        const Stitch* stitches;
+        std::size_t n;
+    };
+    // Runs a read's chunk tasks on the pool in two rounds: every chunk is opened and planned
+    // (chunks that are missing, small, raw or not zstd are done in this round), then the
+    // needed Blosc blocks of all remaining chunks are decoded as separate tasks, largest
+    // first, so that the threads stay evenly loaded however few chunks a crop touches.
+    // Chunks are taken a bounded number at a time (run_window), which bounds the files held
+    // open.
+    void run(const std::vector<ChunkTask>& tasks) const;
+    void run_window(const ChunkTask* tasks, std::size_t count) const;
     // Validates the crops, fills the parts outside the array, and groups the remaining pieces
     // by chunk.
     ChunkWork plan_crops(const int64_t* starts, std::size_t n,

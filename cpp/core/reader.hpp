@@ -1,8 +1,9 @@
 // CropReader: the data path. A selection is planned into per-chunk tasks (ChunkPlan for one
-// strided selection, a chunk-grouped batch plan for read_crops); each task reads one chunk file
-// (FileChunkSource), validates and decodes only the Blosc blocks it needs (ChunkDecoder), and
-// stitches into the caller's output buffer. Tasks run on the process thread pool; every worker
-// owns its scratch buffers and decompression context.
+// strided selection, a chunk-grouped batch plan for read_crops). Each chunk file is opened and
+// its Blosc header and block offsets validated (FileChunkSource, ChunkDecoder); then every
+// Blosc block the read needs is a task of its own that reads, validates and decodes it and
+// stitches its part into the caller's output buffer. Tasks run on the process thread pool;
+// every worker owns its scratch buffers and decompression contexts.
 #pragma once
 
 #include <cstddef>

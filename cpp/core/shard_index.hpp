@@ -1,7 +1,7 @@
 // zarr v3 sharding (sharding_indexed): each file holds a shard of inner chunks and an index of
 // (offset, nbytes) per inner chunk, at the end or the start, usually followed by a crc32c.
 // ShardReader opens the byte range of one inner chunk as a ChunkFile, so the rest of the data
-// path (partial Blosc reads, scatter reads of raw bytes, codec chains) is the same as for
+// path (partial Blosc reads, windowed reads of raw bytes, codec chains) is the same as for
 // unsharded chunks. Parsed indexes are cached per array (bounded), keyed by shard and checked
 // against the file's identity so a rewritten shard is never read through a stale index.
 #pragma once

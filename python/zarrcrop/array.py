@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -256,7 +257,14 @@ class CropArray:
         """Validate read_crops-style arguments: (N, ndim) int64 starts and the crop shape."""
         if boundary not in ("error", "fill"):
             raise ValueError(f"boundary must be 'error' or 'fill', got {boundary!r}")
-        crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
+        if isinstance(shape, (str, bytes)):
+            raise TypeError(f"crop shape must be a sequence of integers, got {shape!r}")
+        try:
+            entries = [shape] if np.ndim(shape) == 0 else list(shape)
+            # operator.index: floats and strings are rejected, not truncated or parsed.
+            crop_shape = tuple(operator.index(n) for n in entries)
+        except TypeError as exc:
+            raise TypeError(f"crop shape must be a sequence of integers, got {shape!r}") from exc
         if len(crop_shape) != self.ndim:
             raise ValueError(
                 f"crop shape {crop_shape} must have one entry per array dimension ({self.ndim})"
@@ -264,12 +272,15 @@ class CropArray:
         if any(n < 0 for n in crop_shape):
             raise ValueError(f"crop shape {crop_shape} must not be negative")
         raw = np.asarray(starts)
-        if raw.size == 0:
-            raw = raw.reshape(0, self.ndim)
+        if raw.shape == (0,):  # an empty list: no crops (only this; (N, 0) is N crops of 0-d)
+            raw = np.zeros((0, self.ndim), dtype=np.int64)
         if raw.ndim != 2 or raw.shape[1] != self.ndim:
             raise ValueError(f"starts must have shape (N, {self.ndim}), got {raw.shape}")
         if raw.dtype.kind not in "iu":
             raise ValueError(f"starts must be integers, got dtype {raw.dtype}")
+        if raw.dtype.kind == "u" and raw.size and int(raw.max()) > np.iinfo(np.int64).max:
+            # uint64 starts past int64 would wrap around to negative ones.
+            raise ValueError(f"starts must fit int64, got {int(raw.max())}")
         return np.ascontiguousarray(raw, dtype=np.int64), crop_shape
 
     def _fill_for(self, fill: Any) -> np.ndarray:

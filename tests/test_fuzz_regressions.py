@@ -119,3 +119,26 @@ def test_native_crop_byte_count_cannot_wrap(small):
     out = np.empty((0,), dtype=np.int16)
     with pytest.raises(ValueError, match="bytes"):
         reader.read_crops(np.zeros((1, 2), dtype=np.int64), [2**62, 2**62], out, True, bytes(2))
+
+
+# 7. zarr-python (3.1) wraps negative entries of integer index arrays around in place: reading
+#    ca[np.array([-1])] through the fallback changed the caller's array to [n - 1] (and a second
+#    read with an out-of-range [-n - 1] then succeeded). zarrcrop now hands zarr-python copies.
+def test_fancy_selection_leaves_index_arrays_alone(small):
+    expected = small.zarr[...]
+    index = np.array([-1, -3])
+    for read in (
+        lambda: small[index],
+        lambda: small[index, 2:4],
+        lambda: small.oindex[index, index],
+        lambda: small.vindex[index, index],
+        lambda: small.read((index, slice(None)), out=np.empty((2, 12), dtype=np.int16)),
+    ):
+        got = read()
+        assert got is not None
+        np.testing.assert_array_equal(index, [-1, -3])
+    np.testing.assert_array_equal(small.oindex[index, index], expected[np.ix_([9, 7], [11, 9])])
+    with pytest.raises(IndexError):
+        small[np.array([-11])]
+    with pytest.raises(IndexError):
+        small[np.array([-11])]  # still out of range the second time

@@ -206,7 +206,7 @@ class CropArray:
                 f"{self.name}: selection of type {type(selection).__name__} is not a basic "
                 "selection and would be read by zarr-python (strict mode)"
             )
-        data = self._array[selection]
+        data = self._array[_copy_index_arrays(selection)]
         if out is None:
             return data
         data = np.asarray(data)
@@ -353,14 +353,40 @@ class CropArray:
         """Orthogonal indexing, through zarr-python."""
         if self._strict:
             raise FallbackError(f"{self.name}: oindex reads through zarr-python (strict mode)")
-        return self._array.oindex
+        return _CopyingIndexer(self._array.oindex)
 
     @property
     def vindex(self) -> Any:
         """Vectorized (coordinate) indexing, through zarr-python."""
         if self._strict:
             raise FallbackError(f"{self.name}: vindex reads through zarr-python (strict mode)")
-        return self._array.vindex
+        return _CopyingIndexer(self._array.vindex)
+
+
+def _copy_index_arrays(selection: Any) -> Any:
+    """``selection`` with its NumPy arrays copied.
+
+    zarr-python (3.1) wraps negative entries of integer index arrays around *in place*, so the
+    caller's array would change (and a second read with it select other elements).
+    """
+    if isinstance(selection, np.ndarray):
+        return selection.copy()
+    if isinstance(selection, tuple):
+        return tuple(item.copy() if isinstance(item, np.ndarray) else item for item in selection)
+    return selection
+
+
+class _CopyingIndexer:
+    """zarr-python's ``oindex`` / ``vindex``, reading with copies of the index arrays."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._inner[_copy_index_arrays(selection)]
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._inner[_copy_index_arrays(selection)] = value
 
 
 def _rebuild(array: zarr.Array, strict: bool, cache_bytes: int) -> CropArray:

@@ -115,6 +115,7 @@ selections = st.one_of(
     items,
     st.lists(items, min_size=0, max_size=5).map(tuple),
     st.lists(st.one_of(slices, ints, st.just(Ellipsis)), min_size=0, max_size=4).map(tuple),
+    st.lists(items, min_size=1, max_size=3),  # a list, not a tuple: fancy indexing
 )
 
 
@@ -198,6 +199,22 @@ def _check_selection(ca: zarrcrop.CropArray, za: zarr.Array, full: np.ndarray, s
     assert out_kind == "ok", f"{sel!r}: read(out=) raised {out_got!r}"
     assert out_got is buf
     assert_same(buf, np.asarray(expected))
+    # Unusable out= buffers are rejected and left untouched.
+    for bad in _bad_outs(np.shape(expected), ca.dtype):
+        before = np.array(bad, copy=True)
+        bad_kind, bad_got = _attempt(lambda bad=bad: ca.read(sel, out=bad))
+        assert bad_kind == "error" and isinstance(bad_got, ValueError), (sel, bad_got)
+        np.testing.assert_array_equal(np.asarray(bad), before)
+
+
+def _bad_outs(shape: tuple[int, ...], dtype: np.dtype) -> list[Any]:
+    other = np.float32 if dtype != np.float32 else np.float64
+    bad: list[Any] = [np.zeros(shape, dtype=other), np.zeros((*shape, 2), dtype=dtype)]
+    if shape and shape[-1] > 1 and math.prod(shape) > 0:  # (empty arrays are contiguous)
+        bad.append(np.zeros((*shape[:-1], 2 * shape[-1]), dtype=dtype)[..., ::2])
+    readonly = np.zeros(shape, dtype=dtype)
+    readonly.flags.writeable = False
+    return [*bad, readonly]
 
 
 # ------------------------------------------------------------------------------ read_crops

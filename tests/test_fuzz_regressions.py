@@ -142,3 +142,21 @@ def test_fancy_selection_leaves_index_arrays_alone(small):
         small[np.array([-11])]
     with pytest.raises(IndexError):
         small[np.array([-11])]  # still out of range the second time
+
+
+# 8. cache_bytes past the native size_t range gave pybind11's raw "incompatible constructor
+#    arguments" TypeError; a float was truncated.
+@pytest.mark.parametrize("bad", [2**63, 2**64, 2**70, -1])
+def test_out_of_range_cache_bytes_raise_value_error(small, bad):
+    import zarrcrop
+
+    with pytest.raises(ValueError, match="cache_bytes"):
+        zarrcrop.CropArray(small.zarr, cache_bytes=bad)
+
+
+def test_non_integer_cache_bytes_raise_type_error(small):
+    import zarrcrop
+
+    with pytest.raises(TypeError):
+        zarrcrop.CropArray(small.zarr, cache_bytes=1.5)
+    assert zarrcrop.CropArray(small.zarr, cache_bytes=np.int64(1 << 20)).native

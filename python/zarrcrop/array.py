@@ -35,9 +35,10 @@ class CropArray:
     def __init__(
         self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
     ) -> None:
-        if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        self._cache_bytes = int(cache_bytes)
+        cache_bytes = operator.index(cache_bytes)  # TypeError for floats and strings
+        if not 0 <= cache_bytes < 2**63:
+            raise ValueError(f"cache_bytes must be >= 0 and < 2**63, got {cache_bytes}")
+        self._cache_bytes = cache_bytes
         self._array = array
         self._strict = resolve_strict(strict)
         self._layout: NativeLayout | None = None

@@ -302,3 +302,20 @@ def test_native_reader_rejects_huge_shard_index(tmp_path):
             name="x", root=str(tmp_path), shape=[4, 8], chunks=[2, 4], itemsize=4, codecs=[],
             key_prefix="c", key_separator="/", fill_value=bytes(4), shard_shape=[2**62, 8],
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "shape", [[2**63 - 1, 8], [2**64, 8], [2**63 - 1, 2**63 - 1], [2**62, 4]], ids=str
+)
+def test_huge_shape_size_is_exact(tmp_path, shape):
+    # zarr-python 3.1 computes size in int64: -8 for (2**63 - 1, 8), an error past 2**64.
+    path = tmp_path / "huge.zarr"
+    _write_zarray(path, shape, [2, 2])
+    ca = zarrcrop.open(path)
+    assert ca.size == shape[0] * shape[1]
+    assert ca.nbytes == 4 * shape[0] * shape[1]
+    if shape[0] < 2**63:
+        assert len(ca) == shape[0]
+    else:  # Python's own limit for len()
+        with pytest.raises(OverflowError):
+            len(ca)

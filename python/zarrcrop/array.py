@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -107,7 +108,8 @@ class CropArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        # Exact (zarr-python 3.1 wraps around in int64, or fails, for shapes near 2**63).
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

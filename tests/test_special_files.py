@@ -161,7 +161,10 @@ _EACCES_CHILD = textwrap.dedent(
             results.append(["no error", "", 0])
         except OSError as exc:
             results.append([type(exc).__name__, str(exc), exc.errno])
-    results.append(["ok", ca[4:8, 4:8].tolist(), 0])
+    try:
+        results.append(["ok", ca[4:8, 4:8].tolist(), 0])
+    except PermissionError:  # the temp directory's parents are not world-traversable
+        results = [["skip", "", 0]]
     print(json.dumps(results))
     """
 )
@@ -195,6 +198,8 @@ def test_unreadable_chunk_file_raises_permission_error(fmt):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         results = json.loads(proc.stdout.strip().splitlines()[-1])
+        if results[0][0] == "skip":
+            pytest.skip(f"{base.parent} is not traversable for an unprivileged user")
         for kind, message, errno in results[:2]:
             assert kind == "PermissionError" and errno == 13, (kind, message)
             assert str(path) in message and str(key) in message, message

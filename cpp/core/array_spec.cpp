@@ -35,9 +35,16 @@ void ArraySpec::validate() {
     if (sharded()) {
         if (shard_shape.size() != shape.size())
             throw std::invalid_argument(name + ": shard shape has the wrong number of dimensions");
-        for (std::size_t d = 0; d < shape.size(); ++d)
+        // The shard index (16 bytes per inner chunk) is read whole: bound it like a chunk.
+        std::size_t index_bytes = 16;
+        for (std::size_t d = 0; d < shape.size(); ++d) {
             if (shard_shape[d] <= 0 || shard_shape[d] % chunks[d] != 0)
                 throw std::invalid_argument(name + ": inner chunks must divide the shard shape");
+            const auto per_shard = static_cast<std::size_t>(shard_shape[d] / chunks[d]);
+            if (per_shard > limit / index_bytes)
+                throw std::invalid_argument(name + ": shard index is larger than 2 GiB");
+            index_bytes *= per_shard;
+        }
     }
     if (swap_width != 0 && (swap_width > 8 || itemsize % swap_width != 0))
         throw std::invalid_argument(name + ": invalid byte swap width");

@@ -101,7 +101,10 @@ std::string FileChunkSource::path_of(const std::string& key) const { return root
 
 ChunkFile FileChunkSource::open(const std::string& key, std::size_t max_bytes) const {
     std::string path = path_of(key);
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait forever for a writer (the
+    // fstat below then rejects it); it has no effect on regular files. O_NOCTTY: a terminal
+    // device in place of a chunk must not become the controlling terminal.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         // ENOTDIR: a parent of the key is a file, so the chunk cannot exist either.
         if (errno == ENOENT || errno == ENOTDIR) return ChunkFile();

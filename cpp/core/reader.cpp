@@ -176,13 +176,15 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
     std::size_t crop_bytes = spec_.itemsize;
     for (int64_t c : crop_shape) {
         if (c < 0) throw std::invalid_argument("crop shape must not be negative");
-        crop_bytes *= static_cast<std::size_t>(c);
+        if (__builtin_mul_overflow(crop_bytes, static_cast<std::size_t>(c), &crop_bytes))
+            crop_bytes = SIZE_MAX;  // never equals a real buffer's size (unless zero-sized)
     }
-    if (crop_bytes * n != out_nbytes)
+    std::size_t all_bytes = 0;
+    if (__builtin_mul_overflow(crop_bytes, n, &all_bytes) || all_bytes != out_nbytes)
         throw std::invalid_argument("output buffer has " + std::to_string(out_nbytes) +
                                     " bytes, the crops need " + std::to_string(crop_bytes * n));
     ChunkWork by_chunk;
-    if (crop_bytes == 0 || n == 0) return by_chunk;
+    if (n == 0) return by_chunk;
 
     const std::vector<int64_t> out_strides = c_strides(crop_shape, spec_.itemsize);
     const std::vector<int64_t> unit_steps(ndim, 1);
@@ -202,6 +204,7 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
             const int64_t lo = std::max<int64_t>(start[d], 0);
             const int64_t hi = overflow ? spec_.shape[d] : std::min<int64_t>(end, spec_.shape[d]);
             clipped = clipped || overflow || lo != start[d] || hi != end;
+            if (crop_bytes == 0) continue;  // bounds only: an extent may be huge
             if (hi <= lo) {
                 empty = true;
                 pieces[d].clear();
@@ -217,6 +220,9 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
                                     format_coords(crop_shape.data(), ndim) +
                                     " reaches outside the array of shape " +
                                     format_coords(spec_.shape.data(), ndim));
+        // An empty crop is still bounds-checked (a start outside the array is an error with
+        // boundary "error", as in the Python fallback), but has nothing to read or fill.
+        if (crop_bytes == 0) continue;
         if (clipped) {
             StridedCopy whole;
             whole.ndim = 1;

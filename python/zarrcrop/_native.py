@@ -8,6 +8,7 @@ releases (3.1 returns enums where later releases return strings).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,31 @@ def _check_dtype(dtype: np.dtype) -> None:
         raise Unsupported(f"dtype {dtype} is not supported natively")
     if not np.little_endian:  # pragma: no cover - no big-endian hosts in CI
         raise Unsupported("big-endian hosts are not supported natively")
+
+
+INT64_MAX = 2**63 - 1
+MAX_CHUNK_BYTES = 2**31 - 1  # Blosc headers hold sizes in int32 fields
+
+
+def _check_geometry(
+    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, shard_shape: tuple[int, ...]
+) -> None:
+    """Unsupported unless the native reader's int64 / 2 GiB limits hold.
+
+    zarr-python accepts (and reads, as long as no chunk has to be materialized) shapes up to
+    any size, so such arrays fall back to it rather than failing to open.
+    """
+    for what, values in (("shape", shape), ("chunk shape", chunks), ("shard shape", shard_shape)):
+        if any(not 0 <= n <= INT64_MAX for n in values):
+            raise Unsupported(f"{what} {values} does not fit the native reader's int64 range")
+    if any(n <= 0 for n in chunks):
+        raise Unsupported(f"chunk shape {chunks} is not positive")
+    if itemsize * math.prod(chunks) > MAX_CHUNK_BYTES:
+        raise Unsupported(f"chunk shape {chunks} is larger than the native reader's 2 GiB")
+    if shard_shape:
+        inner = math.prod(s // c for s, c in zip(shard_shape, chunks, strict=True))
+        if 16 * inner > MAX_CHUNK_BYTES:
+            raise Unsupported(f"shard shape {shard_shape}: index larger than the native 2 GiB")
 
 
 def _fill_bytes(fill_value: Any, dtype: np.dtype) -> bytes:
@@ -210,10 +236,13 @@ def native_layout(array: zarr.Array) -> NativeLayout:
         raise Unsupported(f"zarr format {meta.zarr_format} is not supported natively")
     if layout.separator not in (".", "/"):
         raise Unsupported(f"chunk key separator {layout.separator!r} is not supported natively")
+    shape = tuple(int(n) for n in array.shape)
+    chunks = tuple(int(n) for n in array.chunks)
+    _check_geometry(shape, chunks, dtype.itemsize, layout.shard_shape)
     return NativeLayout(
         root=root,
-        shape=tuple(int(n) for n in array.shape),
-        chunks=tuple(int(n) for n in array.chunks),
+        shape=shape,
+        chunks=chunks,
         dtype=dtype,
         codecs=layout.codecs,
         key_prefix=layout.prefix,

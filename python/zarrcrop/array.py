@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -34,9 +36,10 @@ class CropArray:
     def __init__(
         self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
     ) -> None:
-        if cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        self._cache_bytes = int(cache_bytes)
+        cache_bytes = operator.index(cache_bytes)  # TypeError for floats and strings
+        if not 0 <= cache_bytes < 2**63:
+            raise ValueError(f"cache_bytes must be >= 0 and < 2**63, got {cache_bytes}")
+        self._cache_bytes = cache_bytes
         self._array = array
         self._strict = resolve_strict(strict)
         self._layout: NativeLayout | None = None
@@ -105,7 +108,8 @@ class CropArray:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        # Exact (zarr-python 3.1 wraps around in int64, or fails, for shapes near 2**63).
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -205,7 +209,7 @@ class CropArray:
                 f"{self.name}: selection of type {type(selection).__name__} is not a basic "
                 "selection and would be read by zarr-python (strict mode)"
             )
-        data = self._array[selection]
+        data = self._array[_copy_index_arrays(selection)]
         if out is None:
             return data
         data = np.asarray(data)
@@ -256,7 +260,14 @@ class CropArray:
         """Validate read_crops-style arguments: (N, ndim) int64 starts and the crop shape."""
         if boundary not in ("error", "fill"):
             raise ValueError(f"boundary must be 'error' or 'fill', got {boundary!r}")
-        crop_shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
+        if isinstance(shape, (str, bytes)):
+            raise TypeError(f"crop shape must be a sequence of integers, got {shape!r}")
+        try:
+            entries = [shape] if np.ndim(shape) == 0 else list(shape)
+            # operator.index: floats and strings are rejected, not truncated or parsed.
+            crop_shape = tuple(operator.index(n) for n in entries)
+        except TypeError as exc:
+            raise TypeError(f"crop shape must be a sequence of integers, got {shape!r}") from exc
         if len(crop_shape) != self.ndim:
             raise ValueError(
                 f"crop shape {crop_shape} must have one entry per array dimension ({self.ndim})"
@@ -264,12 +275,15 @@ class CropArray:
         if any(n < 0 for n in crop_shape):
             raise ValueError(f"crop shape {crop_shape} must not be negative")
         raw = np.asarray(starts)
-        if raw.size == 0:
-            raw = raw.reshape(0, self.ndim)
+        if raw.shape == (0,):  # an empty list: no crops (only this; (N, 0) is N crops of 0-d)
+            raw = np.zeros((0, self.ndim), dtype=np.int64)
         if raw.ndim != 2 or raw.shape[1] != self.ndim:
             raise ValueError(f"starts must have shape (N, {self.ndim}), got {raw.shape}")
         if raw.dtype.kind not in "iu":
             raise ValueError(f"starts must be integers, got dtype {raw.dtype}")
+        if raw.dtype.kind == "u" and raw.size and int(raw.max()) > np.iinfo(np.int64).max:
+            # uint64 starts past int64 would wrap around to negative ones.
+            raise ValueError(f"starts must fit int64, got {int(raw.max())}")
         return np.ascontiguousarray(raw, dtype=np.int64), crop_shape
 
     def _fill_for(self, fill: Any) -> np.ndarray:
@@ -342,14 +356,40 @@ class CropArray:
         """Orthogonal indexing, through zarr-python."""
         if self._strict:
             raise FallbackError(f"{self.name}: oindex reads through zarr-python (strict mode)")
-        return self._array.oindex
+        return _CopyingIndexer(self._array.oindex)
 
     @property
     def vindex(self) -> Any:
         """Vectorized (coordinate) indexing, through zarr-python."""
         if self._strict:
             raise FallbackError(f"{self.name}: vindex reads through zarr-python (strict mode)")
-        return self._array.vindex
+        return _CopyingIndexer(self._array.vindex)
+
+
+def _copy_index_arrays(selection: Any) -> Any:
+    """``selection`` with its NumPy arrays copied.
+
+    zarr-python (3.1) wraps negative entries of integer index arrays around *in place*, so the
+    caller's array would change (and a second read with it select other elements).
+    """
+    if isinstance(selection, np.ndarray):
+        return selection.copy()
+    if isinstance(selection, tuple):
+        return tuple(item.copy() if isinstance(item, np.ndarray) else item for item in selection)
+    return selection
+
+
+class _CopyingIndexer:
+    """zarr-python's ``oindex`` / ``vindex``, reading with copies of the index arrays."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._inner[_copy_index_arrays(selection)]
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self._inner[_copy_index_arrays(selection)] = value
 
 
 def _rebuild(array: zarr.Array, strict: bool, cache_bytes: int) -> CropArray:

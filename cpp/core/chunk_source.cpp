@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -50,46 +49,6 @@ void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const
                              std::to_string(offset + done) + " bytes, was " +
                              std::to_string(size_) + ")");
         done += static_cast<std::size_t>(n);
-    }
-}
-
-void ChunkFile::read_scattered(std::size_t offset, const std::pair<uint8_t*, std::size_t>* parts,
-                               std::size_t n_parts) const {
-    constexpr std::size_t kMaxIov = 512;  // well under IOV_MAX (1024)
-    iovec iov[kMaxIov];
-    std::size_t next = 0;  // first part not completely read
-    std::size_t done_in_next = 0;
-    while (next < n_parts) {
-        std::size_t count = 0;
-        for (std::size_t i = next; i < n_parts && count < kMaxIov; ++i, ++count) {
-            const std::size_t skip = (i == next) ? done_in_next : 0;
-            iov[count].iov_base = parts[i].first + skip;
-            iov[count].iov_len = parts[i].second - skip;
-        }
-        const ssize_t n =
-            ::preadv(fd_, iov, static_cast<int>(count), static_cast<off_t>(base_ + offset));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            io_fail(path_, "cannot read chunk file", errno);
-        }
-        if (n == 0)
-            throw ChunkError("chunk file " + path_ + " shrank while it was read (now " +
-                             std::to_string(offset) + " bytes, was " + std::to_string(size_) +
-                             ")");
-        // Advance over what was read (possibly a partial read).
-        auto left = static_cast<std::size_t>(n);
-        offset += left;
-        while (left > 0) {
-            const std::size_t rest = parts[next].second - done_in_next;
-            if (left >= rest) {
-                left -= rest;
-                ++next;
-                done_in_next = 0;
-            } else {
-                done_in_next += left;
-                left = 0;
-            }
-        }
     }
 }
 

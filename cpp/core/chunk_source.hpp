@@ -34,10 +34,6 @@ public:
     // Reads exactly `len` bytes at `offset` into dst. Throws ChunkIoError on I/O errors and
     // ChunkError when the file is shorter than its size at open time (it was truncated).
     void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
-    // Scatter read: the file bytes from `offset` on, filling each (pointer, length) in turn.
-    // Same errors as read_at.
-    void read_scattered(std::size_t offset, const std::pair<uint8_t*, std::size_t>* parts,
-                        std::size_t count) const;
 
 private:
     int fd_ = -1;

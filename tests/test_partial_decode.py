@@ -39,6 +39,18 @@ def stored(request, tmp_path_factory):
         # items, and 1-byte items whose blocks are not a multiple of 8 bytes (left unshuffled).
         ("zstd", numcodecs.Blosc.NOSHUFFLE, "uint16", 1000),
         ("zstd", numcodecs.Blosc.BITSHUFFLE, "uint8", 1300),
+        # ... with every shuffle filter and item size: byte shuffle of 2-16 byte items, bit
+        # shuffle of multi-byte items (500 items per block: not a multiple of 8, so Blosc1
+        # stores those blocks unshuffled), and lz4 streams.
+        ("zstd", numcodecs.Blosc.SHUFFLE, "float64", 8192),
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "uint16", 1000),
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "float16", 8192),
+        ("zstd", numcodecs.Blosc.BITSHUFFLE, "complex128", 16384),
+        ("zstd", numcodecs.Blosc.SHUFFLE, "complex128", 4096),
+        ("lz4", numcodecs.Blosc.BITSHUFFLE, "uint8", 4096),
+        ("lz4", numcodecs.Blosc.BITSHUFFLE, "float32", 0),
+        ("lz4", numcodecs.Blosc.NOSHUFFLE, "int16", 0),
+        ("lz4", numcodecs.Blosc.SHUFFLE, "int32", 3000),
     ]:
         data = _content(kind, dtype)
         name = f"{cname}-{shuffle}-{dtype}-{blocksize}"

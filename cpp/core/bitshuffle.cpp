@@ -164,4 +164,98 @@ void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n) {
 #endif
 }
 
+namespace {
+
+// Interleaves `typesize` planes of n bytes each (src + j * n) into n items.
+template <std::size_t T>
+void interleave_fixed(const uint8_t* src, uint8_t* dst, std::size_t n) {
+    std::size_t i = 0;
+#if defined(__SSE2__)
+    if constexpr (T == 2 || T == 4 || T == 8) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i p[T];
+            for (std::size_t j = 0; j < T; ++j)
+                p[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j * n + i));
+            if constexpr (T == 2) {
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i),
+                                 _mm_unpacklo_epi8(p[0], p[1]));
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i + 16),
+                                 _mm_unpackhi_epi8(p[0], p[1]));
+            } else if constexpr (T == 4) {
+                const __m128i ab_lo = _mm_unpacklo_epi8(p[0], p[1]);
+                const __m128i ab_hi = _mm_unpackhi_epi8(p[0], p[1]);
+                const __m128i cd_lo = _mm_unpacklo_epi8(p[2], p[3]);
+                const __m128i cd_hi = _mm_unpackhi_epi8(p[2], p[3]);
+                auto* out = reinterpret_cast<__m128i*>(dst + 4 * i);
+                _mm_storeu_si128(out + 0, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
+            } else {
+                __m128i b[8];  // pairs of bytes, then quads, then the 8-byte items
+                for (int h = 0; h < 2; ++h) {
+                    const __m128i x01 = h ? _mm_unpackhi_epi8(p[0], p[1]) : _mm_unpacklo_epi8(p[0], p[1]);
+                    const __m128i x23 = h ? _mm_unpackhi_epi8(p[2], p[3]) : _mm_unpacklo_epi8(p[2], p[3]);
+                    const __m128i x45 = h ? _mm_unpackhi_epi8(p[4], p[5]) : _mm_unpacklo_epi8(p[4], p[5]);
+                    const __m128i x67 = h ? _mm_unpackhi_epi8(p[6], p[7]) : _mm_unpacklo_epi8(p[6], p[7]);
+                    const __m128i q0 = _mm_unpacklo_epi16(x01, x23);
+                    const __m128i q1 = _mm_unpackhi_epi16(x01, x23);
+                    const __m128i q2 = _mm_unpacklo_epi16(x45, x67);
+                    const __m128i q3 = _mm_unpackhi_epi16(x45, x67);
+                    b[4 * h + 0] = _mm_unpacklo_epi32(q0, q2);
+                    b[4 * h + 1] = _mm_unpackhi_epi32(q0, q2);
+                    b[4 * h + 2] = _mm_unpacklo_epi32(q1, q3);
+                    b[4 * h + 3] = _mm_unpackhi_epi32(q1, q3);
+                }
+                auto* out = reinterpret_cast<__m128i*>(dst + 8 * i);
+                for (int k = 0; k < 8; ++k) _mm_storeu_si128(out + k, b[k]);
+            }
+        }
+    }
+#endif
+    for (; i < n; ++i)
+        for (std::size_t j = 0; j < T; ++j) dst[i * T + j] = src[j * n + i];
+}
+
+void interleave(const uint8_t* src, uint8_t* dst, std::size_t n, std::size_t typesize) {
+    switch (typesize) {
+        case 1: std::memcpy(dst, src, n); return;
+        case 2: interleave_fixed<2>(src, dst, n); return;
+        case 4: interleave_fixed<4>(src, dst, n); return;
+        case 8: interleave_fixed<8>(src, dst, n); return;
+        default:
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t j = 0; j < typesize; ++j)
+                    dst[i * typesize + j] = src[j * n + i];
+    }
+}
+
+}  // namespace
+
+void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::size_t typesize) {
+    const std::size_t n = typesize > 0 ? bytes / typesize : 0;
+    if (typesize > 1) interleave(src, dst, n, typesize);
+    const std::size_t done = typesize > 1 ? n * typesize : 0;
+    std::memcpy(dst + done, src + done, bytes - done);
+}
+
+void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
+                         std::size_t typesize, uint8_t* tmp) {
+    const std::size_t n = typesize > 0 ? bytes / typesize : 0;
+    if (typesize == 0 || n % 8 != 0) {
+        std::memcpy(dst, src, bytes);  // Blosc1 left such a block unshuffled
+        return;
+    }
+    if (typesize == 1) {
+        bitunshuffle_u8(src, dst, n);
+    } else {
+        // Each byte position's 8 bit planes are the typesize-1 layout of that byte of every
+        // item: unshuffle them into byte planes, then interleave the planes into items.
+        for (std::size_t j = 0; j < typesize; ++j) bitunshuffle_u8(src + j * n, tmp + j * n, n);
+        interleave(tmp, dst, n, typesize);
+    }
+    const std::size_t done = n * typesize;
+    std::memcpy(dst + done, src + done, bytes - done);
+}
+
 }  // namespace zarrcrop

@@ -1,4 +1,6 @@
-// Bit-unshuffle for 1-byte items, the layout Blosc's BITSHUFFLE filter writes for typesize 1.
+// Undoing Blosc's shuffle filters: bit-unshuffle for 1-byte items (the layout Blosc's
+// BITSHUFFLE filter writes for typesize 1), and built on it, bit- and byte-unshuffle for any
+// item size (for the blocks zarrcrop decodes itself, see ChunkDecoder::streams_direct).
 //
 // C-Blosc2 undoes this filter with a scalar loop for odd item sizes (its SIMD kernels need item
 // sizes that are multiples of 2 or 4), which costs about as much as the zstd decode itself for
@@ -15,6 +17,19 @@ namespace zarrcrop {
 // i % 8 of byte i / 8); writes the n items to dst. Requires n % 8 == 0; src and dst must not
 // overlap.
 void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n);
+
+// Undoes Blosc's byte SHUFFLE of one block of `bytes` bytes: src holds `typesize` planes of
+// bytes / typesize bytes (plane j = byte j of every item); dst receives the items. Bytes past
+// the last whole item are copied as they are (as C-Blosc2 does). src and dst must not overlap.
+void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::size_t typesize);
+
+// Undoes Blosc's BITSHUFFLE of one block of a Blosc1-format (version 2) chunk, as C-Blosc2
+// does for that format: when the block's item count (bytes / typesize) is a multiple of 8, src
+// holds 8 * typesize bit planes (plane 8j + k = bit k of byte j of every item) followed by the
+// leftover bytes, else the block was stored unshuffled and is copied. `tmp` must hold `bytes`
+// bytes; src, dst and tmp must not overlap.
+void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
+                         std::size_t typesize, uint8_t* tmp);
 
 // Individual implementations, for tests: "portable", "sse2", "gfni". Returns false when the
 // implementation is not available on this build or CPU.

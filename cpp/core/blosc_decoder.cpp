@@ -10,6 +10,10 @@
 #include "codecs.hpp"
 #include "errors.hpp"
 
+// LZ4's decoder, inside the static C-Blosc2 (LZ4's stable public API; C-Blosc2 ships no lz4.h).
+extern "C" int LZ4_decompress_safe(const char* src, char* dst, int compressed_size,
+                                   int dst_capacity);
+
 namespace zarrcrop {
 
 namespace {
@@ -18,6 +22,8 @@ constexpr std::size_t kHeaderSize = 16;
 constexpr uint8_t kFlagShuffle = 0x01;
 constexpr uint8_t kFlagBitshuffle = 0x04;
 constexpr uint8_t kFlagNoSplit = 0x10;
+constexpr int kCodecLz4 = 1;
+constexpr int kCodecZstd = 4;
 
 int32_t read_i32(const uint8_t* p) {
     // Blosc headers are little endian; so is every platform this builds on, but be explicit.
@@ -144,7 +150,10 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
     }
 }
 
-bool blosc_streams_are_zstd(const BloscHeader& h) { return (h.flags >> 5) == 4; }
+bool blosc_streams_decodable(const BloscHeader& h) {
+    const int codec = h.flags >> 5;
+    return codec == kCodecLz4 || codec == kCodecZstd;
+}
 
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
@@ -162,6 +171,15 @@ void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
             std::memcpy(out, block + pos, stream_bytes);  // stored raw: did not compress
+        } else if ((h.flags >> 5) == kCodecLz4) {
+            // Both sizes are below 2 GiB (validated); LZ4 never writes past dst_capacity.
+            const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(block + pos),
+                                              reinterpret_cast<char*>(out),
+                                              static_cast<int>(csize),
+                                              static_cast<int>(stream_bytes));
+            if (n < 0 || static_cast<std::size_t>(n) != stream_bytes)
+                bad("block " + std::to_string(b) + ": lz4 stream does not decode to " +
+                    std::to_string(stream_bytes) + " bytes");
         } else {
             try {
                 zstd.decompress_exact(block + pos, csize, out, stream_bytes);

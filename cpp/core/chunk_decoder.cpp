@@ -26,7 +26,8 @@ struct WorkerScratch {
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
     std::vector<uint8_t> block;     // one decoded block (block-by-block decoding)
     std::vector<uint8_t> compressed;  // one block's compressed bytes (decode_block)
-    std::vector<uint8_t> block_raw; // one block's decoded streams, still bit-shuffled
+    std::vector<uint8_t> block_raw; // one block's decoded streams, still shuffled
+    std::vector<uint8_t> block_tmp; // bit-unshuffle scratch for items of several bytes
     std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::vector<uint8_t> chain[2];    // ping-pong buffers of a codec chain
@@ -307,21 +308,29 @@ std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitch
 }
 
 bool ChunkDecoder::streams_direct(const BloscHeader& h) {
-    return blosc_streams_are_zstd(h) && ((h.flags & 0x05) == 0 || own_unshuffle(h));
+    // 0x08: C-Blosc2 would apply its delta filter (zarr never writes it): left to C-Blosc2.
+    return blosc_streams_decodable(h) && (h.flags & 0x08) == 0;
 }
 
 void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len,
                                    int32_t b, uint8_t* out) const {
     WorkerScratch& s = scratch();
     const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
-    // Blosc1 bit-shuffles a block only when its item count is a multiple of 8.
-    if (!own_unshuffle(h) || bytes % 8 != 0) {
+    const bool bit = (h.flags & 0x04) != 0;
+    const bool byte = (h.flags & 0x01) != 0 && h.typesize > 1;
+    if (!bit && !byte) {
         decode_block_streams(h, block, len, b, out, s.zstd());
         return;
     }
+    // Undo the shuffle right after decoding, while the block is in cache.
     if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
     decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
-    bitunshuffle_u8(s.block_raw.data(), out, bytes);
+    if (byte) {
+        byte_unshuffle(s.block_raw.data(), out, bytes, h.typesize);
+        return;
+    }
+    if (s.block_tmp.size() < bytes) s.block_tmp.resize(bytes);
+    blosc1_bitunshuffle(s.block_raw.data(), out, bytes, h.typesize, s.block_tmp.data());
 }
 
 void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len,

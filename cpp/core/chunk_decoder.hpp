@@ -142,8 +142,8 @@ private:
                                   const std::vector<BlockExtent>& extents, const Stitch* stitches,
                                   std::size_t n, bool whole, std::size_t needed,
                                   bool stitch = true, const ChunkFile* deferred = nullptr) const;
-    // True when decode_block_to decodes this chunk's blocks itself (zstd streams of
-    // unshuffled or bit-shuffled 1-byte items) instead of C-Blosc2.
+    // True when decode_block_to decodes this chunk's blocks itself (zstd or lz4 streams, any
+    // shuffle filter; not the delta filter) instead of C-Blosc2.
     static bool streams_direct(const BloscHeader& h);
     // Decodes block b (its `len` validated bytes at `block`) into `out`, which receives its
     // decoded, unshuffled bytes.

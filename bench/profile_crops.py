@@ -1,6 +1,7 @@
 """Per-crop CPU split of zarrcrop's crop reads, for bench/PROFILE.md.
 
-Reads random 960x960 crops (all channels, one frame) of the benchmark's photo dataset (built
+Reads random 960x960 crops (all channels, one frame) of the benchmark's photo dataset (or
+320x320 crops of its float16 flow dataset, ``--content flow``; built
 into the benchmark data cache on first use) in a loop of single reads or in ``read_crops``
 batches, and prints crops/s, user and system CPU per crop (``resource.getrusage``: the system
 time is mostly the kernel copying the compressed blocks out of the page cache), the decode
@@ -33,13 +34,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crops", type=int, default=300, help="crops per repetition")
     parser.add_argument("--batch", type=int, default=0, help="read_crops batch size (0: loop)")
-    parser.add_argument("--size", type=int, default=960, help="crop height and width")
+    parser.add_argument("--content", choices=("photo", "flow"), default="photo")
+    parser.add_argument("--size", type=int, default=0, help="crop size (default 960; flow 320)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--zarr-format", type=int, default=2, choices=(2, 3))
     parser.add_argument("--no-bound", action="store_true", help="skip decode_seconds")
     args = parser.parse_args()
 
-    spec = dataset_spec("photo", args.zarr_format)
+    spec = dataset_spec(args.content, args.zarr_format)
     cache = DataCache(default_data_root())
     if not cache.is_complete(spec):
         cache.build(spec)
@@ -47,7 +49,7 @@ def main() -> None:
     arr = zarrcrop.open(str(cache.array_path(spec)))
     zarrcrop.set_num_threads(args.threads)
     frames, channels, height, width = arr.shape
-    s = args.size
+    s = args.size or (320 if args.content == "flow" else 960)
     rng = np.random.default_rng(0)
     n = args.crops
     starts = np.stack(

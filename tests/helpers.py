@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 
 import numcodecs
 import numpy as np
+import pytest
 import zarr
 import zarr.codecs
 from hypothesis import strategies as st
@@ -445,3 +447,21 @@ def random_crop(rng: np.random.Generator, shape: Sequence[int]) -> tuple[slice, 
         stop = int(rng.integers(start, n + 1))
         sel.append(slice(start, stop, int(rng.integers(1, 4))))
     return tuple(sel)
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+
+#: For tests that measure RSS growth: Linux only, and not under ASan, whose quarantine holds
+#: freed memory so RSS grows by design.
+rss_check = pytest.mark.skipif(
+    not os.path.exists("/proc/self/statm") or "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="needs /proc (Linux) and no ASan (its quarantine holds freed memory)",
+)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -13,12 +13,12 @@ cache of parsed shard indexes (up to 256 indexes of 16 bytes per inner chunk) wh
 from __future__ import annotations
 
 import gc
-import os
 
 import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import rss_bytes, rss_check
 
 # starts whose start + crop_shape overflows int64 (or sits at its edge)
 HUGE_STARTS = {
@@ -58,11 +58,7 @@ def test_read_crops_int64_min_start(small, boundary):
         np.testing.assert_array_equal(got, np.full((1, 2, 2), 7, dtype=np.int16))
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-@pytest.mark.skipif(
-    "libasan" in os.environ.get("LD_PRELOAD", ""),
-    reason="ASan's quarantine holds freed memory, so RSS grows by design",
-)
+@rss_check
 def test_dropped_sharded_readers_free_their_shard_indexes(tmp_path):
     # One shard of 64 x 64 = 4096 inner chunks: a 64 KiB index, parsed and cached per reader.
     path = tmp_path / "sharded.zarr"
@@ -72,10 +68,6 @@ def test_dropped_sharded_readers_free_their_shard_indexes(tmp_path):
     )  # fmt: skip
     za[...] = np.arange(256 * 256, dtype=np.uint8).reshape(256, 256)
 
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
     def open_read_drop(n: int) -> None:
         for _ in range(n):
             ca = zarrcrop.open(path)
@@ -84,9 +76,9 @@ def test_dropped_sharded_readers_free_their_shard_indexes(tmp_path):
         gc.collect()
 
     open_read_drop(20)  # warm up
-    before = rss()
+    before = rss_bytes()
     open_read_drop(300)  # leaked about 300 x 64 KiB (18.7 MiB measured) before the fix
-    growth = rss() - before
+    growth = rss_bytes() - before
     assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 300 sharded readers"
 
 

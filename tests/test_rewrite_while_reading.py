@@ -8,7 +8,6 @@ mixed / other values.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import rss_bytes, rss_check
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 SHAPE = (64, 80)
@@ -146,16 +146,7 @@ def test_reads_during_rewrites_see_whole_chunks_or_errors(tmp_path, layout):
     _check_chunks(final, (slice(0, SHAPE[0]), slice(0, SHAPE[1])), a, b)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-@pytest.mark.skipif(
-    "libasan" in os.environ.get("LD_PRELOAD", ""),
-    reason="ASan's quarantine holds freed memory, so RSS grows by design",
-)
+@rss_check
 def test_repeated_reads_do_not_grow_rss(tmp_path):
     path = tmp_path / "leak.zarr"
     za = zarr.create_array(
@@ -181,8 +172,8 @@ def test_repeated_reads_do_not_grow_rss(tmp_path):
                 pass
 
     round_()  # warm up: thread pool, allocator arenas
-    before = _rss_bytes()
+    before = rss_bytes()
     round_()
     round_()
-    growth = _rss_bytes() - before
+    growth = rss_bytes() - before
     assert growth < 4 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 2 x 2000 reads"

@@ -603,12 +603,25 @@ def test_set_and_get_num_threads():
     assert zarrcrop.get_num_threads() == 1
 
 
-@pytest.mark.parametrize("n", [0, -1])
-def test_set_num_threads_rejects_less_than_one(n):
+@pytest.mark.parametrize("n", [0, -1, 1025, 2**40, 2**64])
+def test_set_num_threads_rejects_out_of_range(n):
     zarrcrop.set_num_threads(2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="between 1 and 1024"):
         zarrcrop.set_num_threads(n)
     assert zarrcrop.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("n", [2.5, "2", None])
+def test_set_num_threads_rejects_non_integers(n):
+    zarrcrop.set_num_threads(2)
+    with pytest.raises(TypeError):
+        zarrcrop.set_num_threads(n)
+    assert zarrcrop.get_num_threads() == 2
+
+
+def test_core_set_num_threads_checks_its_range():
+    with pytest.raises(ValueError):
+        zarrcrop._core.set_num_threads(1025)
 
 
 def test_results_equal_at_1_and_4_threads(tmp_path):

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <exception>
 #include <stdexcept>
+#include <string>
 
 namespace zarrcrop {
 
@@ -190,7 +191,9 @@ std::shared_ptr<ThreadPool> process_pool() {
 }
 
 void set_num_threads(std::size_t n) {
-    if (n < 1) throw std::invalid_argument("number of threads must be at least 1");
+    if (n < 1 || n > kMaxThreads)
+        throw std::invalid_argument("number of threads must be between 1 and " +
+                                    std::to_string(kMaxThreads));
     PoolRegistry& r = registry();
     std::shared_ptr<ThreadPool> old;
     {

@@ -51,7 +51,8 @@ private:
 // pool on first use (the parent's worker threads do not exist in the child, so the old pool is
 // abandoned, never joined).
 std::shared_ptr<ThreadPool> process_pool();
-void set_num_threads(std::size_t n);  // n >= 1
+constexpr std::size_t kMaxThreads = 1024;
+void set_num_threads(std::size_t n);  // 1 <= n <= kMaxThreads
 std::size_t get_num_threads();
 // Number of CPUs this process may run on (sched_getaffinity), at least 1.
 std::size_t available_cpus();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Any
@@ -102,11 +103,15 @@ def open_group(
     return CropGroup(group, strict=strict, cache_bytes=cache_bytes)
 
 
+#: Largest native thread pool set_num_threads accepts.
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
-    """Size the native thread pool (the calling thread counts as one). ``n >= 1``."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"number of threads must be at least 1, got {n}")
+    """Size the native thread pool (the calling thread counts as one): ``1 <= n <= 1024``."""
+    n = operator.index(n)  # TypeError for floats and strings rather than truncating them
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"number of threads must be between 1 and {MAX_THREADS}, got {n}")
     _core.set_num_threads(n)
 
 

@@ -138,3 +138,33 @@ def test_corrupt_gzip_chunk_raises(tmp_path, damage):
     )
     with pytest.raises(zarrcrop.ChunkError, match=r"c/0/0.*gzip"):
         zarrcrop.open(path)[0:2, 0:2]
+
+
+@pytest.mark.parametrize("codecs", ["zstd", "zstd+crc32c"])
+def test_zstd_chunks_decode_only_the_needed_prefix(tmp_path, codecs):
+    """Reads that need only a chunk's first rows stop decoding the zstd frame there; the values
+    equal zarr-python's, and frames with a damaged tail (after the needed rows) still raise."""
+    chain = [zarr.codecs.ZstdCodec()] + ([zarr.codecs.Crc32cCodec()] if "crc" in codecs else [])
+    path = tmp_path / "p.zarr"
+    data = (np.arange(256 * 300, dtype=np.uint32) * 2654435761 % 1000).reshape(256, 300)
+    za = zarr.create_array(
+        store=str(path), shape=data.shape, chunks=(128, 150), dtype=data.dtype, zarr_format=3,
+        compressors=chain,
+    )  # fmt: skip
+    za[...] = data
+    ca = zarrcrop.open(path)
+    assert ca.native
+    for sel in [
+        (slice(0, 3), slice(None)),
+        (slice(5, 9), slice(20, 40)),
+        (0, 149),
+        (slice(128, 130),),
+    ]:
+        np.testing.assert_array_equal(ca[sel], data[sel])
+    np.testing.assert_array_equal(ca[...], data)
+    chunk = path / "c" / "0" / "0"
+    raw = chunk.read_bytes()
+    for damaged in (raw[:-3], raw + b"\0" * 7):
+        chunk.write_bytes(damaged)
+        with pytest.raises(zarrcrop.ChunkError, match="c/0/0"):
+            zarrcrop.open(path)[0:2, 0:2]

@@ -106,6 +106,19 @@ void swap_byte_order(uint8_t* data, std::size_t size, std::size_t width) {
     }
 }
 
+// One past the last chunk byte any stitch reads.
+std::size_t needed_end(const Stitch* stitches, std::size_t n, std::size_t itemsize) {
+    int64_t end = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const StridedCopy& r = stitches[i].region;
+        int64_t hi = stitches[i].src_offset + static_cast<int64_t>(itemsize);
+        for (std::size_t d = 0; d < r.ndim; ++d)
+            hi += std::max<int64_t>(0, (r.counts[d] - 1) * r.src_strides[d]);
+        end = std::max(end, hi);
+    }
+    return static_cast<std::size_t>(end);
+}
+
 double thread_cpu_seconds() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -215,7 +228,7 @@ std::size_t ChunkDecoder::max_file_bytes() const {
     return 2 * chunk_bytes_ + 65536;
 }
 
-uint8_t* ChunkDecoder::decode_chain(MutableBytes file) const {
+uint8_t* ChunkDecoder::decode_chain(MutableBytes file, std::size_t want) const {
     WorkerScratch& s = scratch();
     uint8_t* data = file.data();
     std::size_t size = file.size();
@@ -228,6 +241,17 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file) const {
                 break;
             case Codec::Zstd: {
                 std::vector<uint8_t>& out = s.chain[next];
+                if (last && want < chunk_bytes_) {
+                    // Only the first `want` bytes are needed: a zstd frame decodes in order,
+                    // so stop there (the rest of the chunk's content is left undecoded).
+                    if (out.size() < chunk_bytes_) out.resize(chunk_bytes_);
+                    if (s.zstd().decompress_prefix(data, size, out.data(), chunk_bytes_, want)) {
+                        data = out.data();
+                        size = chunk_bytes_;
+                        next ^= 1;
+                        break;
+                    }
+                }
                 s.zstd().decompress(data, size, out, chunk_bytes_, last, max_file_bytes());
                 data = out.data();
                 size = out.size();
@@ -260,7 +284,12 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file) const {
     if (size != chunk_bytes_)
         throw ChunkError("decoded chunk has " + std::to_string(size) +
                          " bytes, the chunk shape needs " + std::to_string(chunk_bytes_));
-    if (spec_.swap_width > 1) swap_byte_order(data, size, spec_.swap_width);
+    if (spec_.swap_width > 1) {
+        const std::size_t w = spec_.swap_width;
+        // Only the decoded prefix, in whole units (want may be SIZE_MAX: everything).
+        const std::size_t upto = want >= size ? size : std::min(size, (want / w + 1) * w);
+        swap_byte_order(data, upto, w);
+    }
     return data;
 }
 
@@ -387,7 +416,8 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
 
 const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stitches,
                                            std::size_t n, bool stitch) const {
-    if (spec_.compressor == Compressor::Chain) return decode_chain(file);
+    if (spec_.compressor == Compressor::Chain)
+        return decode_chain(file, needed_end(stitches, n, spec_.itemsize));
     if (spec_.compressor == Compressor::None) {
         check_uncompressed_size(file.size());
         return file.data();

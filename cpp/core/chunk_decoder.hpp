@@ -118,9 +118,10 @@ private:
     [[noreturn]] void rethrow_in_context(const std::string& key) const;
     // Largest chunk file this array can have; larger files are refused unread.
     std::size_t max_file_bytes() const;
-    // Decodes a whole chunk file through the codec chain (and byte swap); returns the raw
-    // chunk bytes, which live in the file buffer or the worker's scratch.
-    uint8_t* decode_chain(MutableBytes file) const;
+    // Decodes a chunk file through the codec chain (and byte swap); returns the raw chunk
+    // bytes, which live in the file buffer or the worker's scratch. Only the first `want`
+    // bytes are guaranteed: a final zstd step stops decoding there.
+    uint8_t* decode_chain(MutableBytes file, std::size_t want = SIZE_MAX) const;
     void check_uncompressed_size(std::size_t size) const;
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
     // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded

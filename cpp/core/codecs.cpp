@@ -21,6 +21,21 @@ std::size_t ZSTD_decompressDCtx(ZSTD_DCtx_s* dctx, void* dst, std::size_t dst_ca
 unsigned long long ZSTD_getFrameContentSize(const void* src, std::size_t src_size);
 unsigned ZSTD_isError(std::size_t code);
 const char* ZSTD_getErrorName(std::size_t code);
+// Streaming decompression (zstd.h, stable API): decode a frame's first bytes only.
+struct ZSTD_inBuffer_s {
+    const void* src;
+    std::size_t size;
+    std::size_t pos;
+};
+struct ZSTD_outBuffer_s {
+    void* dst;
+    std::size_t size;
+    std::size_t pos;
+};
+std::size_t ZSTD_DCtx_reset(ZSTD_DCtx_s* dctx, int reset);  // 1 = ZSTD_reset_session_only
+std::size_t ZSTD_findFrameCompressedSize(const void* src, std::size_t src_size);
+std::size_t ZSTD_decompressStream(ZSTD_DCtx_s* dctx, ZSTD_outBuffer_s* output,
+                                  ZSTD_inBuffer_s* input);
 
 // zlib-ng 2.x native API (zlib-ng.h): the stream layout is part of its stable ABI.
 struct zng_stream_s {
@@ -150,6 +165,36 @@ void ZstdDecoder::decompress_exact(const uint8_t* src, std::size_t size, uint8_t
     if (n != expected)
         throw ChunkError("zstd: decompressed " + std::to_string(n) + " bytes, expected " +
                          std::to_string(expected));
+}
+
+bool ZstdDecoder::decompress_prefix(const uint8_t* src, std::size_t size, uint8_t* dst,
+                                    std::size_t expected, std::size_t want) {
+    // Only one whole frame that announces the chunk's size qualifies: its block headers are
+    // walked (not decoded) to check that it ends exactly at the end of the data, so truncated
+    // frames and trailing bytes are still refused as by a full decode.
+    const unsigned long long announced = ZSTD_getFrameContentSize(src, size);
+    if (announced != expected) return false;
+    if (ZSTD_findFrameCompressedSize(src, size) != size) return false;
+    auto* ctx = static_cast<ZSTD_DCtx_s*>(ctx_);
+    ZSTD_DCtx_reset(ctx, 1);
+    ZSTD_inBuffer_s in{src, size, 0};
+    ZSTD_outBuffer_s out{dst, want, 0};  // the decoder writes no further than `want`
+    while (out.pos < want) {
+        const std::size_t before_in = in.pos;
+        const std::size_t before_out = out.pos;
+        const std::size_t r = ZSTD_decompressStream(ctx, &out, &in);
+        if (ZSTD_isError(r)) {
+            ZSTD_DCtx_reset(ctx, 1);
+            throw ChunkError(std::string("zstd: ") + ZSTD_getErrorName(r));
+        }
+        if (out.pos < want && in.pos == before_in && out.pos == before_out) {
+            ZSTD_DCtx_reset(ctx, 1);  // no progress: the input ended before `want` bytes
+            throw ChunkError("zstd: data ends after " + std::to_string(out.pos) +
+                             " bytes, the chunk needs " + std::to_string(expected));
+        }
+    }
+    ZSTD_DCtx_reset(ctx, 1);  // the rest of the frame is not needed
+    return true;
 }
 
 bool gzip_available() {

@@ -27,7 +27,10 @@ inline void cpu_relax() {
 #endif
 }
 
-// Polls `ready` for up to kSpin; true when it became true.
+// Polls `ready` for up to kSpin; true when it became true. Between polls the thread yields
+// its core (sched_yield), so that when there are more runnable threads than cores (a pool
+// larger than the CPUs, or several processes with pools, as with DataLoader workers) polling
+// does not take time from threads with work; on an idle core the yield returns at once.
 template <typename Ready>
 bool spin_until(Ready ready) {
     const auto deadline = std::chrono::steady_clock::now() + kSpin;
@@ -37,6 +40,7 @@ bool spin_until(Ready ready) {
             cpu_relax();
         }
         if (std::chrono::steady_clock::now() >= deadline) return ready();
+        sched_yield();
     }
 }
 

@@ -143,7 +143,8 @@ def test_corrupt_gzip_chunk_raises(tmp_path, damage):
 @pytest.mark.parametrize("codecs", ["zstd", "zstd+crc32c"])
 def test_zstd_chunks_decode_only_the_needed_prefix(tmp_path, codecs):
     """Reads that need only a chunk's first rows stop decoding the zstd frame there; the values
-    equal zarr-python's, and frames with a damaged tail (after the needed rows) still raise."""
+    equal zarr-python's, and frames with a damaged structure (truncated, trailing bytes) still
+    raise even when only their first rows are read."""
     chain = [zarr.codecs.ZstdCodec()] + ([zarr.codecs.Crc32cCodec()] if "crc" in codecs else [])
     path = tmp_path / "p.zarr"
     data = (np.arange(256 * 300, dtype=np.uint32) * 2654435761 % 1000).reshape(256, 300)
@@ -168,3 +169,27 @@ def test_zstd_chunks_decode_only_the_needed_prefix(tmp_path, codecs):
         chunk.write_bytes(damaged)
         with pytest.raises(zarrcrop.ChunkError, match="c/0/0"):
             zarrcrop.open(path)[0:2, 0:2]
+
+
+def test_zstd_prefix_decoding_leaves_the_rest_of_the_frame_undecoded(tmp_path):
+    """One chunk of 1.2 MB (about ten zstd blocks) with a byte of its last block damaged: its
+    first rows read correctly (the damaged block is never decoded), a full read raises, as
+    zarr-python does. This shows the prefix path is taken; it is the same rule as for Blosc
+    blocks a read does not need."""
+    path = tmp_path / "q.zarr"
+    data = (np.arange(1024 * 300, dtype=np.uint32) * 2654435761 % 1000).reshape(1024, 300)
+    za = zarr.create_array(
+        store=str(path), shape=data.shape, chunks=data.shape, dtype=data.dtype, zarr_format=3,
+        compressors=[zarr.codecs.ZstdCodec()],
+    )  # fmt: skip
+    za[...] = data
+    chunk = path / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[-20] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    ca = zarrcrop.open(path)
+    np.testing.assert_array_equal(ca[0:2], data[0:2])
+    with pytest.raises(zarrcrop.ChunkError, match="c/0/0"):
+        ca[...]
+    with pytest.raises(RuntimeError):
+        zarr.open_array(str(path), mode="r")[...]

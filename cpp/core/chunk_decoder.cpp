@@ -149,7 +149,8 @@ ChunkFile ChunkDecoder::open_chunk(const int64_t* coords) const {
     return source_.open(chunk_key(spec_.keys, coords, spec_.ndim()), max_file_bytes());
 }
 
-void ChunkDecoder::process(const int64_t* coords, const Stitch* stitches, std::size_t n) const {
+void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches,
+                                 std::size_t n) const {
     const std::string key = label(coords);
     WorkerScratch& s = scratch();
     const bool caching = cache_ != nullptr && cache_->enabled();
@@ -183,11 +184,6 @@ void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
     if (!file.is_open()) {
         for (std::size_t i = 0; i < n; ++i)
             fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
-        return;
-    }
-    if (spec_.compressor == Compressor::Blosc && file.size() >= kPartialReadMin) {
-        const uint8_t* base = load_and_decode_needed(file, stitches, n);
-        if (base != nullptr) stitch_all(base, stitches, n);
         return;
     }
     if (spec_.compressor == Compressor::None) {
@@ -384,22 +380,17 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
 const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes file,
                                             const std::vector<BlockExtent>& extents,
                                             const Stitch* stitches, std::size_t n, bool whole,
-                                            std::size_t needed, bool stitch,
-                                            const ChunkFile* deferred) const {
+                                            std::size_t needed, bool stitch) const {
     WorkerScratch& s = scratch();
     if (streams_direct(h)) {
         // Block by block, each on to its destinations while in cache: no chunk-sized
-        // intermediate. Deferred blocks are read just before they are decoded.
+        // intermediate.
         const int32_t nblocks = h.nblocks();
         for (int32_t b = 0; b < nblocks; ++b) {
             if (!whole && s.skip[static_cast<std::size_t>(b)]) continue;
             const BlockExtent& e = extents[static_cast<std::size_t>(b)];
-            const std::size_t len = e.end - e.start;
-            if (deferred != nullptr) {
-                deferred->read_at(e.start, len, file.data() + e.start);
-                validate_blosc_block(h, file.data() + e.start, len, b);
-            }
-            finish_block(h, file.data() + e.start, len, b, stitches, n, whole, stitch);
+            finish_block(h, file.data() + e.start, e.end - e.start, b, stitches, n, whole,
+                         stitch);
         }
         return nullptr;
     }
@@ -422,18 +413,19 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
         check_uncompressed_size(file.size());
         return file.data();
     }
-    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
-                                               spec_.itemsize);
+    const BloscHeader h = validate_blosc_header(file.data(), file.size(), chunk_bytes_,
+                                                spec_.itemsize);
     // Incompressible data is stored raw after the header: stitching copies only what is needed.
     if (h.memcpyed()) return file.data() + 16;
+    const std::vector<BlockExtent> extents = blosc_block_extents(h, file.data(), file.size());
+    validate_blosc_streams(h, file.data(), extents, nullptr);
     const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
     const std::size_t needed = plan_blocks(h, stitches, n, whole);
-    const std::vector<BlockExtent> extents = blosc_block_extents(h, file.data(), file.size());
     return decode_planned(h, file, extents, stitches, n, whole, needed, stitch);
 }
 
 ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
-                                                    std::size_t n, bool defer) const {
+                                                    std::size_t n) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
     s.file.resize(size);  // shrinking keeps capacity; growing happens once per worker
@@ -464,7 +456,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole);
     c.kind = LoadedChunk::Compressed;
-    if (defer && streams_direct(h)) {
+    if (streams_direct(h)) {
         c.deferred = true;
         return c;
     }
@@ -491,17 +483,6 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     validate_blosc_streams(h, buf, extents, all ? nullptr : &s.skip);
     c.kind = LoadedChunk::Compressed;
     return c;
-}
-
-const uint8_t* ChunkDecoder::load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
-                                                    std::size_t n) const {
-    const LoadedChunk c = load_needed(file, stitches, n, /*defer=*/true);
-    switch (c.kind) {
-        case LoadedChunk::RawCopied: return nullptr;
-        case LoadedChunk::Compressed: break;
-    }
-    return decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole, c.needed,
-                          /*stitch=*/true, c.deferred ? &file : nullptr);
 }
 
 void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
@@ -541,7 +522,7 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
 bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
                                    BlockJob& job, ThreadPool* split_pool) const {
     if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
-        process(coords, stitches, n);
+        process_whole(coords, stitches, n);
         return false;
     }
     std::string key = label(coords);
@@ -551,7 +532,7 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
             process_open(file, stitches, n);  // missing or small: read whole, nothing to spread
             return false;
         }
-        LoadedChunk c = load_needed(file, stitches, n, /*defer=*/true);
+        LoadedChunk c = load_needed(file, stitches, n);
         if (c.kind == LoadedChunk::RawCopied) return false;
         if (c.deferred) {
             WorkerScratch& s = scratch();
@@ -637,15 +618,9 @@ bool ChunkDecoder::own_unshuffle(const BloscHeader& h) {
 
 void ChunkDecoder::unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
                                    uint8_t* dst) {
-    const int32_t nblocks = h.nblocks();
     const auto offset = static_cast<std::size_t>(b) * static_cast<std::size_t>(h.blocksize);
-    const auto bytes =
-        static_cast<std::size_t>((b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize);
-    // Blosc1 bitshuffles a block only when its item count is a multiple of 8.
-    if (bytes % 8 == 0)
-        bitunshuffle_u8(shuffled + offset, dst + offset, bytes);
-    else
-        std::memcpy(dst + offset, shuffled + offset, bytes);
+    const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
+    blosc1_bitunshuffle(shuffled + offset, dst + offset, bytes, 1, nullptr);  // 1-byte items
 }
 
 void ChunkDecoder::decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,

@@ -42,7 +42,7 @@ struct Stitch {
 void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need);
 
 // A chunk whose needed Blosc blocks are decoded one at a time, each on any thread
-// (ChunkDecoder::plan / decode_block): the file is open and its header and block offsets are
+// (ChunkDecoder::process_or_plan, then decode_block): the file is open and its header and block offsets are
 // read and validated; the blocks' bytes are not read yet.
 struct BlockJob {
     ChunkFile file;
@@ -62,22 +62,20 @@ public:
     ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source, const ShardReader* shards,
                  ChunkCache* cache);
 
-    // Reads chunk `coords` and writes every stitch. A missing chunk writes the fill value.
-    // Throws ChunkError / ChunkIoError naming the array and the chunk key.
-    void process(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
-
-    // As process(), except for chunks that decode_block can decode block by block (zstd Blosc
-    // chunk files large enough to be read piecewise): those are opened and planned into `job`
-    // and true is returned; the caller then runs decode_block for each of job.blocks, on any
+    // Reads chunk `coords` and writes every stitch (a missing chunk writes the fill value),
+    // except for chunks that decode_block can decode block by block (zstd or lz4 Blosc chunk
+    // files large enough to be read piecewise): those are opened and planned into `job` and
+    // true is returned; the caller then runs decode_block for each of job.blocks, on any
     // threads, in any order. With `split_pool`, other Blosc chunks have their blocks decoded
     // in parallel on it (for reads that touch fewer chunks than there are threads).
+    // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
                          BlockJob& job, ThreadPool* split_pool) const;
     // Reads, validates and decodes job.blocks[k] and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
 
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
-    // and decoding exactly what process() would decode for these stitches (nothing is
+    // and decoding exactly what a read would decode for these stitches (nothing is
     // stitched; a whole-chunk stitch may be decoded into its destination).
     double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
@@ -99,11 +97,9 @@ private:
         bool deferred = false;  // Compressed: the needed blocks are not read yet
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
-    // validated, into the worker's scratch.
-    // With `defer`, blocks that decode_planned decodes one by one (streams_direct) are left
-    // for it to read, each just before it is decoded, while the bytes are still in cache.
-    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
-                            bool defer = false) const;
+    // validated, into the worker's scratch. Blocks that decode_block decodes itself
+    // (streams_direct) are not read (`deferred`): each is read just before it is decoded.
+    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
     // For raw chunk bytes starting at data_offset in the file: reads the runs of pages that
     // hold needed bytes through one cache-sized window buffer, copying each window to the
     // destinations right after it is read.
@@ -128,10 +124,6 @@ private:
     // straight into the only destination.
     const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches, std::size_t n,
                                  bool stitch = true) const;
-    // The same for a large Blosc chunk file, reading only the header, offset table and the
-    // blocks the stitches need.
-    const uint8_t* load_and_decode_needed(const ChunkFile& file, const Stitch* stitches,
-                                          std::size_t n) const;
     // Marks the blocks to skip in the worker's mask; returns how many are needed.
     std::size_t plan_blocks(const BloscHeader& h, const Stitch* stitches, std::size_t n,
                             bool whole) const;
@@ -142,7 +134,7 @@ private:
     const uint8_t* decode_planned(const BloscHeader& h, MutableBytes file,
                                   const std::vector<BlockExtent>& extents, const Stitch* stitches,
                                   std::size_t n, bool whole, std::size_t needed,
-                                  bool stitch = true, const ChunkFile* deferred = nullptr) const;
+                                  bool stitch = true) const;
     // True when decode_block_to decodes this chunk's blocks itself (zstd or lz4 streams, any
     // shuffle filter; not the delta filter) instead of C-Blosc2.
     static bool streams_direct(const BloscHeader& h);
@@ -155,7 +147,11 @@ private:
     // holds (unless !stitch: benchmarks).
     void finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,
                       const Stitch* stitches, std::size_t n, bool whole, bool stitch) const;
-    // The work of process() once the chunk's file is open.
+    // process_or_plan for chunks not split into blocks: the decoded-chunk cache, and codecs
+    // other than Blosc.
+    void process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+    // Writes the stitches from an open chunk file read whole (or, uncompressed, through a
+    // window): missing (fill value), small Blosc chunks, uncompressed and codec chains.
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
     // Decodes the needed blocks of a loaded (non-deferred) chunk in parallel on `pool`.
     void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,

@@ -116,7 +116,7 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
             if (st.region.simplify() == 0) continue;
             tasks.push_back(ChunkTask{c, &st, 1});
         }
-        run(tasks);
+        run_window(tasks.data(), tasks.size());
     }
 }
 

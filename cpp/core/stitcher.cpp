@@ -148,6 +148,10 @@ struct Window {
         const StridedCopy& c = *r;
         const auto item = static_cast<int64_t>(c.itemsize);
         if (off + span_hi[d] <= lo || off + span_lo[d] >= hi) return;  // disjoint
+        if (d + 1 == c.ndim && c.src_strides[d] == item && c.dst_strides[d] == item) {
+            run(off, c.counts[d] * item, dst);  // one contiguous row, whole or cut
+            return;
+        }
         if (off + span_lo[d] >= lo && off + span_hi[d] <= hi) {  // wholly inside
             StridedCopy sub;
             sub.ndim = c.ndim - d;
@@ -167,10 +171,6 @@ struct Window {
         const int64_t n = c.counts[d];
         const int64_t ss = c.src_strides[d];
         const int64_t ds = c.dst_strides[d];
-        if (d + 1 == c.ndim && ss == item && ds == item) {  // one contiguous row
-            run(off, n * item, dst);
-            return;
-        }
         int64_t first = 0;
         int64_t last = n - 1;
         if (ss > 0) {  // only the sub-regions that can meet the window

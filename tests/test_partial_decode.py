@@ -137,6 +137,32 @@ def test_bitunshuffle_kernels(impl, n):
     assert out == items.tobytes()
 
 
+@pytest.mark.parametrize("impl", ["portable", "sse2", "gfni", "auto"])
+@pytest.mark.parametrize("n", [8, 64, 128, 136, 256, 4104, 65536])
+def test_bitunshuffle_range_kernels(impl, n):
+    """Windowed bit-unshuffle (straight into the output rows) equals slicing the whole block,
+    for ranges cut anywhere: inside 8-item groups, inside 128-item steps, at the block end."""
+    items = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    bits = np.unpackbits(items.reshape(-1, 1), axis=1, bitorder="little")
+    planes = np.packbits(bits.T.reshape(8, -1), axis=1, bitorder="little").reshape(-1).tobytes()
+    rng = np.random.default_rng(n + 1)
+    edges = {0, 1, 7, 8, 9, 127, 128, 129, 255, n - 129, n - 128, n - 9, n - 8, n - 1, n}
+    cases = [(a, b) for a in edges for b in edges if 0 <= a <= b <= n]
+    cases += [tuple(sorted(rng.integers(0, n + 1, 2))) for _ in range(200)]
+    for a, b in cases:
+        out = zarrcrop._core._bitunshuffle_u8_range(planes, int(a), int(b), impl)
+        if out is None:
+            pytest.skip(f"{impl} not available on this CPU/build")
+        assert out == items[a:b].tobytes(), (a, b)
+
+
+def test_bitunshuffle_range_rejects_bad_ranges():
+    with pytest.raises(ValueError):
+        zarrcrop._core._bitunshuffle_u8_range(bytes(64), 10, 5)
+    with pytest.raises(ValueError):
+        zarrcrop._core._bitunshuffle_u8_range(bytes(64), 0, 65)
+
+
 @pytest.mark.parametrize("blocksize", [1001, 4097, 65536])
 def test_blocks_that_split_items(tmp_path, blocksize):
     """Blosc chunks written with typesize 1 for 2- and 8-byte items: block boundaries fall inside
@@ -175,3 +201,40 @@ def test_blocks_that_split_items(tmp_path, blocksize):
             np.testing.assert_array_equal(arr[sel], data[sel], err_msg=f"{dtype} {sel}")
         np.testing.assert_array_equal(arr[...], np.asarray(za[...]))
         np.testing.assert_array_equal(arr[1, :, 7:290, 3:251], np.asarray(za[1, :, 7:290, 3:251]))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_items_far_apart_decode_only_their_blocks(tmp_path, order):
+    """A read whose innermost run is a few items more than a Blosc block apart (one pixel of
+    every channel, a column, a large step) decodes only the blocks holding those items: a
+    damaged block between them is never touched, while a read that needs it raises (as
+    zarr-python does for any read of the chunk)."""
+    shape = (3, 256, 256)
+    data = np.random.default_rng(7).integers(0, 16, shape, dtype=np.uint8)  # compressible
+    path = tmp_path / f"far-{order}.zarr"
+    za = zarr.create_array(
+        store=str(path), shape=shape, chunks=shape, dtype="uint8", zarr_format=2, order=order,
+        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE,
+                                    blocksize=4096),
+    )  # fmt: skip
+    za[...] = data
+    chunk = path / "0.0.0"
+    raw = bytearray(chunk.read_bytes())
+    nblocks = -(-data.nbytes // 4096)
+    assert raw[0] == 2 and raw[3] == 1 and not raw[2] & 0x02  # Blosc1 format, compressed
+    bstarts = np.frombuffer(bytes(raw[16 : 16 + 4 * nblocks]), dtype="<i4")
+    middle = nblocks // 2  # channel 1 in C order, columns ~128 in F order
+    raw[bstarts[middle] + 4 : bstarts[middle] + 8] = b"\0\0\0\0"  # breaks the zstd frame magic
+    chunk.write_bytes(bytes(raw))
+    ca = zarrcrop.open(path)
+    assert ca.native, ca.fallback_reason
+    if order == "C":
+        sels = [(slice(None), 5, 7), (slice(None, None, 2), 200, slice(3, 5)), (0, slice(None), 9)]
+    else:
+        sels = [(slice(None), 5, 7), (1, 200, slice(None, None, 100)), (0, 9, slice(None, 40))]
+    for sel in sels:
+        np.testing.assert_array_equal(ca[sel], data[sel])
+    with pytest.raises(zarrcrop.ChunkError, match="0.0.0"):
+        ca[...]
+    with pytest.raises((ValueError, RuntimeError)):
+        zarr.open_array(str(path), mode="r")[...]

@@ -32,4 +32,26 @@ void register_runtime(py::module_& m) {
         },
         py::arg("data"), py::arg("impl") = "auto",
         "Test hook: undo Blosc's bitshuffle of 1-byte items (None if impl is unavailable).");
+    m.def(
+        "_bitunshuffle_u8_range",
+        [](const py::bytes& data, std::size_t start, std::size_t stop,
+           const std::string& impl) -> py::object {
+            const std::string src = data;
+            if (src.size() % 8 != 0) throw std::invalid_argument("length must be a multiple of 8");
+            if (start > stop || stop > src.size())
+                throw std::invalid_argument("need 0 <= start <= stop <= len(data)");
+            std::string dst(stop - start, '\0');
+            const auto* in = reinterpret_cast<const uint8_t*>(src.data());
+            auto* out = reinterpret_cast<uint8_t*>(dst.data());
+            const std::size_t planes = src.size() / 8;
+            if (impl == "auto") {
+                zarrcrop::bitunshuffle_u8_range(in, planes, start, stop, out);
+            } else if (!zarrcrop::bitunshuffle_u8_range_with(impl.c_str(), in, planes, start,
+                                                             stop, out)) {
+                return py::none();
+            }
+            return py::bytes(dst);
+        },
+        py::arg("data"), py::arg("start"), py::arg("stop"), py::arg("impl") = "auto",
+        "Test hook: items [start, stop) of a bit-shuffled block of 1-byte items.");
 }

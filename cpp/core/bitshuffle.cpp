@@ -1,5 +1,6 @@
 #include "bitshuffle.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -127,6 +128,69 @@ bool cpu_has_gfni() {
 #endif
 #endif
 
+
+// Items [8g, 8g + 128) of a bit-shuffled block (planes bytes per plane, g + 16 <= planes) to
+// out: one 16-group step of the kernels above.
+using UnitFn = void (*)(const uint8_t* src, std::size_t planes, std::size_t g, uint8_t* out);
+
+void unit_portable(const uint8_t* src, std::size_t planes, std::size_t g, uint8_t* out) {
+    unshuffle_groups(src + g, out, planes, 0, 16);
+}
+
+#if defined(__SSE2__)
+void unit_sse2(const uint8_t* src, std::size_t planes, std::size_t g, uint8_t* out) {
+    unshuffle_sse2(src + g, out, planes, 16);
+}
+#endif
+
+#if defined(ZARRCROP_HAVE_GFNI)
+__attribute__((target("gfni,sse4.1"))) void unit_gfni(const uint8_t* src, std::size_t planes,
+                                                      std::size_t g, uint8_t* out) {
+    unshuffle_gfni(src + g, out, planes, 16);
+}
+#endif
+
+UnitFn best_unit() {
+#if defined(ZARRCROP_HAVE_GFNI)
+    if (cpu_has_gfni()) return unit_gfni;
+#endif
+#if defined(__SSE2__)
+    return unit_sse2;
+#else
+    return unit_portable;
+#endif
+}
+
+void unshuffle_range(UnitFn unit, const uint8_t* src, std::size_t planes, std::size_t a,
+                     std::size_t b, uint8_t* dst) {
+    if (b <= a) return;
+    if (planes < 16) {  // too small for a 16-group step: whole groups, one at a time
+        for (std::size_t g = a / 8; 8 * g < b; ++g) {
+            uint8_t tmp[8];
+            unshuffle_groups(src + g, tmp, planes, 0, 1);
+            const std::size_t lo = std::max(a, 8 * g);
+            const std::size_t hi = std::min(b, 8 * g + 8);
+            std::memcpy(dst + (lo - a), tmp + (lo - 8 * g), hi - lo);
+        }
+        return;
+    }
+    std::size_t pos = a;
+    while (pos < b) {
+        if (pos % 8 == 0 && pos + 128 <= b && pos / 8 + 16 <= planes) {
+            unit(src, planes, pos / 8, dst + (pos - a));  // a whole step: straight to dst
+            pos += 128;
+            continue;
+        }
+        // A cut step (start or end of the range): through a small buffer.
+        const std::size_t g = std::min(pos / 8, planes - 16);
+        uint8_t tmp[128];
+        unit(src, planes, g, tmp);
+        const std::size_t end = std::min(b, 8 * g + 128);
+        std::memcpy(dst + (pos - a), tmp + (pos - 8 * g), end - pos);
+        pos = end;
+    }
+}
+
 }  // namespace
 
 bool bitunshuffle_u8_with(const char* impl, const uint8_t* src, uint8_t* dst, std::size_t n) {
@@ -162,6 +226,28 @@ void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n) {
 #else
     unshuffle_groups(src, dst, n / 8, 0, n / 8);
 #endif
+}
+
+void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a,
+                           std::size_t b, uint8_t* dst) {
+    static const UnitFn unit = best_unit();
+    unshuffle_range(unit, src, planes, a, b, dst);
+}
+
+bool bitunshuffle_u8_range_with(const char* impl, const uint8_t* src, std::size_t planes,
+                                std::size_t a, std::size_t b, uint8_t* dst) {
+    const std::string name = impl;
+    UnitFn unit = nullptr;
+    if (name == "portable") unit = unit_portable;
+#if defined(__SSE2__)
+    if (name == "sse2") unit = unit_sse2;
+#endif
+#if defined(ZARRCROP_HAVE_GFNI)
+    if (name == "gfni" && cpu_has_gfni()) unit = unit_gfni;
+#endif
+    if (unit == nullptr) return false;
+    unshuffle_range(unit, src, planes, a, b, dst);
+    return true;
 }
 
 namespace {

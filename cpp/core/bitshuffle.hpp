@@ -18,6 +18,12 @@ namespace zarrcrop {
 // overlap.
 void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n);
 
+// Items [a, b) of a bit-shuffled block of 1-byte items (src: 8 planes of `planes` bytes, so
+// 8 * planes items) to dst[0, b - a): unshuffles only the 8-item groups the range touches,
+// writing whole 128-item steps straight to dst. Requires b <= 8 * planes.
+void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a,
+                           std::size_t b, uint8_t* dst);
+
 // Undoes Blosc's byte SHUFFLE of one block of `bytes` bytes: src holds `typesize` planes of
 // bytes / typesize bytes (plane j = byte j of every item); dst receives the items. Bytes past
 // the last whole item are copied as they are (as C-Blosc2 does). src and dst must not overlap.
@@ -34,5 +40,7 @@ void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
 // Individual implementations, for tests: "portable", "sse2", "gfni". Returns false when the
 // implementation is not available on this build or CPU.
 bool bitunshuffle_u8_with(const char* impl, const uint8_t* src, uint8_t* dst, std::size_t n);
+bool bitunshuffle_u8_range_with(const char* impl, const uint8_t* src, std::size_t planes,
+                                std::size_t a, std::size_t b, uint8_t* dst);
 
 }  // namespace zarrcrop

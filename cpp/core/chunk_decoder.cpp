@@ -60,6 +60,16 @@ void mark_rows(const StridedCopy& r, std::size_t d, int64_t offset, int64_t bloc
                std::vector<uint8_t>& need) {
     const auto item = static_cast<int64_t>(r.itemsize);
     if (d + 1 >= r.ndim) {
+        if (r.ndim > 0 && r.counts[d] > 1 &&
+            (r.src_strides[d] > blocksize || r.src_strides[d] < -blocksize)) {
+            // Items more than a block apart (a column, one pixel of several channels, large
+            // steps): only the blocks holding them, not every block in between.
+            for (int64_t i = 0; i < r.counts[d]; ++i) {
+                const int64_t at = offset + i * r.src_strides[d];
+                mark_span(at, at + item, blocksize, need);
+            }
+            return;
+        }
         int64_t lo = offset;
         int64_t hi = offset;
         if (r.ndim > 0) {
@@ -123,6 +133,21 @@ double thread_cpu_seconds() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// finish_block unshuffles straight into the destinations when a block has at most this many
+// (more: once into a buffer, then copies, cheaper than unshuffling the shared rows repeatedly).
+constexpr std::size_t kFusedStitches = 2;
+
+struct Planes {
+    const uint8_t* data;
+    std::size_t planes;
+};
+
+void unshuffle_run(const void* ctx, int64_t pos, int64_t len, uint8_t* dst) {
+    const auto* p = static_cast<const Planes*>(ctx);
+    bitunshuffle_u8_range(p->data, p->planes, static_cast<std::size_t>(pos),
+                          static_cast<std::size_t>(pos + len), dst);
 }
 
 }  // namespace
@@ -367,6 +392,20 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         return;
     }
     WorkerScratch& s = scratch();
+    if (stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && h.typesize == 1) {
+        // Bit-shuffled 1-byte items: unshuffle each destination's rows straight from the
+        // decoded planes into the output, only the 8-item groups they touch.
+        const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
+        if (bytes % 8 == 0) {  // else Blosc1 left the block unshuffled
+            if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
+            decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
+            const Planes planes{s.block_raw.data(), bytes / 8};
+            for (std::size_t i = 0; i < n; ++i)
+                copy_window_runs(lo, lo + static_cast<int64_t>(bytes), stitches[i].src_offset,
+                                 stitches[i].dst, stitches[i].region, unshuffle_run, &planes);
+            return;
+        }
+    }
     const auto block_size = static_cast<std::size_t>(h.blocksize);
     if (s.block.size() < block_size) s.block.resize(block_size);
     decode_block_to(h, block, len, b, s.block.data());

@@ -132,6 +132,8 @@ struct Window {
     int64_t lo;
     int64_t hi;
     const StridedCopy* r;
+    RunCopy copy = nullptr;  // null: memcpy from base
+    const void* ctx = nullptr;
     // Per dimension d: the lowest source offset and one past the highest byte of the
     // sub-region spanned by dimensions d.. (relative to its first element).
     int64_t span_lo[kMaxDims + 1];
@@ -141,7 +143,11 @@ struct Window {
     void run(int64_t a, int64_t len, uint8_t* dst) const {
         const int64_t s = a > lo ? a : lo;
         const int64_t e = a + len < hi ? a + len : hi;
-        if (s < e) std::memcpy(dst + (s - a), base + (s - lo), static_cast<std::size_t>(e - s));
+        if (s >= e) return;
+        if (copy != nullptr)
+            copy(ctx, s - lo, e - s, dst + (s - a));
+        else
+            std::memcpy(dst + (s - a), base + (s - lo), static_cast<std::size_t>(e - s));
     }
 
     void rec(std::size_t d, int64_t off, uint8_t* dst) const {
@@ -152,7 +158,7 @@ struct Window {
             run(off, c.counts[d] * item, dst);  // one contiguous row, whole or cut
             return;
         }
-        if (off + span_lo[d] >= lo && off + span_hi[d] <= hi) {  // wholly inside
+        if (copy == nullptr && off + span_lo[d] >= lo && off + span_hi[d] <= hi) {  // wholly inside
             StridedCopy sub;
             sub.ndim = c.ndim - d;
             sub.itemsize = c.itemsize;
@@ -184,6 +190,19 @@ struct Window {
     }
 };
 
+void walk_window(Window& w, int64_t src_offset, uint8_t* dst) {
+    const StridedCopy& region = *w.r;
+    const std::size_t nd = region.ndim;
+    w.span_lo[nd] = 0;
+    w.span_hi[nd] = static_cast<int64_t>(region.itemsize);
+    for (std::size_t d = nd; d-- > 0;) {
+        const int64_t reach = (region.counts[d] - 1) * region.src_strides[d];
+        w.span_lo[d] = w.span_lo[d + 1] + (reach < 0 ? reach : 0);
+        w.span_hi[d] = w.span_hi[d + 1] + (reach > 0 ? reach : 0);
+    }
+    w.rec(0, src_offset, dst);
+}
+
 }  // namespace
 
 void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t src_offset,
@@ -194,15 +213,20 @@ void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t 
     w.lo = lo;
     w.hi = hi;
     w.r = &region;
-    const std::size_t nd = region.ndim;
-    w.span_lo[nd] = 0;
-    w.span_hi[nd] = static_cast<int64_t>(region.itemsize);
-    for (std::size_t d = nd; d-- > 0;) {
-        const int64_t reach = (region.counts[d] - 1) * region.src_strides[d];
-        w.span_lo[d] = w.span_lo[d + 1] + (reach < 0 ? reach : 0);
-        w.span_hi[d] = w.span_hi[d + 1] + (reach > 0 ? reach : 0);
-    }
-    w.rec(0, src_offset, dst);
+    walk_window(w, src_offset, dst);
+}
+
+void copy_window_runs(int64_t lo, int64_t hi, int64_t src_offset, uint8_t* dst,
+                      const StridedCopy& region, RunCopy copy, const void* ctx) {
+    if (hi <= lo) return;
+    Window w;
+    w.base = nullptr;
+    w.lo = lo;
+    w.hi = hi;
+    w.r = &region;
+    w.copy = copy;
+    w.ctx = ctx;
+    walk_window(w, src_offset, dst);
 }
 
 }  // namespace zarrcrop

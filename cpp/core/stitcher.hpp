@@ -31,6 +31,13 @@ void copy_strided(const uint8_t* src, uint8_t* dst, const StridedCopy& region);
 // copies the whole region, in pieces (a window boundary may split a row or an item).
 void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t src_offset,
                          uint8_t* dst, const StridedCopy& region);
+// Produces the bytes at window positions [pos, pos + len) (source offset lo + pos) at dst.
+using RunCopy = void (*)(const void* ctx, int64_t pos, int64_t len, uint8_t* dst);
+// copy_strided_window for a window that is not held as bytes: every contiguous run of the
+// region inside [lo, hi) is handed to `copy` (with ctx) instead of being memcpy'd. Regions
+// whose innermost dimension is contiguous make one call per row.
+void copy_window_runs(int64_t lo, int64_t hi, int64_t src_offset, uint8_t* dst,
+                      const StridedCopy& region, RunCopy copy, const void* ctx);
 // Writes the `itemsize`-byte pattern `value` into every element of the destination region
 // (src_strides are ignored).
 void fill_strided(uint8_t* dst, const StridedCopy& region, const uint8_t* value);

@@ -234,7 +234,7 @@ def test_items_far_apart_decode_only_their_blocks(tmp_path, order):
         sels = [(slice(None), 5, 7), (1, 200, slice(None, None, 100)), (0, 9, slice(None, 40))]
     for sel in sels:
         np.testing.assert_array_equal(ca[sel], data[sel])
-    with pytest.raises(zarrcrop.ChunkError, match="0.0.0"):
+    with pytest.raises(zarrcrop.ChunkError, match=r"0\.0\.0"):
         ca[...]
     with pytest.raises((ValueError, RuntimeError)):
         zarr.open_array(str(path), mode="r")[...]

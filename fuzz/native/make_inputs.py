@@ -134,7 +134,7 @@ def make_corpus(out: Path) -> int:
                     if kind == 5:
                         flags |= 0x40 if variant % 3 == 0 else 0
                     header = bytes([
-                        kind, flags, ndim - 1, *(list(chunk_sel) + [0])[:3],
+                        kind, flags, ndim - 1, *[*chunk_sel, 0][:3],
                         variant & 0x7, inner, variant % 97, (variant * 5) % 89, variant % 31,
                         variant & 0xFF, *[(variant * (d + 3)) % 47 for d in range(3)],
                         variant & 0xFF,

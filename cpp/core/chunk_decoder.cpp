@@ -19,9 +19,26 @@ namespace {
 // blocks that the destinations need.
 constexpr std::size_t kPartialReadMin = 64 * 1024;
 
+// Grow-only byte buffer left uninitialized: vector::resize zero-fills every byte it adds,
+// wasted work for a buffer that a read is about to overwrite (chunk files differ in size).
+class ByteBuffer {
+public:
+    uint8_t* get(std::size_t n) {
+        if (n > capacity_) {
+            data_.reset(new uint8_t[n]);
+            capacity_ = n;
+        }
+        return data_.get();
+    }
+
+private:
+    std::unique_ptr<uint8_t[]> data_;
+    std::size_t capacity_ = 0;
+};
+
 // Per-thread scratch, reused across chunks and reads: no allocation on the hot path once warm.
 struct WorkerScratch {
-    std::vector<uint8_t> file;
+    ByteBuffer file;  // a chunk file, or the header and block offsets of one
     std::vector<uint8_t> decoded;
     std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
     std::vector<uint8_t> block;     // one decoded block (block-by-block decoding)
@@ -192,9 +209,9 @@ void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches,
                     fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
                 return;
             }
-            s.file.resize(file.size());
-            file.read_at(0, file.size(), s.file.data());
-            cached = decode_whole(MutableBytes(s.file));
+            uint8_t* bytes = s.file.get(file.size());
+            file.read_at(0, file.size(), bytes);
+            cached = decode_whole(MutableBytes(bytes, file.size()));
             cache_->put(key, cached);
         }
         stitch_all(cached->data(), stitches, n);
@@ -216,9 +233,9 @@ void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
         stream_raw(file, 0, stitches, n);
         return;
     }
-    s.file.resize(file.size());
-    file.read_at(0, file.size(), s.file.data());
-    const uint8_t* base = decode_needed(MutableBytes(s.file), stitches, n);
+    uint8_t* bytes = s.file.get(file.size());
+    file.read_at(0, file.size(), bytes);
+    const uint8_t* base = decode_needed(MutableBytes(bytes, file.size()), stitches, n);
     if (base != nullptr) stitch_all(base, stitches, n);
 }
 
@@ -467,8 +484,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
                                                     std::size_t n) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
-    s.file.resize(size);  // shrinking keeps capacity; growing happens once per worker
-    uint8_t* buf = s.file.data();
+    uint8_t* buf = s.file.get(size);
     file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
     LoadedChunk c;
     c.bytes = MutableBytes(buf, size);

@@ -238,3 +238,43 @@ def test_items_far_apart_decode_only_their_blocks(tmp_path, order):
         ca[...]
     with pytest.raises((ValueError, RuntimeError)):
         zarr.open_array(str(path), mode="r")[...]
+
+
+@pytest.mark.parametrize("blocksize", [0, 4096, 2504, 1300])
+@pytest.mark.parametrize("spread", [2, 64])  # 1 bit of noise: small chunk files
+def test_unshuffle_into_output_rows(tmp_path, blocksize, spread):
+    """Bit-shuffled uint8 blocks are unshuffled straight into the output rows when a block has
+    one or two destinations, and through a block buffer for more: crops at every offset modulo
+    8 and 128, crops sharing blocks (read_crops with 1, 2 and 5 crops on the same chunk),
+    blocks whose size is not a multiple of 8 (Blosc1 leaves them unshuffled), chunk files
+    read whole (< 64 KiB) and block by block, all equal to zarr-python."""
+    shape, chunks = (2, 3, 282, 438), (1, 3, 141, 219)  # 92,637-byte chunks
+    rng = np.random.default_rng(blocksize + spread)
+    base = np.add.outer(np.arange(shape[2]) // 4, np.arange(shape[3]) // 4) % 200
+    data = ((base + rng.integers(0, spread, shape)) % 256).astype(np.uint8)
+    path = tmp_path / "u.zarr"
+    za = zarr.create_array(
+        store=str(path), shape=shape, chunks=chunks, dtype="uint8", zarr_format=2,
+        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE,
+                                    blocksize=blocksize),
+    )  # fmt: skip
+    za[...] = data
+    files = [p.read_bytes() for p in path.glob("*.*.*.*")]
+    big = [len(f) >= 64 * 1024 for f in files]  # read block by block, else read whole
+    assert all(big) if spread == 64 else not any(big), [len(f) for f in files]
+    assert not any(f[2] & 0x02 for f in files)  # compressed, not stored raw
+    ref = zarr.open_array(str(path), mode="r")
+    ca = zarrcrop.open(path)
+    assert ca.native, ca.fallback_reason
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 140, 2))
+        y = int(rng.integers(0, shape[2] - h + 1))
+        x = int(rng.integers(0, shape[3] - w + 1))
+        t = int(rng.integers(0, 2))
+        sel = (t, slice(None), slice(y, y + h), slice(x, x + w))
+        np.testing.assert_array_equal(ca[sel], ref[sel])
+        for n in (1, 2, 5):  # crops sharing this chunk's blocks: 1, 2 and 5 destinations
+            starts = np.array([[t, 0, y, min(x + k, shape[3] - w)] for k in range(n)])
+            got = ca.read_crops(starts, (1, 3, h, w))
+            for k, (tt, _, yy, xx) in enumerate(starts):
+                np.testing.assert_array_equal(got[k, 0], ref[tt, :, yy : yy + h, xx : xx + w])

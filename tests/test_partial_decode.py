@@ -156,6 +156,27 @@ def test_bitunshuffle_range_kernels(impl, n):
         assert out == items[a:b].tobytes(), (a, b)
 
 
+@pytest.mark.parametrize("typesize", [1, 2, 3, 4, 8, 16])
+def test_bitunshuffle_items_of_several_bytes(typesize):
+    """Windowed Blosc1 bit-unshuffle of multi-byte items (byte j of every item bit-shuffled
+    as its own 1-byte block, one after the other) equals slicing the items."""
+    n = 1024
+    rng = np.random.default_rng(typesize)
+    items = rng.integers(0, 256, (n, typesize), dtype=np.uint8)
+    planes = b""
+    for j in range(typesize):
+        bits = np.unpackbits(items[:, j].reshape(-1, 1), axis=1, bitorder="little")
+        planes += np.packbits(bits.T.reshape(8, -1), axis=1, bitorder="little").tobytes()
+    edges = [0, 1, 7, 8, 9, 127, 128, 129, 500, n - 129, n - 8, n - 1, n]
+    cases = [(a, b) for a in edges for b in edges if a <= b]
+    cases += [tuple(sorted(int(v) for v in rng.integers(0, n + 1, 2))) for _ in range(100)]
+    for a, b in cases:
+        got = zarrcrop._core._bitunshuffle_items(planes, typesize, a, b)
+        assert got == items[a:b].tobytes(), (a, b)
+    with pytest.raises(ValueError):
+        zarrcrop._core._bitunshuffle_items(planes[:-typesize], typesize, 0, 1)
+
+
 def test_bitunshuffle_range_rejects_bad_ranges():
     with pytest.raises(ValueError):
         zarrcrop._core._bitunshuffle_u8_range(bytes(64), 10, 5)
@@ -240,33 +261,54 @@ def test_items_far_apart_decode_only_their_blocks(tmp_path, order):
         zarr.open_array(str(path), mode="r")[...]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "blosc_typesize"),
+    [("uint8", 1), ("float16", 2), ("float32", 4), ("uint16", 1), ("uint8", 4), ("uint16", 8)],
+)
 @pytest.mark.parametrize("blocksize", [0, 4096, 2504, 1300])
-@pytest.mark.parametrize("spread", [2, 64])  # 1 bit of noise: small chunk files
-def test_unshuffle_into_output_rows(tmp_path, blocksize, spread):
-    """Bit-shuffled uint8 blocks are unshuffled straight into the output rows when a block has
-    one or two destinations, and through a block buffer for more: crops at every offset modulo
-    8 and 128, crops sharing blocks (read_crops with 1, 2 and 5 crops on the same chunk),
-    blocks whose size is not a multiple of 8 (Blosc1 leaves them unshuffled), chunk files
-    read whole (< 64 KiB) and block by block, all equal to zarr-python."""
-    shape, chunks = (2, 3, 282, 438), (1, 3, 141, 219)  # 92,637-byte chunks
+@pytest.mark.parametrize("spread", [2, 40])  # 1 bit of noise: small chunk files
+def test_unshuffle_into_output_rows(tmp_path, dtype, blosc_typesize, blocksize, spread):
+    """Bit-shuffled blocks are unshuffled straight into the output rows when a block has one
+    or two destinations, and through a block buffer for more: crops at every offset modulo 8
+    and 128, crops sharing blocks (read_crops with 1, 2 and 5 crops on the same chunk),
+    blocks whose item count is not a multiple of 8 (Blosc1 leaves them unshuffled), chunk
+    files read whole (< 64 KiB) and block by block, Blosc items of other sizes than the
+    array's (rows cut inside Blosc items), all equal to zarr-python."""
+    shape, chunks = (2, 3, 280, 440), (1, 3, 140, 220)  # 92,400 items per chunk
     rng = np.random.default_rng(blocksize + spread)
     base = np.add.outer(np.arange(shape[2]) // 4, np.arange(shape[3]) // 4) % 200
-    data = ((base + rng.integers(0, spread, shape)) % 256).astype(np.uint8)
+    data = ((base + rng.integers(0, spread, shape)) % 256).astype(dtype)
+    if data.dtype.kind == "f":
+        data = data * np.asarray(0.37, dtype)
     path = tmp_path / "u.zarr"
+    codec = numcodecs.Blosc(
+        cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=blocksize
+    )
     za = zarr.create_array(
-        store=str(path), shape=shape, chunks=chunks, dtype="uint8", zarr_format=2,
-        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE,
-                                    blocksize=blocksize),
+        store=str(path), shape=shape, chunks=chunks, dtype=dtype, zarr_format=2,
+        compressors=codec,
     )  # fmt: skip
     za[...] = data
+    if blosc_typesize != data.itemsize:  # re-encode with Blosc items of another size
+        for chunk in path.glob("*.*.*.*"):
+            t, _, i, j = (int(v) for v in chunk.name.split("."))
+            part = np.ascontiguousarray(
+                data[t, :, i * 140 : (i + 1) * 140, j * 220 : (j + 1) * 220]
+            )
+            encoded = codec.encode(part.view(f"u{blosc_typesize}"))
+            assert encoded[3] == blosc_typesize
+            chunk.write_bytes(encoded)
     files = [p.read_bytes() for p in path.glob("*.*.*.*")]
     big = [len(f) >= 64 * 1024 for f in files]  # read block by block, else read whole
-    assert all(big) if spread == 64 else not any(big), [len(f) for f in files]
+    if spread == 40:
+        assert all(big), [len(f) for f in files]
+    elif dtype == "uint8":
+        assert not any(big), [len(f) for f in files]
     assert not any(f[2] & 0x02 for f in files)  # compressed, not stored raw
     ref = zarr.open_array(str(path), mode="r")
     ca = zarrcrop.open(path)
     assert ca.native, ca.fallback_reason
-    for _ in range(60):
+    for _ in range(40):
         h, w = (int(v) for v in rng.integers(1, 140, 2))
         y = int(rng.integers(0, shape[2] - h + 1))
         x = int(rng.integers(0, shape[3] - w + 1))
@@ -278,3 +320,36 @@ def test_unshuffle_into_output_rows(tmp_path, blocksize, spread):
             got = ca.read_crops(starts, (1, 3, h, w))
             for k, (tt, _, yy, xx) in enumerate(starts):
                 np.testing.assert_array_equal(got[k, 0], ref[tt, :, yy : yy + h, xx : xx + w])
+
+
+@pytest.mark.parametrize("shuffle", ["bitshuffle", "shuffle", "noshuffle"])
+@pytest.mark.parametrize(
+    ("dtype", "typesize"), [("uint8", 4), ("uint8", 3), ("float32", 2), ("int16", 8)]
+)
+def test_blosc_typesize_other_than_the_item_size(tmp_path, shuffle, dtype, typesize):
+    """zarr v3's blosc codec records its typesize apart from the data type (the spec makes
+    Blosc a bytes-to-bytes codec), so zarr-python writes, say, uint8 arrays shuffled as 4-byte
+    items: read natively, equal to zarr-python (they were rejected as malformed before)."""
+    shape = SHAPE
+    rng = np.random.default_rng(typesize)
+    base = np.add.outer(np.arange(shape[2]) // 3, np.arange(shape[3]) // 5) % 100
+    data = (base + rng.integers(0, 30, shape)).astype(dtype)
+    path = tmp_path / "ts.zarr"
+    codec = zarr.codecs.BloscCodec(typesize=typesize, cname="zstd", clevel=3, shuffle=shuffle)
+    za = zarr.create_array(
+        store=str(path), shape=shape, chunks=(1, 3, 140, 250), dtype=dtype, zarr_format=3,
+        compressors=[codec],
+    )  # fmt: skip
+    za[...] = data
+    raw = (path / "c" / "0" / "0" / "0" / "0").read_bytes()
+    assert raw[3] == typesize
+    ca = zarrcrop.open(path)
+    assert ca.native, ca.fallback_reason
+    ref = np.asarray(za[...])  # zarr-python (no negative steps): the reference
+    np.testing.assert_array_equal(ref, data)
+    for sel in [*_selections(rng, 12), (Ellipsis,)]:
+        np.testing.assert_array_equal(ca[sel], ref[sel], err_msg=str(sel))
+    starts = np.array([[0, 0, 5, 7], [1, 0, 100, 200], [1, 0, 0, 3]])
+    got = ca.read_crops(starts, (1, 3, 50, 60))
+    for k, (t, _, y, x) in enumerate(starts):
+        np.testing.assert_array_equal(got[k, 0], ref[t, :, y : y + 50, x : x + 60])

@@ -54,4 +54,23 @@ void register_runtime(py::module_& m) {
         },
         py::arg("data"), py::arg("start"), py::arg("stop"), py::arg("impl") = "auto",
         "Test hook: items [start, stop) of a bit-shuffled block of 1-byte items.");
+    m.def(
+        "_bitunshuffle_items",
+        [](const py::bytes& data, std::size_t typesize, std::size_t start,
+           std::size_t stop) -> py::bytes {
+            const std::string src = data;
+            if (typesize == 0 || src.size() % typesize != 0 || (src.size() / typesize) % 8 != 0)
+                throw std::invalid_argument("need a multiple of 8 items of typesize bytes");
+            const std::size_t n = src.size() / typesize;
+            if (start > stop || stop > n)
+                throw std::invalid_argument("need 0 <= start <= stop <= items");
+            std::string dst((stop - start) * typesize, '\0');
+            std::string tmp(dst.size(), '\0');
+            zarrcrop::blosc1_bitunshuffle_items(
+                reinterpret_cast<const uint8_t*>(src.data()), n, typesize, start, stop,
+                reinterpret_cast<uint8_t*>(dst.data()), reinterpret_cast<uint8_t*>(tmp.data()));
+            return py::bytes(dst);
+        },
+        py::arg("data"), py::arg("typesize"), py::arg("start"), py::arg("stop"),
+        "Test hook: items [start, stop) of a Blosc1 bit-shuffled block of typesize-byte items.");
 }

@@ -344,4 +344,17 @@ void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
     std::memcpy(dst + done, src + done, bytes - done);
 }
 
+void blosc1_bitunshuffle_items(const uint8_t* src, std::size_t n, std::size_t typesize,
+                               std::size_t i0, std::size_t i1, uint8_t* dst, uint8_t* tmp) {
+    if (i1 <= i0) return;
+    if (typesize == 1) {
+        bitunshuffle_u8_range(src, n / 8, i0, i1, dst);
+        return;
+    }
+    const std::size_t m = i1 - i0;
+    for (std::size_t j = 0; j < typesize; ++j)
+        bitunshuffle_u8_range(src + j * n, n / 8, i0, i1, tmp + j * m);
+    interleave(tmp, dst, m, typesize);
+}
+
 }  // namespace zarrcrop

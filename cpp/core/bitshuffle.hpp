@@ -37,6 +37,12 @@ void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::si
 void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
                          std::size_t typesize, uint8_t* tmp);
 
+// Items [i0, i1) of a block blosc1_bitunshuffle would undo (n items of `typesize` bytes, n a
+// multiple of 8, src its 8 * typesize bit planes) to dst: only the 8-item groups the range
+// touches are unshuffled. `tmp` holds (i1 - i0) * typesize bytes (unused for 1-byte items).
+void blosc1_bitunshuffle_items(const uint8_t* src, std::size_t n, std::size_t typesize,
+                               std::size_t i0, std::size_t i1, uint8_t* dst, uint8_t* tmp);
+
 // Individual implementations, for tests: "portable", "sse2", "gfni". Returns false when the
 // implementation is not available on this build or CPU.
 bool bitunshuffle_u8_with(const char* impl, const uint8_t* src, uint8_t* dst, std::size_t n);

@@ -47,7 +47,7 @@ const char* codec_name(int code) {
 }  // namespace
 
 BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
-                                  std::size_t expected_nbytes, std::size_t itemsize) {
+                                  std::size_t expected_nbytes) {
     if (size < kHeaderSize)
         bad("file has " + std::to_string(size) + " bytes, shorter than the 16-byte header");
     BloscHeader h;
@@ -72,10 +72,10 @@ BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
             std::to_string(expected_nbytes));
     if (static_cast<int64_t>(h.cbytes) > static_cast<int64_t>(h.nbytes) + 16)
         bad("compressed size exceeds decompressed size plus header");
+    // Any other typesize is valid: it only says how the writer shuffled and split the bytes
+    // (zarr v3's blosc codec records it apart from the data type, e.g. typesize 4 for uint8),
+    // and the decoders below handle every value.
     if (h.typesize == 0) bad("typesize 0");
-    if (h.typesize != itemsize && h.typesize != 1)
-        bad("typesize " + std::to_string(h.typesize) + " does not match the item size " +
-            std::to_string(itemsize));
     if (h.blocksize <= 0 || h.blocksize > h.nbytes)
         bad("invalid block size " + std::to_string(h.blocksize));
     if (h.memcpyed()) {
@@ -191,9 +191,9 @@ void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_
     }
 }
 
-BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
-                                 std::size_t itemsize) {
-    const BloscHeader h = validate_blosc_header(src, size, expected_nbytes, itemsize);
+BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size,
+                                 std::size_t expected_nbytes) {
+    const BloscHeader h = validate_blosc_header(src, size, expected_nbytes);
     if (!h.memcpyed()) validate_blosc_streams(h, src, blosc_block_extents(h, src, size), nullptr);
     return h;
 }

@@ -35,9 +35,9 @@ struct BlockExtent {
 // throws ChunkError saying what is wrong (callers add the array and chunk key).
 //
 // Checks the 16-byte header at src against the chunk's total length `size`, the decoded size
-// the chunk shape needs and the item size.
+// the chunk shape needs. Any typesize but 0 is accepted (it need not be the item size).
 BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
-                                  std::size_t expected_nbytes, std::size_t itemsize);
+                                  std::size_t expected_nbytes);
 // Bytes at the chunk's start holding the header and the block offset table.
 std::size_t blosc_prefix_bytes(const BloscHeader& h);
 // From the offset table (src must hold the prefix): each block's extent, checked to lie after
@@ -54,8 +54,8 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
 void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b);
 // All of the above for a chunk held whole in memory.
-BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes,
-                                 std::size_t itemsize);
+BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size,
+                                 std::size_t expected_nbytes);
 
 class ZstdDecoder;
 

@@ -156,15 +156,34 @@ double thread_cpu_seconds() {
 // (more: once into a buffer, then copies, cheaper than unshuffling the shared rows repeatedly).
 constexpr std::size_t kFusedStitches = 2;
 
+// A decoded, still bit-shuffled block (see blosc1_bitunshuffle_items) for unshuffle_run.
 struct Planes {
     const uint8_t* data;
-    std::size_t planes;
+    std::size_t items;     // a multiple of 8
+    std::size_t typesize;
+    uint8_t* tmp;          // block-sized scratch
 };
 
 void unshuffle_run(const void* ctx, int64_t pos, int64_t len, uint8_t* dst) {
     const auto* p = static_cast<const Planes*>(ctx);
-    bitunshuffle_u8_range(p->data, p->planes, static_cast<std::size_t>(pos),
-                          static_cast<std::size_t>(pos + len), dst);
+    const std::size_t t = p->typesize;
+    const auto a = static_cast<std::size_t>(pos);
+    const auto b = static_cast<std::size_t>(pos + len);
+    if (t == 1) {
+        bitunshuffle_u8_range(p->data, p->items / 8, a, b, dst);
+        return;
+    }
+    // Whole items straight to dst; a run cut inside items (the array's items differ from
+    // Blosc's) goes through the scratch's upper half.
+    const std::size_t i0 = a / t;
+    const std::size_t i1 = (b + t - 1) / t;
+    if (a % t == 0 && b % t == 0) {
+        blosc1_bitunshuffle_items(p->data, p->items, t, i0, i1, dst, p->tmp);
+        return;
+    }
+    uint8_t* items = p->tmp + p->items * t;
+    blosc1_bitunshuffle_items(p->data, p->items, t, i0, i1, items, p->tmp);
+    std::memcpy(dst, items + (a - i0 * t), b - a);
 }
 
 }  // namespace
@@ -305,7 +324,7 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file, std::size_t want) const {
                 break;
             }
             case Codec::Blosc: {  // always the first codec (validated), so the last decoded
-                const BloscHeader h = validate_blosc_chunk(data, size, chunk_bytes_, spec_.itemsize);
+                const BloscHeader h = validate_blosc_chunk(data, size, chunk_bytes_);
                 if (h.memcpyed()) {
                     data += 16;
                     size = chunk_bytes_;
@@ -342,8 +361,7 @@ ChunkBytes ChunkDecoder::decode_whole(MutableBytes file) const {
         std::memcpy(out->data(), file.data(), chunk_bytes_);
         return out;
     }
-    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_,
-                                               spec_.itemsize);
+    const BloscHeader h = validate_blosc_chunk(file.data(), file.size(), chunk_bytes_);
     if (h.memcpyed())
         std::memcpy(out->data(), file.data() + 16, chunk_bytes_);
     else
@@ -409,14 +427,18 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         return;
     }
     WorkerScratch& s = scratch();
-    if (stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && h.typesize == 1) {
-        // Bit-shuffled 1-byte items: unshuffle each destination's rows straight from the
-        // decoded planes into the output, only the 8-item groups they touch.
+    if (stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && h.typesize >= 1) {
+        // Bit shuffle: unshuffle each destination's rows straight from the decoded planes
+        // into the output, only the 8-item groups they touch.
         const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
-        if (bytes % 8 == 0) {  // else Blosc1 left the block unshuffled
+        const auto t = static_cast<std::size_t>(h.typesize);
+        // Else Blosc1 left the block unshuffled, or left bytes after the last item as they
+        // are: the block-buffer path below handles those.
+        if (bytes % t == 0 && (bytes / t) % 8 == 0) {
             if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
+            if (t > 1 && s.block_tmp.size() < 2 * bytes) s.block_tmp.resize(2 * bytes);
             decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
-            const Planes planes{s.block_raw.data(), bytes / 8};
+            const Planes planes{s.block_raw.data(), bytes / t, t, s.block_tmp.data()};
             for (std::size_t i = 0; i < n; ++i)
                 copy_window_runs(lo, lo + static_cast<int64_t>(bytes), stitches[i].src_offset,
                                  stitches[i].dst, stitches[i].region, unshuffle_run, &planes);
@@ -469,8 +491,7 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
         check_uncompressed_size(file.size());
         return file.data();
     }
-    const BloscHeader h = validate_blosc_header(file.data(), file.size(), chunk_bytes_,
-                                                spec_.itemsize);
+    const BloscHeader h = validate_blosc_header(file.data(), file.size(), chunk_bytes_);
     // Incompressible data is stored raw after the header: stitching copies only what is needed.
     if (h.memcpyed()) return file.data() + 16;
     const std::vector<BlockExtent> extents = blosc_block_extents(h, file.data(), file.size());
@@ -488,7 +509,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
     LoadedChunk c;
     c.bytes = MutableBytes(buf, size);
-    c.h = validate_blosc_header(buf, size, chunk_bytes_, spec_.itemsize);
+    c.h = validate_blosc_header(buf, size, chunk_bytes_);
     c.whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
     const BloscHeader& h = c.h;
     const auto nblocks = static_cast<std::size_t>(h.nblocks());

@@ -157,6 +157,17 @@ double thread_cpu_seconds() {
 constexpr std::size_t kFusedStitches = 2;
 
 // A decoded, still bit-shuffled block (see blosc1_bitunshuffle_items) for unshuffle_run.
+// Rows long enough for unshuffling them one by one to beat unshuffling the whole block: the
+// innermost dimension contiguous in both buffers and at least one 128-item SIMD step long.
+// (Strided innermost dimensions would make one call per item; short rows cost two cut steps
+// each.)
+bool rows_fusable(const StridedCopy& r) {
+    if (r.ndim == 0) return false;
+    const std::size_t d = r.ndim - 1;
+    const auto item = static_cast<int64_t>(r.itemsize);
+    return r.src_strides[d] == item && r.dst_strides[d] == item && r.counts[d] * item >= 128;
+}
+
 struct Planes {
     const uint8_t* data;
     std::size_t items;     // a multiple of 8
@@ -427,7 +438,11 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         return;
     }
     WorkerScratch& s = scratch();
-    if (stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && h.typesize >= 1) {
+    const bool byte_shuffle = (h.flags & 0x01) != 0 && h.typesize > 1;  // as decode_block_to
+    bool fusable = stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && !byte_shuffle &&
+                   h.typesize >= 1;
+    for (std::size_t i = 0; fusable && i < n; ++i) fusable = rows_fusable(stitches[i].region);
+    if (fusable) {
         // Bit shuffle: unshuffle each destination's rows straight from the decoded planes
         // into the output, only the 8-item groups they touch.
         const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));

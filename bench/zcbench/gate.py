@@ -16,7 +16,14 @@ from typing import Any
 
 from .results import STATS, Run, gate_ratios, load_run
 
-__all__ = ["DEFAULT_BASELINES", "DEFAULT_TOLERANCE", "compare", "main", "write_baselines"]
+__all__ = [
+    "DEFAULT_BASELINES",
+    "DEFAULT_TOLERANCE",
+    "compare",
+    "main",
+    "regressed_cases",
+    "write_baselines",
+]
 
 DEFAULT_BASELINES = Path(__file__).resolve().parent.parent / "baselines.json"
 DEFAULT_TOLERANCE = 0.10
@@ -51,6 +58,17 @@ def compare(
             status = "ok"
         rows.append((key, base, now, status))
     return rows
+
+
+def regressed_cases(
+    json_path: Path, baselines_path: Path = DEFAULT_BASELINES, tolerance: float | None = None
+) -> list[str]:
+    """The gate keys (``<case>/loop``, ``<case>/batch``) of ``json_path`` that regress."""
+    data = _load_baselines(baselines_path)
+    tol = float(tolerance if tolerance is not None else data.get("tolerance", DEFAULT_TOLERANCE))
+    current = gate_ratios(load_run(json_path, str(data.get("stat", "mean"))))
+    rows = compare(current, data.get("baselines", {}), tol)
+    return [key for key, _, _, status in rows if status == "REGRESSION"]
 
 
 def write_baselines(

@@ -32,6 +32,7 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from zcbench import gate, report  # noqa: E402
+from zcbench.results import gate_ratios, load_run  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +138,7 @@ def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str]) -
         sys.executable,
         "-m",
         "pytest",
-        os.path.relpath(BENCH_DIR / "test_crops.py", ROOT),
+        os.path.relpath(BENCH_DIR, ROOT),
         f"--benchmark-json={rerun}",
         "--benchmark-columns=min,mean,median,stddev,rounds",
         *_without_k(pytest_args),
@@ -152,8 +153,9 @@ def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str]) -
         return gate.EXIT_REGRESSION
     print()
     gate.main([str(rerun)])
+    rerun_keys = set(gate_ratios(load_run(rerun)))
     again = set(gate.regressed_cases(rerun))
-    confirmed = [key for key in first if key in again]
+    confirmed = [key for key in first if key in again or key not in rerun_keys]
     if confirmed:
         print(f"\ngate: FAIL, regressed in both runs: {', '.join(confirmed)}")
         return gate.EXIT_REGRESSION

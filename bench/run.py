@@ -68,16 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)
 
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        os.path.relpath(BENCH_DIR, ROOT),
-        f"--benchmark-json={json_path}",
-        "--benchmark-columns=min,mean,median,stddev,rounds",
-        "--benchmark-sort=name",
-        *pytest_args,
-    ]
+    command = _pytest_command(json_path, [*pytest_args])
     env = dict(os.environ)
     env["ZARRCROP_BENCH_COMMAND"] = shlex.join(["python", "bench/run.py", *argv])
     print("+", shlex.join(command), flush=True)
@@ -111,6 +102,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return pytest_rc or gate_rc or report_rc
 
 
+def _pytest_command(json_path: Path, pytest_args: Sequence[str]) -> list[str]:
+    """``python -m pytest bench`` writing its benchmark JSON to json_path."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        os.path.relpath(BENCH_DIR, ROOT),
+        f"--benchmark-json={json_path}",
+        "--benchmark-columns=min,mean,median,stddev,rounds",
+        "--benchmark-sort=name",
+        *pytest_args,
+    ]
+
+
 def _without_k(args: Sequence[str]) -> list[str]:
     """pytest arguments without their -k selection (the rerun selects its own cases)."""
     out: list[str] = []
@@ -134,17 +139,7 @@ def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str]) -
     expr = " or ".join(f"{case}-zarrcrop or {case}-zarr-python" for case in cases)
     rerun = json_path.with_name(json_path.stem + "-confirm.json")
     rerun.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        os.path.relpath(BENCH_DIR, ROOT),
-        f"--benchmark-json={rerun}",
-        "--benchmark-columns=min,mean,median,stddev,rounds",
-        *_without_k(pytest_args),
-        "-k",
-        expr,
-    ]
+    command = _pytest_command(rerun, [*_without_k(pytest_args), "-k", expr])
     print(f"\nbench/run.py: confirming {', '.join(first)} with a second run", flush=True)
     print("+", shlex.join(command), flush=True)
     subprocess.run(command, cwd=ROOT, env=env, check=False)

@@ -8,6 +8,7 @@
 void register_runtime(py::module_& m) {
     m.def("set_num_threads", &zarrcrop::set_num_threads, py::arg("n"),
           "Size the native thread pool (the calling thread counts as one).");
+    m.attr("MAX_THREADS") = zarrcrop::kMaxThreads;
     m.def("get_num_threads", &zarrcrop::get_num_threads,
           "Size of the native thread pool (default: CPUs in this process's affinity mask).");
     m.def("available_cpus", &zarrcrop::available_cpus,

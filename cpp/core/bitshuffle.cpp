@@ -128,7 +128,6 @@ bool cpu_has_gfni() {
 #endif
 #endif
 
-
 // Items [8g, 8g + 128) of a bit-shuffled block (planes bytes per plane, g + 16 <= planes) to
 // out: one 16-group step of the kernels above.
 using UnitFn = void (*)(const uint8_t* src, std::size_t planes, std::size_t g, uint8_t* out);
@@ -327,11 +326,11 @@ void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::si
 
 void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
                          std::size_t typesize, uint8_t* tmp) {
-    const std::size_t n = typesize > 0 ? bytes / typesize : 0;
-    if (typesize == 0 || n % 8 != 0) {
+    if (!blosc1_block_bitshuffled(bytes, typesize)) {
         std::memcpy(dst, src, bytes);  // Blosc1 left such a block unshuffled
         return;
     }
+    const std::size_t n = bytes / typesize;
     if (typesize == 1) {
         bitunshuffle_u8(src, dst, n);
     } else {

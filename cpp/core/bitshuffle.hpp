@@ -36,6 +36,11 @@ void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::si
 // bytes; src, dst and tmp must not overlap.
 void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
                          std::size_t typesize, uint8_t* tmp);
+// True when a Blosc1 block of `bytes` bytes with this typesize was bit-shuffled: its item
+// count is a multiple of 8 (else it was stored as it is).
+inline bool blosc1_block_bitshuffled(std::size_t bytes, std::size_t typesize) {
+    return typesize > 0 && (bytes / typesize) % 8 == 0;
+}
 
 // Items [i0, i1) of a block blosc1_bitunshuffle would undo (n items of `typesize` bytes, n a
 // multiple of 8, src its 8 * typesize bit planes) to dst: only the 8-item groups the range

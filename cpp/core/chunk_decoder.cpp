@@ -156,7 +156,6 @@ double thread_cpu_seconds() {
 // (more: once into a buffer, then copies, cheaper than unshuffling the shared rows repeatedly).
 constexpr std::size_t kFusedStitches = 2;
 
-// A decoded, still bit-shuffled block (see blosc1_bitunshuffle_items) for unshuffle_run.
 // Rows long enough for unshuffling them one by one to beat unshuffling the whole block: the
 // innermost dimension contiguous in both buffers and at least one 128-item SIMD step long.
 // (Strided innermost dimensions would make one call per item; short rows cost two cut steps
@@ -168,6 +167,7 @@ bool rows_fusable(const StridedCopy& r) {
     return r.src_strides[d] == item && r.dst_strides[d] == item && r.counts[d] * item >= 128;
 }
 
+// A decoded, still bit-shuffled block (see blosc1_bitunshuffle_items) for unshuffle_run.
 struct Planes {
     const uint8_t* data;
     std::size_t items;     // a multiple of 8
@@ -403,6 +403,12 @@ std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitch
     return needed;
 }
 
+ChunkDecoder::Filter ChunkDecoder::block_filter(const BloscHeader& h) {
+    // Blosc1's precedence: byte shuffle when its flag is set and items have several bytes.
+    if ((h.flags & 0x01) != 0 && h.typesize > 1) return Filter::Byte;
+    return (h.flags & 0x04) != 0 ? Filter::Bit : Filter::None;
+}
+
 bool ChunkDecoder::streams_direct(const BloscHeader& h) {
     // 0x08: C-Blosc2 would apply its delta filter (zarr never writes it): left to C-Blosc2.
     return blosc_streams_decodable(h) && (h.flags & 0x08) == 0;
@@ -412,16 +418,15 @@ void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, s
                                    int32_t b, uint8_t* out) const {
     WorkerScratch& s = scratch();
     const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
-    const bool bit = (h.flags & 0x04) != 0;
-    const bool byte = (h.flags & 0x01) != 0 && h.typesize > 1;
-    if (!bit && !byte) {
+    const Filter filter = block_filter(h);
+    if (filter == Filter::None) {
         decode_block_streams(h, block, len, b, out, s.zstd());
         return;
     }
     // Undo the shuffle right after decoding, while the block is in cache.
     if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
     decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
-    if (byte) {
+    if (filter == Filter::Byte) {
         byte_unshuffle(s.block_raw.data(), out, bytes, h.typesize);
         return;
     }
@@ -438,9 +443,7 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         return;
     }
     WorkerScratch& s = scratch();
-    const bool byte_shuffle = (h.flags & 0x01) != 0 && h.typesize > 1;  // as decode_block_to
-    bool fusable = stitch && n <= kFusedStitches && (h.flags & 0x04) != 0 && !byte_shuffle &&
-                   h.typesize >= 1;
+    bool fusable = stitch && n <= kFusedStitches && block_filter(h) == Filter::Bit;
     for (std::size_t i = 0; fusable && i < n; ++i) fusable = rows_fusable(stitches[i].region);
     if (fusable) {
         // Bit shuffle: unshuffle each destination's rows straight from the decoded planes
@@ -449,7 +452,7 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         const auto t = static_cast<std::size_t>(h.typesize);
         // Else Blosc1 left the block unshuffled, or left bytes after the last item as they
         // are: the block-buffer path below handles those.
-        if (bytes % t == 0 && (bytes / t) % 8 == 0) {
+        if (bytes % t == 0 && blosc1_block_bitshuffled(bytes, t)) {
             if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
             if (t > 1 && s.block_tmp.size() < 2 * bytes) s.block_tmp.resize(2 * bytes);
             decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());

@@ -42,8 +42,8 @@ struct Stitch {
 void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need);
 
 // A chunk whose needed Blosc blocks are decoded one at a time, each on any thread
-// (ChunkDecoder::process_or_plan, then decode_block): the file is open and its header and block offsets are
-// read and validated; the blocks' bytes are not read yet.
+// (ChunkDecoder::process_or_plan, then decode_block): the file is open and its header and
+// block offsets are read and validated; the blocks' bytes are not read yet.
 struct BlockJob {
     ChunkFile file;
     BloscHeader h;
@@ -138,6 +138,9 @@ private:
     // True when decode_block_to decodes this chunk's blocks itself (zstd or lz4 streams, any
     // shuffle filter; not the delta filter) instead of C-Blosc2.
     static bool streams_direct(const BloscHeader& h);
+    // The shuffle filter a block of this chunk went through.
+    enum class Filter { None, Byte, Bit };
+    static Filter block_filter(const BloscHeader& h);
     // Decodes block b (its `len` validated bytes at `block`) into `out`, which receives its
     // decoded, unshuffled bytes.
     void decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,

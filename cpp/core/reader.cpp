@@ -180,9 +180,12 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
             crop_bytes = SIZE_MAX;  // never equals a real buffer's size (unless zero-sized)
     }
     std::size_t all_bytes = 0;
-    if (__builtin_mul_overflow(crop_bytes, n, &all_bytes) || all_bytes != out_nbytes)
-        throw std::invalid_argument("output buffer has " + std::to_string(out_nbytes) +
-                                    " bytes, the crops need " + std::to_string(crop_bytes * n));
+    const bool too_many = __builtin_mul_overflow(crop_bytes, n, &all_bytes) ||
+                          crop_bytes == SIZE_MAX;
+    if (too_many || all_bytes != out_nbytes)
+        throw std::invalid_argument(
+            "output buffer has " + std::to_string(out_nbytes) + " bytes, the crops need " +
+            (too_many ? std::string("more than 2**64") : std::to_string(all_bytes)));
     ChunkWork by_chunk;
     if (n == 0) return by_chunk;
 

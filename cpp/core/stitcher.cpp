@@ -190,8 +190,18 @@ struct Window {
     }
 };
 
-void walk_window(Window& w, int64_t src_offset, uint8_t* dst) {
-    const StridedCopy& region = *w.r;
+// Copies the region's bytes inside [lo, hi): from `base` (source offset lo), or through
+// `copy` when it is set.
+void walk_window(int64_t lo, int64_t hi, int64_t src_offset, uint8_t* dst,
+                 const StridedCopy& region, const uint8_t* base, RunCopy copy, const void* ctx) {
+    if (hi <= lo) return;
+    Window w;
+    w.base = base;
+    w.lo = lo;
+    w.hi = hi;
+    w.r = &region;
+    w.copy = copy;
+    w.ctx = ctx;
     const std::size_t nd = region.ndim;
     w.span_lo[nd] = 0;
     w.span_hi[nd] = static_cast<int64_t>(region.itemsize);
@@ -207,26 +217,12 @@ void walk_window(Window& w, int64_t src_offset, uint8_t* dst) {
 
 void copy_strided_window(const uint8_t* window, int64_t lo, int64_t hi, int64_t src_offset,
                          uint8_t* dst, const StridedCopy& region) {
-    if (hi <= lo) return;
-    Window w;
-    w.base = window;
-    w.lo = lo;
-    w.hi = hi;
-    w.r = &region;
-    walk_window(w, src_offset, dst);
+    walk_window(lo, hi, src_offset, dst, region, window, nullptr, nullptr);
 }
 
 void copy_window_runs(int64_t lo, int64_t hi, int64_t src_offset, uint8_t* dst,
                       const StridedCopy& region, RunCopy copy, const void* ctx) {
-    if (hi <= lo) return;
-    Window w;
-    w.base = nullptr;
-    w.lo = lo;
-    w.hi = hi;
-    w.r = &region;
-    w.copy = copy;
-    w.ctx = ctx;
-    walk_window(w, src_offset, dst);
+    walk_window(lo, hi, src_offset, dst, region, nullptr, copy, ctx);
 }
 
 }  // namespace zarrcrop

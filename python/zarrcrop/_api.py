@@ -103,8 +103,8 @@ def open_group(
     return CropGroup(group, strict=strict, cache_bytes=cache_bytes)
 
 
-#: Largest native thread pool set_num_threads accepts.
-MAX_THREADS = 1024
+#: Largest native thread pool set_num_threads accepts (the C++ core's limit).
+MAX_THREADS: int = _core.MAX_THREADS
 
 
 def set_num_threads(n: int) -> None:

@@ -1,7 +1,15 @@
-// Process-wide runtime: thread pool settings, library versions, and test hooks for kernels.
+// Process-wide runtime: thread pool and file mapping settings, library versions, and test
+// hooks for kernels and the SIGBUS guard.
+#include <unistd.h>
+
+#include <cstdint>
+
 #include "../core/bitshuffle.hpp"
 #include "../core/blosc_decoder.hpp"
 #include "../core/codecs.hpp"
+#include "../core/chunk_source.hpp"
+#include "../core/errors.hpp"
+#include "../core/file_map.hpp"
 #include "../core/thread_pool.hpp"
 #include "bindings.hpp"
 
@@ -13,6 +21,68 @@ void register_runtime(py::module_& m) {
           "Size of the native thread pool (default: CPUs in this process's affinity mask).");
     m.def("available_cpus", &zarrcrop::available_cpus,
           "CPUs this process may run on (sched_getaffinity).");
+    m.def(
+        "set_map_limit",
+        [](std::size_t nbytes) { zarrcrop::process_mappings().set_limit(nbytes); },
+        py::arg("nbytes"),
+        "Most bytes of chunk files kept mapped between reads (0: read with pread only).");
+    m.def(
+        "get_map_limit", [] { return zarrcrop::process_mappings().limit(); },
+        "Most bytes of chunk files kept mapped between reads.");
+    m.attr("DEFAULT_MAP_LIMIT") = zarrcrop::kDefaultMapLimit;
+    m.def(
+        "map_info",
+        [] {
+            const zarrcrop::MapStats st = zarrcrop::process_mappings().stats();
+            py::dict d;
+            d["limit"] = st.limit;
+            d["mapped"] = st.mapped;
+            d["files"] = st.files;
+            d["hits"] = st.hits;
+            d["misses"] = st.misses;
+            return d;
+        },
+        "Mapped chunk files: limit and mapped bytes, files held, hits and misses.");
+    m.def(
+        "_mapped_read_probe",
+        [](const std::string& path, std::size_t offset, std::size_t length,
+           std::int64_t shrink_to) -> py::bytes {
+            // Opens `path` as a chunk file, maps it through the process cache, optionally
+            // truncates it (as another process might, between a read's open and its
+            // decoding), then copies [offset, offset + length) out of the mapping under the
+            // SIGBUS guard and checks the file after, as decode_block and check_mapped_file do.
+            std::string out;
+            {
+                py::gil_scoped_release release;
+                const std::size_t slash = path.find_last_of('/');
+                const zarrcrop::FileChunkSource source(
+                    slash == std::string::npos ? "." : path.substr(0, slash));
+                const zarrcrop::ChunkFile file = source.open(
+                    slash == std::string::npos ? path : path.substr(slash + 1), SIZE_MAX);
+                if (!file.is_open()) throw std::invalid_argument("no file " + path);
+                const zarrcrop::MappingRef m = zarrcrop::process_mappings().get(file);
+                if (!m) throw std::runtime_error("not mapped (mapping off or file too large)");
+                if (offset > m->size() || length > m->size() - offset)
+                    throw std::out_of_range("range outside the file");
+                if (shrink_to >= 0 && ::truncate(path.c_str(), shrink_to) != 0)
+                    throw std::runtime_error("truncate failed");
+                out.resize(length);
+                {
+                    const zarrcrop::MappedReadGuard guard(*m);
+                    const volatile uint8_t* src = m->data() + offset;
+                    for (std::size_t i = 0; i < length; ++i) out[i] = static_cast<char>(src[i]);
+                }
+                if (!zarrcrop::mapping_intact(*m, file.fd()))
+                    throw zarrcrop::ChunkError("chunk file " + path +
+                                               " changed size while it was read");
+            }
+            return py::bytes(out);
+        },
+        py::arg("path"), py::arg("offset"), py::arg("length"), py::arg("shrink_to") = -1,
+        "Test hook: read bytes of a file through the mapping cache and the SIGBUS guard.");
+    m.def(
+        "clear_maps", [] { zarrcrop::process_mappings().clear(); },
+        "Unmap every chunk file held (each once no read uses it) and reset the counters.");
     m.attr("blosc_version") = zarrcrop::blosc_library_version();
     m.def("gzip_available", &zarrcrop::gzip_available,
           "Whether gzip chunks can be decoded natively (the bundled zlib-ng is version 2).");

@@ -157,8 +157,8 @@ bool blosc_streams_decodable(const BloscHeader& h) {
 
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
-    // The same walk as validate_blosc_block, which has accepted every size and offset.
-    (void)len;
+    // The same walk as validate_blosc_block. Each size is checked again where it is used:
+    // the block may be a mapping of a file that someone rewrites meanwhile.
     const int32_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
     const int32_t nstreams =
@@ -166,8 +166,13 @@ void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_
     const auto stream_bytes = static_cast<std::size_t>(block_bytes / nstreams);
     std::size_t pos = 0;
     for (int32_t s = 0; s < nstreams; ++s) {
-        const auto csize = static_cast<std::size_t>(read_i32(block + pos));
+        if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
+        const int32_t stored = read_i32(block + pos);
         pos += 4;
+        const auto csize = static_cast<std::size_t>(stored);
+        if (stored <= 0 || csize > stream_bytes || pos + csize > len)
+            bad("block " + std::to_string(b) + " has a stream of invalid size " +
+                std::to_string(stored));
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
             std::memcpy(out, block + pos, stream_bytes);  // stored raw: did not compress

@@ -269,6 +269,15 @@ void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
     if (base != nullptr) stitch_all(base, stitches, n);
 }
 
+namespace {
+
+[[noreturn]] void throw_shrank(const ChunkFile& file) {
+    throw ChunkError("chunk file " + file.path() + " changed size while it was read (was " +
+                     std::to_string(file.file_size()) + " bytes)");
+}
+
+}  // namespace
+
 void ChunkDecoder::rethrow_in_context(const std::string& key) const {
     const std::string where = "array '" + spec_.name + "', chunk '" + key + "': ";
     try {
@@ -641,6 +650,11 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
             job.n = n;
             job.whole = c.whole;
             job.key = std::move(key);
+            job.mapping = process_mappings().get(job.file);
+            if (job.mapping && job.file.base() + job.file.size() <= job.mapping->size())
+                job.mapped = job.mapping->data() + job.file.base();
+            else
+                job.mapping.reset();
             return true;
         }
         if (split_pool != nullptr && c.needed >= 2) {
@@ -662,6 +676,21 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     const std::size_t len = e.end - e.start;
     WorkerScratch& s = scratch();
     try {
+        if (job.mapped != nullptr) {
+            // Straight from the page cache: no copy. Every size read from the block is
+            // checked where it is used (decode_block_streams), as the file may change under
+            // the mapping.
+            try {
+                const MappedReadGuard guard(*job.mapping);
+                validate_blosc_block(job.h, job.mapped + e.start, len, b);
+                finish_block(job.h, job.mapped + e.start, len, b, job.stitches, job.n,
+                             job.whole, /*stitch=*/true);
+            } catch (const ChunkError&) {
+                if (!job.mapping->damaged()) throw;
+            }
+            if (job.mapping->damaged()) throw_shrank(job.file);
+            return;
+        }
         if (s.compressed.size() < len) s.compressed.resize(len);
         job.file.read_at(e.start, len, s.compressed.data());
         validate_blosc_block(job.h, s.compressed.data(), len, b);
@@ -669,6 +698,16 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
                      /*stitch=*/true);
     } catch (...) {
         rethrow_in_context(job.key);
+    }
+}
+
+void ChunkDecoder::check_mapped_file(const BlockJob& job) const {
+    if (job.mapping && !mapping_intact(*job.mapping, job.file.fd())) {
+        try {
+            throw_shrank(job.file);
+        } catch (...) {
+            rethrow_in_context(job.key);
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 #include "blosc_decoder.hpp"
 #include "chunk_cache.hpp"
 #include "chunk_source.hpp"
+#include "file_map.hpp"
 #include "shard_index.hpp"
 #include "stitcher.hpp"
 #include "thread_pool.hpp"
@@ -53,6 +54,10 @@ struct BlockJob {
     std::size_t n = 0;
     bool whole = false;  // the only stitch takes the whole chunk: decode straight into it
     std::string key;     // the chunk's name in messages
+    // The file held mapped (process_mappings()) and the chunk's first byte in it, or null:
+    // blocks are then read with pread.
+    MappingRef mapping;
+    const uint8_t* mapped = nullptr;
 };
 
 class ChunkDecoder {
@@ -71,8 +76,12 @@ public:
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
                          BlockJob& job, ThreadPool* split_pool) const;
-    // Reads, validates and decodes job.blocks[k] and writes it to the job's stitches.
+    // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
+    // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
+    // After all of a mapped job's blocks: throws ChunkError if its file changed size meanwhile
+    // (a truncation inside the last page reads as zeros, without SIGBUS).
+    void check_mapped_file(const BlockJob& job) const;
 
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what a read would decode for these stitches (nothing is

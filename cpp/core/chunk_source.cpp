@@ -26,6 +26,9 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& other) noexcept {
         size_ = other.size_;
         base_ = other.base_;
         path_ = std::move(other.path_);
+        dev_ = other.dev_;
+        ino_ = other.ino_;
+        file_size_ = other.file_size_;
         other.fd_ = -1;
     }
     return *this;
@@ -76,6 +79,7 @@ ChunkFile FileChunkSource::open(const std::string& key, std::size_t max_bytes) c
         io_fail(path, "cannot stat chunk file", err);
     }
     ChunkFile file(fd, static_cast<std::size_t>(st.st_size), path);
+    file.set_identity(st.st_dev, st.st_ino, static_cast<std::size_t>(st.st_size));
     if (S_ISDIR(st.st_mode)) io_fail(path, "chunk path is a directory:", EISDIR);
     if (!S_ISREG(st.st_mode)) io_fail(path, "chunk path is not a regular file:", EINVAL);
     if (file.size() > max_bytes)

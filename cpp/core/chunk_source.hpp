@@ -1,6 +1,8 @@
 // Chunk files of a local directory store: open + fstat once, then whole or ranged preads.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -26,9 +28,21 @@ public:
     // The same descriptor, narrowed to [offset, offset + size) of this file (ownership moves).
     ChunkFile slice(std::size_t offset, std::size_t size) {
         ChunkFile part(fd_, size, path_, base_ + offset);
+        part.set_identity(dev_, ino_, file_size_);
         fd_ = -1;
         return part;
     }
+    // The file's identity and whole size at open time (fstat), for mappings of it.
+    void set_identity(dev_t dev, ino_t ino, std::size_t file_size) {
+        dev_ = dev;
+        ino_ = ino;
+        file_size_ = file_size;
+    }
+    dev_t dev() const { return dev_; }
+    ino_t ino() const { return ino_; }
+    std::size_t file_size() const { return file_size_; }
+    // Where this chunk starts in the file (> 0 inside a shard).
+    std::size_t base() const { return base_; }
     std::size_t size() const { return size_; }
     const std::string& path() const { return path_; }
     // Reads exactly `len` bytes at `offset` into dst. Throws ChunkIoError on I/O errors and
@@ -40,6 +54,9 @@ private:
     std::size_t size_ = 0;
     std::size_t base_ = 0;
     std::string path_;
+    dev_t dev_ = 0;
+    ino_t ino_ = 0;
+    std::size_t file_size_ = 0;
 };
 
 class FileChunkSource {

@@ -163,6 +163,8 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count) const {
         decoder_.decode_block(jobs[blocks[i].first], blocks[i].second);
     };
     pool->parallel_for(blocks.size(), block_task);
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+        if (planned[i]) decoder_.check_mapped_file(jobs[i]);
 }
 
 CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t n,

@@ -17,7 +17,18 @@ except ImportError as exc:  # pragma: no cover - only on broken installs
         f"for development). Original error: {exc}"
     ) from exc
 
-from ._api import get_num_threads, open, open_group, set_num_threads
+from ._api import (
+    DEFAULT_MAP_LIMIT,
+    MAX_THREADS,
+    clear_maps,
+    get_map_limit,
+    get_num_threads,
+    map_info,
+    open,
+    open_group,
+    set_map_limit,
+    set_num_threads,
+)
 from .array import CropArray
 from .create import create_dataset
 from .errors import ChunkError, FallbackError
@@ -26,14 +37,20 @@ from .group import CropGroup
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MAP_LIMIT",
+    "MAX_THREADS",
     "ChunkError",
     "CropArray",
     "CropGroup",
     "FallbackError",
     "__version__",
+    "clear_maps",
     "create_dataset",
+    "get_map_limit",
     "get_num_threads",
+    "map_info",
     "open",
     "open_group",
+    "set_map_limit",
     "set_num_threads",
 ]

@@ -118,3 +118,46 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The native thread pool's size; by default the CPUs this process may run on."""
     return int(_core.get_num_threads())
+
+
+#: Default of set_map_limit: 256 MiB of chunk files kept mapped per process.
+DEFAULT_MAP_LIMIT: int = _core.DEFAULT_MAP_LIMIT
+
+
+def set_map_limit(nbytes: int) -> None:
+    """Keep at most ``nbytes`` of chunk files memory-mapped between reads (per process).
+
+    Native reads decode compressed Blosc blocks straight out of read-only mappings of the chunk
+    files, which saves the kernel's copy of them into a buffer (about a tenth of a crop read's
+    CPU time). Mappings are kept between reads, least recently used files unmapped first, up
+    to this many bytes of mapped files (default :data:`DEFAULT_MAP_LIMIT`; a file larger than
+    the limit is read with ``pread``). Pages a read touches count in the process's RSS; they
+    are the page cache's, clean and shared. ``0`` turns mapping off: every read uses ``pread``.
+
+    A chunk file truncated while a read decodes from its mapping raises :class:`ChunkError`
+    (the process's SIGBUS handler recognises faults inside zarrcrop's mappings and passes any
+    other SIGBUS on to the handler installed before).
+    """
+    nbytes = operator.index(nbytes)
+    if not 0 <= nbytes < 2**63:
+        raise ValueError(f"map limit must be >= 0 and < 2**63, got {nbytes}")
+    _core.set_map_limit(nbytes)
+
+
+def get_map_limit() -> int:
+    """The most bytes of chunk files kept mapped between reads (see :func:`set_map_limit`)."""
+    return int(_core.get_map_limit())
+
+
+def map_info() -> dict[str, int]:
+    """Mapped chunk files of this process.
+
+    Keys: ``limit`` and ``mapped`` (bytes), ``files`` (held mapped), ``hits`` and ``misses``
+    (lookups by native reads since the last :func:`clear_maps`).
+    """
+    return {k: int(v) for k, v in _core.map_info().items()}
+
+
+def clear_maps() -> None:
+    """Unmap every chunk file held (each as soon as no read uses it) and reset the counters."""
+    _core.clear_maps()

@@ -50,6 +50,21 @@ def peak_rss() -> int:
     return ru_maxrss()
 
 
+def rss_parts() -> dict[str, int]:
+    """RssAnon and RssFile of /proc/self/status in bytes (empty where unavailable). RssFile
+    holds the mapped pages of chunk files (zarrcrop.set_map_limit): page cache, clean, shared."""
+    parts: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    key, value = line.split()[:2]
+                    parts[key.rstrip(":")] = int(value) * 1024
+    except OSError:
+        pass
+    return parts
+
+
 def reset_peak() -> bool:
     """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
     try:
@@ -89,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     peak_reset = reset_peak()
     rss_before = current_rss()
+    parts_before = rss_parts()
+    parts_at_checkpoint: dict[str, int] = {}
     peak_at_checkpoint = rss_at_checkpoint = 0
     start = time.perf_counter()
     for i, (t, y, x) in enumerate(starts, 1):
@@ -97,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if i == args.checkpoint:
             peak_at_checkpoint = peak_rss()
             rss_at_checkpoint = current_rss()
+            parts_at_checkpoint = rss_parts()
     seconds = time.perf_counter() - start
     itemsize = array.dtype.itemsize
     result = {
@@ -115,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "out_bytes": channels * s * s * itemsize,
         "chunk_bytes": int(np.prod(array.chunks)) * itemsize,
         "seconds": seconds,
+        "map_limit": zarrcrop.get_map_limit(),
+        "mapped_files_bytes": zarrcrop.map_info()["mapped"],
     }
+    for key in ("RssAnon", "RssFile"):
+        if key in parts_before and key in parts_at_checkpoint:
+            result[f"{key}_growth"] = parts_at_checkpoint[key] - parts_before[key]
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -290,6 +290,20 @@ def memory_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{mib(m['peak_limit'])} (crop + {m['threads']} chunks + 64 MiB)",
             "PASS" if m["peak_ok"] else "FAIL",
         ),
+        *(
+            [
+                (
+                    f"of the RSS at read {m['checkpoint']:,}, above before: anonymous / "
+                    f"file-backed (mapped chunk files: page cache, shared; map limit "
+                    f"{mib(m.get('map_limit', 0))})",
+                    f"{mib(m['RssAnon_growth'])} / {mib(m['RssFile_growth'])}",
+                    "(included above)",
+                    "",
+                )
+            ]
+            if "RssAnon_growth" in m and "RssFile_growth" in m
+            else []
+        ),
         (
             f"RSS growth from read {m['checkpoint']:,} to read {m['reads']:,}",
             mib(m["growth"]),

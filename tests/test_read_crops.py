@@ -236,3 +236,81 @@ def _make_prop_array(path):
         fill_value=-7,
     )
     za[:3] = data[:3]  # the last frame stays missing (fill value)
+
+
+# --- outputs larger than the last-level cache: written with non-temporal stores -----------------
+
+
+def test_stream_copy_kernel_every_alignment():
+    """The non-temporal copy writes exactly [offset, offset + n): every head alignment, lengths
+    around whole 64-byte lines, nothing before or after touched."""
+    rng = np.random.default_rng(5)
+    src = rng.integers(0, 256, 400, dtype=np.uint8).tobytes()
+    for offset in range(64):
+        for n in (0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 400):
+            got = zarrcrop._core._stream_copy(src[:n], offset, 64)
+            assert got[:offset] == b"\xaa" * offset, (offset, n)
+            assert got[offset : offset + n] == src[:n], (offset, n)
+            assert got[offset + n :] == b"\xaa" * 64, (offset, n)
+
+
+@pytest.fixture(scope="module")
+def big_array(tmp_path_factory):
+    """An array a little larger than _stream_threshold() (the largest CPU cache), chunks of
+    96 KiB in two Blosc blocks of 48 KiB."""
+    threshold = zarrcrop._core._stream_threshold()
+    frames = threshold // (3 * 128 * 256) + 2
+    if frames * 3 * 128 * 256 > 512 * 2**20:
+        pytest.skip(f"the cache is {threshold} bytes: an array larger needs too much memory")
+    path = str(tmp_path_factory.mktemp("big") / "big.zarr")
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 16, (frames, 3, 128, 256), dtype=np.uint8)
+    compressor = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE, blocksize=48 * 1024)
+    z = zarr.create_array(
+        path,
+        shape=data.shape,
+        chunks=(1, 3, 128, 256),
+        dtype="uint8",
+        compressors=compressor,
+        zarr_format=2,
+    )
+    z[...] = data
+    return path, data
+
+
+@pytest.mark.parametrize("boundary", ["error", "fill"])
+def test_read_crops_larger_than_the_cache_equal_per_crop_reads(big_array, boundary):
+    """A batch whose output exceeds the threshold is written with non-temporal stores; rows of
+    157 bytes cut by Blosc blocks, crops across chunks and frames, duplicates."""
+    path, data = big_array
+    shape = (2, 3, 37, 157)
+    n = zarrcrop._core._stream_threshold() // int(np.prod(shape)) + 64
+    arr = zarrcrop.open(path)
+    rng = np.random.default_rng(11)
+    lo = -9 if boundary == "fill" else 0
+    frames, _, height, width = data.shape
+    base = np.stack(
+        [
+            rng.integers(lo, frames - 2 + 1 - lo, 256),
+            np.zeros(256, np.int64),
+            rng.integers(lo, height - 37 + 1 - lo, 256),
+            rng.integers(lo, width - 157 + 1 - lo, 256),
+        ],
+        axis=1,
+    )
+    starts = base[rng.integers(0, 256, n)]  # many duplicates, as in an epoch over few frames
+    got = arr.read_crops(starts, shape, boundary=boundary)
+    expected = _expected(data, base, shape, 0)
+    index = {tuple(s): i for i, s in enumerate(base.tolist())}
+    for i, s in enumerate(starts.tolist()):
+        np.testing.assert_array_equal(got[i], expected[index[tuple(s)]])
+
+
+def test_read_larger_than_the_cache_equals_zarr_python(big_array):
+    """A single selection whose output exceeds the threshold is streamed too."""
+    path, data = big_array
+    arr = zarrcrop.open(path)
+    np.testing.assert_array_equal(arr[...], data)
+    np.testing.assert_array_equal(arr[:, :, 1:127, 3:], data[:, :, 1:127, 3:])
+    ref = zarr.open_array(path, mode="r")
+    np.testing.assert_array_equal(arr[:, 1:, 5:100, 7:250], ref[:, 1:, 5:100, 7:250])

@@ -10,6 +10,7 @@
 #include "../core/chunk_source.hpp"
 #include "../core/errors.hpp"
 #include "../core/file_map.hpp"
+#include "../core/stitcher.hpp"
 #include "../core/thread_pool.hpp"
 #include "bindings.hpp"
 
@@ -80,6 +81,21 @@ void register_runtime(py::module_& m) {
         },
         py::arg("path"), py::arg("offset"), py::arg("length"), py::arg("shrink_to") = -1,
         "Test hook: read bytes of a file through the mapping cache and the SIGBUS guard.");
+    m.def(
+        "_stream_copy",
+        [](const py::bytes& data, std::size_t offset, std::size_t pad) -> py::bytes {
+            // `pad` bytes of 0xAA, then the data copied with stream_copy at `offset`.
+            const std::string src = data;
+            std::string dst(offset + src.size() + pad, '\xAA');
+            zarrcrop::stream_copy(reinterpret_cast<uint8_t*>(dst.data()) + offset,
+                                  reinterpret_cast<const uint8_t*>(src.data()), src.size());
+            zarrcrop::stream_fence();
+            return py::bytes(dst);
+        },
+        py::arg("data"), py::arg("offset"), py::arg("pad") = 64,
+        "Test hook: copy with non-temporal stores into a 0xAA-filled buffer at offset.");
+    m.def("_stream_threshold", &zarrcrop::stream_threshold,
+          "Outputs larger than this many bytes are written with non-temporal stores.");
     m.def(
         "clear_maps", [] { zarrcrop::process_mappings().clear(); },
         "Unmap every chunk file held (each once no read uses it) and reset the counters.");

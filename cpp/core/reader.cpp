@@ -94,6 +94,7 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
     std::vector<int64_t> steps(ndim);
     for (std::size_t d = 0; d < ndim; ++d) steps[d] = selection[d].step;
     auto* dst = static_cast<uint8_t*>(out);
+    const bool stream = expected > stream_threshold();  // the output cannot stay in cache
 
     // Chunks are taken kRunChunks at a time, which bounds the memory for their stitches and
     // the files held open however large the selection.
@@ -113,6 +114,7 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
             Stitch& st = stitches[i - first];
             st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize, chunk_strides_.data(),
                              dst, out_strides.data());
+            st.region.stream = stream;
             if (st.region.simplify() == 0) continue;
             tasks.push_back(ChunkTask{c, &st, 1});
         }
@@ -193,6 +195,7 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
 
     const std::vector<int64_t> out_strides = c_strides(crop_shape, spec_.itemsize);
     const std::vector<int64_t> unit_steps(ndim, 1);
+    const bool stream = out_nbytes > stream_threshold();  // the output cannot stay in cache
     auto* base = static_cast<uint8_t*>(out);
 
     // Group every (crop, chunk) piece by chunk so each chunk is decoded once.
@@ -248,6 +251,7 @@ CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t 
             }
             Stitch st = make_stitch(which, unit_steps.data(), ndim, spec_.itemsize,
                                     chunk_strides_.data(), crop_out, out_strides.data());
+            st.region.stream = stream;
             if (st.region.simplify() > 0) by_chunk[std::move(coords)].push_back(st);
             bool done = true;
             for (std::size_t d = ndim; d-- > 0;) {

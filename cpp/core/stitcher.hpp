@@ -16,6 +16,10 @@ struct StridedCopy {
     int64_t counts[kMaxDims];
     int64_t src_strides[kMaxDims];
     int64_t dst_strides[kMaxDims];
+    // Write the destination with non-temporal stores (copy_strided_window): for outputs
+    // larger than the last-level cache, which would only be evicted again, at the cost of
+    // reading each line in first.
+    bool stream = false;
 
     // Merges dimensions that are contiguous in both source and destination and drops
     // dimensions of extent 1. Returns the number of elements to copy (0 = nothing).
@@ -38,6 +42,13 @@ using RunCopy = void (*)(const void* ctx, int64_t pos, int64_t len, uint8_t* dst
 // whose innermost dimension is contiguous make one call per row.
 void copy_window_runs(int64_t lo, int64_t hi, int64_t src_offset, uint8_t* dst,
                       const StridedCopy& region, RunCopy copy, const void* ctx);
+// memcpy with non-temporal stores for the 64-byte lines wholly inside dst (x86; plain memcpy
+// elsewhere). Call stream_fence() before the data is handed to another thread.
+void stream_copy(uint8_t* dst, const uint8_t* src, std::size_t n);
+void stream_fence();
+// Outputs of more bytes than this are written with non-temporal stores: the largest CPU cache
+// (sysfs: the last-level cache slice of CPU 0), or 32 MiB where unknown.
+std::size_t stream_threshold();
 // Writes the `itemsize`-byte pattern `value` into every element of the destination region
 // (src_strides are ignored).
 void fill_strided(uint8_t* dst, const StridedCopy& region, const uint8_t* value);

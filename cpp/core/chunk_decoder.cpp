@@ -453,7 +453,11 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
     }
     WorkerScratch& s = scratch();
     bool fusable = stitch && n <= kFusedStitches && block_filter(h) == Filter::Bit;
-    for (std::size_t i = 0; fusable && i < n; ++i) fusable = rows_fusable(stitches[i].region);
+    // Not for streamed outputs (larger than the cache): the fused kernel's plain stores read
+    // each output line in first; unshuffling into the block buffer and copying out with
+    // non-temporal stores was 2% faster for read_crops batches of 16 960x960 crops.
+    for (std::size_t i = 0; fusable && i < n; ++i)
+        fusable = rows_fusable(stitches[i].region) && !stitches[i].region.stream;
     if (fusable) {
         // Bit shuffle: unshuffle each destination's rows straight from the decoded planes
         // into the output, only the 8-item groups they touch.

@@ -173,7 +173,7 @@ def test_chunk_rewritten_in_place_with_another_size(tmp_path, how):
     np.testing.assert_array_equal(arr[2], other[2])
 
 
-def test_truncated_chunk_between_reads_raises_like_zarr_python(tmp_path):
+def test_truncated_chunk_between_reads_raises(tmp_path):
     path, data = _make(tmp_path)
     arr = zarrcrop.open(path)
     np.testing.assert_array_equal(arr[3], data[3])
@@ -181,8 +181,9 @@ def test_truncated_chunk_between_reads_raises_like_zarr_python(tmp_path):
     os.truncate(target, os.path.getsize(target) // 2)
     with pytest.raises(zarrcrop.ChunkError, match=r"3\.0\.0\.0"):
         arr[3, :, 200:, 200:]
-    with pytest.raises(RuntimeError, match="blosc"):  # zarr-python cannot read it either
-        zarr.open_array(path, mode="r")[3]
+    # Not compared with zarr-python here: numcodecs' Blosc decompress is not given the
+    # buffer's length and reads past the truncated end, so it raises or returns garbage
+    # depending on what lies there (seen both ways in this test).
 
 
 # --- truncation during a read: the SIGBUS guard ------------------------------------------------

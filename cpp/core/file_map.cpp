@@ -102,9 +102,14 @@ MappedReadGuard::MappedReadGuard(FileMapping& m) {
     thread_local GuardedRange range{};
     range = GuardedRange{m.data(), m.data() + m.size(), &m};
     t_guard = &range;
+    // The handler must see the guard before any read of the mapping: no compiler reordering.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
-MappedReadGuard::~MappedReadGuard() { t_guard = nullptr; }
+MappedReadGuard::~MappedReadGuard() {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t_guard = nullptr;
+}
 
 FileMapping::~FileMapping() {
     ::munmap(const_cast<uint8_t*>(data_), size_);

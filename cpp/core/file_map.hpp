@@ -113,7 +113,9 @@ private:
 
 // The process-wide cache (default limit kDefaultMapLimit).
 MappingCache& process_mappings();
-constexpr std::size_t kDefaultMapLimit = std::size_t{256} << 20;
+// 64 MiB: the slack of the memory target (peak RSS within the output, a chunk per thread and
+// 64 MiB), so that mapped pages keep a reader within it whatever the dataset's size.
+constexpr std::size_t kDefaultMapLimit = std::size_t{64} << 20;
 // Most files held mapped at once, whatever their size (each is a kernel VMA; Linux allows
 // 65530 per process by default).
 constexpr std::size_t kMaxMappedFiles = 4096;

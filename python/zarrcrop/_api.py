@@ -120,7 +120,7 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-#: Default of set_map_limit: 256 MiB of chunk files kept mapped per process.
+#: Default of set_map_limit: 64 MiB of chunk files kept mapped per process.
 DEFAULT_MAP_LIMIT: int = _core.DEFAULT_MAP_LIMIT
 
 

@@ -375,3 +375,30 @@ def test_forked_child_reads_through_its_own_mappings(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_array_equal(arr[1], data[1])
+
+
+def test_sharded_chunks_are_read_through_the_shard_mapping(tmp_path):
+    """Inner chunks of a shard are read at their offsets in one mapping of the shard file."""
+    from zarr.codecs import BloscCodec
+
+    path = str(tmp_path / "sharded.zarr")
+    data = _data(3)
+    z = zarr.create_array(
+        path,
+        shape=SHAPE,
+        chunks=CHUNKS,  # inner chunks of > 64 KiB compressed: read block by block
+        shards=(2, 3, 256, 256),
+        dtype="uint8",
+        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle", blocksize=16384),
+        zarr_format=3,
+    )
+    z[...] = data
+    arr = zarrcrop.open(path)
+    ref = zarr.open_array(path, mode="r")
+    for t, y, x, h, w in CROPS:
+        np.testing.assert_array_equal(
+            arr[t, :, y : y + h, x : x + w], ref[t, :, y : y + h, x : x + w]
+        )
+    info = zarrcrop.map_info()
+    assert info["files"] == 2  # two shard files, each mapped once
+    assert info["hits"] > 0

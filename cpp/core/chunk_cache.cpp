@@ -4,26 +4,9 @@
 
 namespace zarrcrop {
 
-ChunkCache::ChunkCache(std::size_t capacity_bytes) : capacity_(capacity_bytes), state_(new State()) {
-    state_.load()->owner = ::getpid();
-}
+ChunkCache::ChunkCache(std::size_t capacity_bytes) : capacity_(capacity_bytes) {}
 
-ChunkCache::~ChunkCache() {
-    State* s = state_.load();
-    if (s->owner == ::getpid()) delete s;  // else: inherited over fork(), leaked on purpose
-}
-
-ChunkCache::State& ChunkCache::state() {
-    State* s = state_.load();
-    const pid_t me = ::getpid();
-    if (s->owner == me) return *s;
-    // First use in a forked child: the parent's mutex may be locked forever. Start afresh.
-    auto* fresh = new State();
-    fresh->owner = me;
-    if (state_.compare_exchange_strong(s, fresh)) return *fresh;
-    delete fresh;  // another thread of this child won the race; `s` is its state
-    return *s;
-}
+ChunkCache::~ChunkCache() = default;
 
 ChunkBytes ChunkCache::get(const std::string& key) {
     if (!enabled()) return nullptr;

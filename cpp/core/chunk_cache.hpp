@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fork_local.hpp"
+
 namespace zarrcrop {
 
 using ChunkBytes = std::shared_ptr<const std::vector<uint8_t>>;
@@ -51,12 +53,11 @@ private:
         std::size_t size = 0;
         std::size_t hits = 0;
         std::size_t misses = 0;
-        pid_t owner = 0;
     };
-    State& state();
+    State& state() { return state_.get(); }
 
     const std::size_t capacity_;
-    std::atomic<State*> state_;
+    ForkLocal<State> state_;
 };
 
 }  // namespace zarrcrop

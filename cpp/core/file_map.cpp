@@ -115,28 +115,10 @@ FileMapping::~FileMapping() {
     ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-MappingCache::MappingCache(std::size_t limit_bytes)
-    : limit_(limit_bytes), state_(new State()) {
-    state_.load()->owner = ::getpid();
-}
+MappingCache::MappingCache(std::size_t limit_bytes) : limit_(limit_bytes) {}
 
-MappingCache::~MappingCache() {
-    State* s = state_.load();
-    if (s->owner == ::getpid()) delete s;  // else: inherited over fork(), leaked on purpose
-}
-
-MappingCache::State& MappingCache::state() {
-    State* s = state_.load();
-    const pid_t me = ::getpid();
-    if (s->owner == me) return *s;
-    // First use in a forked child: the parent's mutex may be locked forever. Start afresh;
-    // the parent's mappings stay in this address space, unused.
-    auto* fresh = new State();
-    fresh->owner = me;
-    if (state_.compare_exchange_strong(s, fresh)) return *fresh;
-    delete fresh;
-    return *s;
-}
+// In a forked child the parent's state (and its mappings) is left behind, unused: ForkLocal.
+MappingCache::~MappingCache() = default;
 
 void MappingCache::evict_to(State& s, std::size_t limit, std::vector<MappingRef>& evicted) {
     // Each evicted file is unmapped when `evicted` goes (outside the lock), or when the last

@@ -34,6 +34,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fork_local.hpp"
+
 namespace zarrcrop {
 
 class ChunkFile;
@@ -102,13 +104,12 @@ private:
         std::size_t mapped = 0;
         std::size_t hits = 0;
         std::size_t misses = 0;
-        pid_t owner = 0;
     };
-    State& state();
+    State& state() { return state_.get(); }
     static void evict_to(State& s, std::size_t limit, std::vector<MappingRef>& evicted);
 
     std::atomic<std::size_t> limit_;
-    std::atomic<State*> state_;
+    ForkLocal<State> state_;
 };
 
 // The process-wide cache (default limit kDefaultMapLimit).

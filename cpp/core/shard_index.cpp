@@ -94,29 +94,14 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
 }
 
 ShardReader::ShardReader(const ArraySpec& spec, const FileChunkSource& files)
-    : spec_(spec), files_(files), cache_(new Cache()) {
-    cache_.load()->owner = ::getpid();
+    : spec_(spec), files_(files) {
     for (std::size_t d = 0; d < spec_.ndim(); ++d) {
         per_shard_.push_back(spec_.shard_shape[d] / spec_.chunks[d]);
         n_inner_ *= static_cast<std::size_t>(per_shard_.back());
     }
 }
 
-ShardReader::~ShardReader() {
-    Cache* c = cache_.load();
-    if (c->owner == ::getpid()) delete c;  // else: inherited over fork(), leaked on purpose
-}
-
-ShardReader::Cache& ShardReader::cache() const {
-    Cache* c = cache_.load();
-    const pid_t me = ::getpid();
-    if (c->owner == me) return *c;
-    auto* fresh = new Cache();  // the parent's mutex may be held forever in a child: leak it
-    fresh->owner = me;
-    if (cache_.compare_exchange_strong(c, fresh)) return *fresh;
-    delete fresh;
-    return *c;
-}
+ShardReader::~ShardReader() = default;
 
 std::string ShardReader::label(const int64_t* coords) const {
     const std::size_t ndim = spec_.ndim();

@@ -21,6 +21,7 @@
 
 #include "array_spec.hpp"
 #include "chunk_source.hpp"
+#include "fork_local.hpp"
 
 namespace zarrcrop {
 
@@ -67,10 +68,9 @@ private:
         std::mutex mutex;
         std::list<std::pair<std::string, std::shared_ptr<const ShardIndex>>> lru;
         std::unordered_map<std::string, decltype(lru)::iterator> index;
-        pid_t owner = 0;
     };
-    Cache& cache() const;
-    mutable std::atomic<Cache*> cache_;
+    Cache& cache() const { return cache_.get(); }
+    mutable ForkLocal<Cache> cache_;
     static constexpr std::size_t kMaxCachedIndexes = 256;
 };
 

@@ -237,6 +237,9 @@ _SIGBUS_SCRIPT = textwrap.dedent(
     with open(p, "wb") as f:
         f.write(b"x" * (1 << 20))
     _core._mapped_read_probe(p, 0, 4)  # installs zarrcrop's SIGBUS handler
+    if mode == "faulthandler-after-foreign":
+        faulthandler.enable()  # over zarrcrop's handler, with zarrcrop's as its previous
+        _core._mapped_read_probe(p, 0, 4)  # zarrcrop's goes back on top, faulthandler below
     if mode == "faulthandler-after":
         faulthandler.enable()  # replaces it; the next mapped read puts it back on top
         try:
@@ -264,7 +267,7 @@ def _run_sigbus_script(mode: str, *python_flags: str) -> subprocess.CompletedPro
         [sys.executable, *python_flags, "-c", _SIGBUS_SCRIPT, mode],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,  # a handler loop would hang here
     )
 
 
@@ -285,6 +288,15 @@ def test_other_sigbus_reaches_faulthandler():
     assert "survived" not in proc.stdout
     assert _killed_by_sigbus(proc), f"rc {proc.returncode}\n{proc.stderr}"
     assert "Bus error" in proc.stderr  # faulthandler's report: the chain reached it
+
+
+def test_other_sigbus_with_faulthandler_enabled_later_does_not_loop():
+    """faulthandler enabled after zarrcrop hands SIGBUS back to zarrcrop's handler after its
+    report; the chain must end there (one report, then death), not call it again forever."""
+    proc = _run_sigbus_script("faulthandler-after-foreign")
+    assert "survived" not in proc.stdout
+    assert _killed_by_sigbus(proc), f"rc {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert proc.stderr.count("Fatal Python error: Bus error") == 1, proc.stderr[-2000:]
 
 
 def test_guard_stays_on_top_of_a_later_handler():

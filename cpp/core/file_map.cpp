@@ -24,6 +24,11 @@ struct GuardedRange {
 // initial-exec: a plain TLS slot the signal handler can read without a call into the dynamic
 // loader (which may allocate).
 __attribute__((tls_model("initial-exec"))) thread_local GuardedRange* t_guard = nullptr;
+// Set when the handler we chained to handed SIGBUS back to us: Python's faulthandler, when
+// it was enabled after zarrcrop and zarrcrop went back on top, restores its previous handler
+// (ours) and raises the signal again. That signal then takes the default action; calling the
+// other handler again would make the two call each other forever.
+__attribute__((tls_model("initial-exec"))) thread_local int t_handed_back = 0;
 
 const std::size_t g_page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 
@@ -32,26 +37,45 @@ const std::size_t g_page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 struct sigaction g_prev[2];
 std::atomic<int> g_prev_slot{0};
 
-void chain(int sig, siginfo_t* info, void* ctx) {
-    const struct sigaction& prev = g_prev[g_prev_slot.load(std::memory_order_acquire)];
-    if ((prev.sa_flags & SA_SIGINFO) != 0) {
-        if (prev.sa_sigaction != nullptr) {
-            prev.sa_sigaction(sig, info, ctx);
-            return;
-        }
-    } else if (prev.sa_handler == SIG_IGN) {
-        if (info->si_code <= 0) return;  // sent, not a fault: ignored as before
-    } else if (prev.sa_handler != SIG_DFL) {
-        prev.sa_handler(sig);
-        return;
-    }
-    // The default action: restore it. A fault then recurs when this handler returns and
-    // terminates the process as it would have without us; a sent signal is raised again.
+// The default action: restore it. A fault then recurs when the handler returns and terminates
+// the process as it would have without us; a sent signal is raised again (delivered once the
+// handler returns).
+void default_action(int sig, const siginfo_t* info) {
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     ::sigaction(SIGBUS, &dfl, nullptr);
     if (info->si_code <= 0) ::raise(sig);
+}
+
+bool sigbus_handler_is_ours();
+
+// Calls the previous handler; notes whether it handed the disposition back to us.
+template <typename Call>
+void call_previous(Call call) {
+    call();
+    t_handed_back = sigbus_handler_is_ours() ? 1 : 0;
+}
+
+void chain(int sig, siginfo_t* info, void* ctx) {
+    if (t_handed_back != 0) {
+        t_handed_back = 0;
+        default_action(sig, info);
+        return;
+    }
+    const struct sigaction& prev = g_prev[g_prev_slot.load(std::memory_order_acquire)];
+    if ((prev.sa_flags & SA_SIGINFO) != 0) {
+        if (prev.sa_sigaction != nullptr) {
+            call_previous([&] { prev.sa_sigaction(sig, info, ctx); });
+            return;
+        }
+    } else if (prev.sa_handler == SIG_IGN) {
+        if (info->si_code <= 0) return;  // sent, not a fault: ignored as before
+    } else if (prev.sa_handler != SIG_DFL) {
+        call_previous([&] { prev.sa_handler(sig); });
+        return;
+    }
+    default_action(sig, info);
 }
 
 void on_sigbus(int sig, siginfo_t* info, void* ctx) {
@@ -72,6 +96,12 @@ void on_sigbus(int sig, siginfo_t* info, void* ctx) {
     }
     errno = saved_errno;
     chain(sig, info, ctx);
+}
+
+bool sigbus_handler_is_ours() {
+    struct sigaction cur {};
+    return ::sigaction(SIGBUS, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) != 0 &&
+           cur.sa_sigaction == &on_sigbus;
 }
 
 }  // namespace

@@ -414,3 +414,25 @@ def test_sharded_chunks_are_read_through_the_shard_mapping(tmp_path):
     info = zarrcrop.map_info()
     assert info["files"] == 2  # two shard files, each mapped once
     assert info["hits"] > 0
+
+
+@pytest.mark.parametrize("path_kind", ["mapped", "pread"])
+def test_stream_size_running_past_its_block_raises(tmp_path, path_kind):
+    """A stream size field pointing one byte past its block is refused where the block is
+    decoded (decode_block_streams reads and checks each size once), in mappings and buffers."""
+    path, data = _make(tmp_path)
+    target = _chunk_path(path, 1)
+    raw = bytearray(open(target, "rb").read())
+    start0 = int.from_bytes(raw[16:20], "little")
+    start1 = int.from_bytes(raw[20:24], "little")
+    assert start1 > start0  # C-Blosc writes its blocks in order
+    raw[start0 : start0 + 4] = (start1 - start0 - 4 + 1).to_bytes(4, "little")
+    with open(target, "wb") as f:
+        f.write(raw)
+    if path_kind == "pread":
+        zarrcrop.set_map_limit(0)
+    arr = zarrcrop.open(path)
+    np.testing.assert_array_equal(arr[1, 2, 200:, :], data[1, 2, 200:, :])  # other blocks
+    with pytest.raises(zarrcrop.ChunkError, match=r"1\.0\.0\.0.*block 0 runs past its end"):
+        arr[1, 0, :8, :8]  # in block 0 only
+    assert zarrcrop.map_info()["files"] == (1 if path_kind == "mapped" else 0)

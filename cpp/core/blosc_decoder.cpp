@@ -117,25 +117,49 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
     return extents;
 }
 
-void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int32_t b) {
+namespace {
+
+// How block b is split into streams: their count and the decoded bytes of each.
+struct StreamLayout {
+    int32_t count;
+    std::size_t bytes;
+};
+
+StreamLayout stream_layout(const BloscHeader& h, int32_t b) {
     const int32_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
-    const int32_t nstreams =
+    const int32_t count =
         ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
-    if (block_bytes % nstreams != 0) bad("block size is not a multiple of the typesize");
-    const int32_t stream_bytes = block_bytes / nstreams;
+    if (block_bytes % count != 0) bad("block size is not a multiple of the typesize");
+    return {count, static_cast<std::size_t>(block_bytes / count)};
+}
+
+// The compressed size of the stream whose 4-byte size field is at block + pos, checked to be
+// positive, at most the stream's decoded size and inside the block's `len` bytes; pos moves
+// past the field. Read once and checked where it is used: the block may be a mapping of a
+// file that someone rewrites meanwhile.
+std::size_t next_stream_size(const uint8_t* block, std::size_t len, std::size_t& pos,
+                             std::size_t stream_bytes, int32_t b) {
+    if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
+    const int32_t stored = read_i32(block + pos);
+    pos += 4;
+    if (stored <= 0 || static_cast<std::size_t>(stored) > stream_bytes)
+        bad("block " + std::to_string(b) + " has a stream of invalid size " +
+            std::to_string(stored));
+    const auto csize = static_cast<std::size_t>(stored);
+    if (pos + csize > len) bad("block " + std::to_string(b) + " runs past its end");
+    return csize;
+}
+
+}  // namespace
+
+void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
+                          int32_t b) {
+    const StreamLayout streams = stream_layout(h, b);
     std::size_t pos = 0;
-    for (int32_t s = 0; s < nstreams; ++s) {
-        if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
-        const int32_t csize = read_i32(block + pos);
-        pos += 4;
-        if (csize <= 0 || csize > stream_bytes)
-            bad("block " + std::to_string(b) + " has a stream of invalid size " +
-                std::to_string(csize));
-        if (pos + static_cast<std::size_t>(csize) > len)
-            bad("block " + std::to_string(b) + " runs past its end");
-        pos += static_cast<std::size_t>(csize);
+    for (int32_t s = 0; s < streams.count; ++s) {
+        const std::size_t csize = next_stream_size(block, len, pos, streams.bytes, b);
+        pos += csize;
     }
 }
 
@@ -157,22 +181,12 @@ bool blosc_streams_decodable(const BloscHeader& h) {
 
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
-    // The same walk as validate_blosc_block. Each size is checked again where it is used:
-    // the block may be a mapping of a file that someone rewrites meanwhile.
-    const int32_t block_bytes = blosc_block_bytes(h, b);
-    const bool leftover = block_bytes < h.blocksize;
-    const int32_t nstreams =
-        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
-    const auto stream_bytes = static_cast<std::size_t>(block_bytes / nstreams);
+    // validate_blosc_block's walk, each size checked as it is read (see next_stream_size).
+    const StreamLayout streams = stream_layout(h, b);
+    const std::size_t stream_bytes = streams.bytes;
     std::size_t pos = 0;
-    for (int32_t s = 0; s < nstreams; ++s) {
-        if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
-        const int32_t stored = read_i32(block + pos);
-        pos += 4;
-        const auto csize = static_cast<std::size_t>(stored);
-        if (stored <= 0 || csize > stream_bytes || pos + csize > len)
-            bad("block " + std::to_string(b) + " has a stream of invalid size " +
-                std::to_string(stored));
+    for (int32_t s = 0; s < streams.count; ++s) {
+        const std::size_t csize = next_stream_size(block, len, pos, stream_bytes, b);
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
             std::memcpy(out, block + pos, stream_bytes);  // stored raw: did not compress

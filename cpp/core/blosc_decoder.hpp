@@ -62,10 +62,12 @@ class ZstdDecoder;
 // True when decode_block_streams can decode this chunk's blocks: zstd- (the tutorial's codec)
 // or lz4-compressed streams (numcodecs' default). The caller still undoes the shuffle filter.
 bool blosc_streams_decodable(const BloscHeader& h);
-// Decompresses the streams of block b (its `len` bytes at `block`, accepted by
-// validate_blosc_block) into dst, which receives the block's decoded size: the block's bytes
-// before the shuffle filter is undone. Streams stored raw are copied. Throws ChunkError when a
-// stream does not decode to its exact size. Only for blosc_streams_decodable chunks.
+// Decompresses the streams of block b (its `len` bytes at `block`) into dst, which receives
+// the block's decoded size: the block's bytes before the shuffle filter is undone. Streams
+// stored raw are copied. Makes validate_blosc_block's checks as it goes (each size is read
+// once, so a block that changes meanwhile, in a mapped file, cannot make it read out of
+// bounds) and throws ChunkError when a stream does not decode to its exact size. Only for
+// blosc_streams_decodable chunks.
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
                           int32_t b, uint8_t* dst, ZstdDecoder& zstd);
 // The decoded size of block b.

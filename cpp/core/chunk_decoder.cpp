@@ -681,12 +681,10 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     WorkerScratch& s = scratch();
     try {
         if (job.mapped != nullptr) {
-            // Straight from the page cache: no copy. Every size read from the block is
-            // checked where it is used (decode_block_streams), as the file may change under
-            // the mapping.
+            // Straight from the page cache: no copy. decode_block_streams checks every size
+            // where it uses it, as the file may change under the mapping.
             try {
                 const MappedReadGuard guard(*job.mapping);
-                validate_blosc_block(job.h, job.mapped + e.start, len, b);
                 finish_block(job.h, job.mapped + e.start, len, b, job.stitches, job.n,
                              job.whole, /*stitch=*/true);
             } catch (const ChunkError&) {
@@ -697,7 +695,6 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
         }
         if (s.compressed.size() < len) s.compressed.resize(len);
         job.file.read_at(e.start, len, s.compressed.data());
-        validate_blosc_block(job.h, s.compressed.data(), len, b);
         finish_block(job.h, s.compressed.data(), len, b, job.stitches, job.n, job.whole,
                      /*stitch=*/true);
     } catch (...) {

@@ -1,6 +1,5 @@
 #include "stitcher.hpp"
 
-
 #include <cstring>
 #include <fstream>
 #include <string>

@@ -56,7 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-decode-reps",
         type=int,
         default=3,
-        help="decode_seconds measurements per benchmark; the minimum is kept (default 3)",
+        help="zarrcrop benchmarks read every batch this many times, and measure its decode "
+        "bound as often; the fraction of the bound compares the fastest of each (default 3)",
     )
     group.addoption(
         "--bench-memory-reads",

@@ -250,9 +250,11 @@ def render_report(run: Run) -> str:
                 _ratio(c.ratio("zarrcrop", "tensorstore")),
                 _ratio(c.ratio("zarrcrop", "zarrs")),
                 _pct(c.bound_fraction("zarrcrop")),
+                _pct(c.mean_bound_fraction("zarrcrop")),
                 _ratio(c.ratio("zarrcrop-batch", "zarrcrop")),
                 _ratio(c.ratio("zarrcrop-batch", "zarr-python")),
                 _pct(c.bound_fraction("zarrcrop-batch")),
+                _pct(c.mean_bound_fraction("zarrcrop-batch")),
             )
         )
     lines += _table(
@@ -262,13 +264,21 @@ def render_report(run: Run) -> str:
             "zarrcrop / tensorstore",
             "zarrcrop / zarrs",
             "zarrcrop / bound",
+            f"({stat} rounds)",
             "batch / loop",
             "batch / zarr-python",
             "batch / shared bound",
+            f"({stat} rounds)",
         ),
         rows,
-        "lrrrrrrr",
+        "lrrrrrrrrr",
     )
+    lines += [
+        "",
+        "Fractions of the decode bound: the fastest of zarrcrop's reads of each batch against "
+        "the fastest of the bound's measurements of it (like with like); in brackets, "
+        f"zarrcrop's {stat} round time against the same bound.",
+    ]
     memory = run.meta.get("memory")
     if memory:
         lines += ["", "### Memory (zarrcrop single loop, 960x960 photo crops, cache off)", ""]
@@ -369,12 +379,16 @@ def render_results(run: Run, notes: Sequence[str] = (), suite_seconds: float | N
         "`codec_pipeline.path = zarrs.ZarrsCodecPipeline`, frames selected with a length-1 "
         "slice so that zarrs reads natively). "
         f"Threads: {threads} for every reader (zarrcrop pool, zarr `threading.max_workers`, "
-        "tensorstore `data_copy_concurrency` and `file_io_concurrency`). Page cache warm.",
+        "tensorstore `data_copy_concurrency` and `file_io_concurrency`). Page cache warm; "
+        "CPU caches cold at the start of every round (untimed: a read of twice the largest "
+        "CPU cache, `zcbench/caches.py`), for every reader and the bound alike.",
         "- Decode bound: `CropArray.decode_seconds` (single-thread CPU seconds to validate and "
         "decompress exactly the Blosc blocks the crops need with zarrcrop's decoder, files "
-        "read beforehand, no stitching; for raw (memcpyed) chunks, the copy of the needed "
-        "bytes; minimum of "
-        f"{settings.get('decode_reps', '?')} measurements per batch), summed over the "
+        "read beforehand and their bytes evicted from the CPU caches (clflush; decoded from "
+        "memory, as a read finds them), no stitching; for raw (memcpyed) chunks, the copy "
+        "of the needed bytes; minimum of "
+        f"{settings.get('decode_reps', '?')} measurements per batch, taken between the timed "
+        "rounds: before round i, the batch of round i-1), summed over the "
         f"batches; bound crops/s = crops / (seconds / {threads} threads). The loop is "
         "compared with each crop costed alone (`shared=False`), the batch with chunks shared "
         "inside a batch decoded once (`shared=True`).",

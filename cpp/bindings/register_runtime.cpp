@@ -51,7 +51,7 @@ void register_runtime(py::module_& m) {
             // Opens `path` as a chunk file, maps it through the process cache, optionally
             // truncates it (as another process might, between a read's open and its
             // decoding), then copies [offset, offset + length) out of the mapping under the
-            // SIGBUS guard and checks the file after, as decode_block and check_mapped_file do.
+            // SIGBUS guard and checks the file after, as decode_block and finish_job do.
             std::string out;
             {
                 py::gil_scoped_release release;

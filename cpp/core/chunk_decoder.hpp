@@ -79,9 +79,10 @@ public:
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
-    // After all of a mapped job's blocks: throws ChunkError if its file changed size meanwhile
-    // (a truncation inside the last page reads as zeros, without SIGBUS).
-    void check_mapped_file(const BlockJob& job) const;
+    // After all of a job's blocks (on the thread that decoded the last one): throws ChunkError
+    // if a mapped file changed size meanwhile (a truncation inside the last page reads as
+    // zeros, without SIGBUS), then closes the file.
+    void finish_job(BlockJob& job) const;
 
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what a read would decode for these stitches (nothing is

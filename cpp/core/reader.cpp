@@ -1,6 +1,7 @@
 #include "reader.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <stdexcept>
@@ -161,12 +162,18 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count) const {
     };
     std::stable_sort(blocks.begin(), blocks.end(),
                      [&](const auto& x, const auto& y) { return compressed(x) > compressed(y); });
+    // Blocks still to decode per chunk: the task that decodes a chunk's last block finishes
+    // the chunk (checks its mapping, closes its file) rather than this thread afterwards.
+    std::vector<std::atomic<std::size_t>> left(count);
+    for (std::size_t i = 0; i < count; ++i)
+        left[i].store(planned[i] ? jobs[i].blocks.size() : 0, std::memory_order_relaxed);
     const std::function<void(std::size_t)> block_task = [&](std::size_t i) {
-        decoder_.decode_block(jobs[blocks[i].first], blocks[i].second);
+        BlockJob& job = jobs[blocks[i].first];
+        decoder_.decode_block(job, blocks[i].second);
+        if (left[blocks[i].first].fetch_sub(1, std::memory_order_acq_rel) == 1)
+            decoder_.finish_job(job);
     };
     pool->parallel_for(blocks.size(), block_task);
-    for (std::size_t i = 0; i < jobs.size(); ++i)
-        if (planned[i]) decoder_.check_mapped_file(jobs[i]);
 }
 
 CropReader::ChunkWork CropReader::plan_crops(const int64_t* starts, std::size_t n,

@@ -326,8 +326,10 @@ class CropArray:
     ) -> float:
         """Benchmark support: single-threaded CPU seconds to decode what these crops need.
 
-        Takes the arguments of :meth:`read_crops`. Chunk files are read beforehand (untimed)
-        and nothing is stitched, so this is the validation + decompression cost of exactly the
+        Takes the arguments of :meth:`read_crops`. Chunk files are read beforehand (untimed,
+        then evicted from the CPU caches on x86, so their bytes are decoded from memory as a
+        read finds them in the page cache) and nothing is stitched, so this is the
+        validation + decompression cost of exactly the
         Blosc blocks zarrcrop would decode (for raw chunks, the copy of the needed bytes). With
         ``shared``, chunks shared by several crops count once (as in :meth:`read_crops`);
         otherwise each crop is costed alone (as in a loop of single reads). Dividing by the

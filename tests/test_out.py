@@ -301,3 +301,39 @@ def test_torch_wrong_dtype_raises(arrays):
         ca.read(SEL, out=torch.empty(SEL_SHAPE, dtype=torch.float64))
     with pytest.raises(ValueError):
         ca.read(SEL, out=torch.empty((6, 7), dtype=torch.float32))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "complex128", "U3", "O"])
+@pytest.mark.parametrize("shape", [(), (0, 5), (7, 3), (1025, 1024), (3, 700, 999)])
+def test_arrays_zarrcrop_allocates(dtype, shape):
+    """aligned_empty: np.empty's shape and dtype; data on a cache-line boundary from 1 MiB
+    (not for Python objects), writable and C-contiguous, so usable as out= afterwards."""
+    from zarrcrop._output import ALIGN_FROM, LINE, aligned_empty
+
+    a = aligned_empty(shape, dtype)
+    assert a.shape == shape and a.dtype == np.dtype(dtype)
+    assert a.flags.c_contiguous and a.flags.writeable
+    if a.nbytes >= ALIGN_FROM and dtype != "O":
+        assert a.ctypes.data % LINE == 0
+    a[...] = np.ones(shape, dtype=a.dtype)
+    assert np.array_equal(a, np.ones(shape, dtype=a.dtype))
+
+
+def test_big_results_are_line_aligned(tmp_path):
+    """read() and read_crops() results of 1 MiB or more start on a cache line (the outputs
+    written with whole-line non-temporal stores); equal to zarr-python's either way."""
+    spec = replace(SPEC, shape=(4, 600, 600), chunks=(1, 256, 256), dtype="uint8", fill_value=0)
+    za = create_array(
+        tmp_path / "big", spec, make_data(spec.shape, spec.dtype, seed=2, mode="runs")
+    )
+    ca = zarrcrop.open(tmp_path / "big")
+    assert ca.native, ca.fallback_reason
+    whole = ca[...]
+    assert whole.ctypes.data % 64 == 0
+    assert_same(whole, za[...])
+    starts = np.array([[0, 0, 0], [1, 10, 0], [3, 5, 0]])
+    crops = ca.read_crops(starts, (1, 590, 600))
+    assert crops.ctypes.data % 64 == 0
+    for crop, (t, y, x) in zip(crops, starts.tolist(), strict=True):
+        assert_same(crop, za[t : t + 1, y : y + 590, x : x + 600])
+    assert ca.read_crops(starts, (1, 590, 600), out=crops) is crops

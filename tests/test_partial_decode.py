@@ -253,11 +253,19 @@ def test_items_far_apart_decode_only_their_blocks(tmp_path, order):
     # The last of each: rows (columns in F order) 100 apart, each a run of many items, so the
     # gaps between blocks to decode are at an outer dimension of the copy.
     if order == "C":
-        sels = [(slice(None), 5, 7), (slice(None, None, 2), 200, slice(3, 5)), (0, slice(None), 9),
-                (slice(None), slice(None, None, 100), slice(0, 50))]
+        sels = [
+            (slice(None), 5, 7),
+            (slice(None, None, 2), 200, slice(3, 5)),
+            (0, slice(None), 9),
+            (slice(None), slice(None, None, 100), slice(0, 50)),
+        ]
     else:
-        sels = [(slice(None), 5, 7), (1, 200, slice(None, None, 100)), (0, 9, slice(None, 40)),
-                (1, slice(None), slice(None, None, 100))]
+        sels = [
+            (slice(None), 5, 7),
+            (1, 200, slice(None, None, 100)),
+            (0, 9, slice(None, 40)),
+            (1, slice(None), slice(None, None, 100)),
+        ]
     for sel in sels:
         np.testing.assert_array_equal(ca[sel], data[sel])
     with pytest.raises(zarrcrop.ChunkError, match=r"0\.0\.0"):

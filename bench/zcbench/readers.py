@@ -59,7 +59,7 @@ class ZarrcropLoop(RoundReader):
 
 
 class ZarrcropBatch(ZarrcropLoop):
-    """``read_crops`` into a preallocated (K, 1, C, s, s) buffer, as a data loader would."""
+    """``read_crops`` into a reused (K, 1, C, s, s) buffer, as a data loader would."""
 
     name = "zarrcrop-batch"
 
@@ -70,7 +70,10 @@ class ZarrcropBatch(ZarrcropLoop):
 
     def read_round(self, starts: np.ndarray, starts_list: list[list[int]]) -> None:
         if self.out is None or self.out.shape[0] != starts.shape[0]:
-            self.out = np.empty((starts.shape[0], *self.crop_shape), dtype=self.array.dtype)
+            # The first batch allocates the buffer (zarrcrop aligns it to a cache line, as
+            # torch's allocator would), the next ones reuse it.
+            self.out = self.array.read_crops(starts, self.crop_shape)
+            return
         self.array.read_crops(starts, self.crop_shape, out=self.out)
 
 

@@ -368,11 +368,14 @@ def render_results(run: Run, notes: Sequence[str] = (), suite_seconds: float | N
         "same compressor, smooth motion fields plus noise. v2 = zarr v2 (numcodecs Blosc), "
         "v3 = zarr v3 (bytes + blosc codecs). Case `photo-v2-960` = photo content, zarr "
         "v2, 960x960 crops (all channels, one frame).",
-        f"- Each benchmark: {rounds} timed rounds after 1 warmup round; a round reads "
+        f"- Each benchmark: {rounds} timed rounds (zarrcrop readers: {rounds} x "
+        f"{settings.get('decode_reps', '?')}) after 1 warmup round; a round reads "
         f"{per_round} crops at fixed random positions (every reader of a case reads the same "
-        "crops; over the timed rounds each reader reads every batch once). Loop readers read "
+        "crops; over the timed rounds each reader reads every batch once, the zarrcrop "
+        f"readers {settings.get('decode_reps', '?')} times). Loop readers read "
         "`arr[t, :, y:y+s, x:x+s]` one crop at a time; `zarrcrop batch` reads the round with "
-        f"one `read_crops(starts, (1, C, s, s), out=buf)` call into a preallocated buffer. "
+        f"one `read_crops(starts, (1, C, s, s), out=buf)` call into a buffer that the warmup "
+        "round's `buf = read_crops(starts, (1, C, s, s))` allocated. "
         f"crops/s = crops per round / {run.stat} round time.",
         "- Readers: zarrcrop (`zarrcrop.open`), zarr-python (`zarr.open_array`), tensorstore "
         "(`zarr`/`zarr3` driver, cache pool 0 bytes), zarrs (zarr-python with "

@@ -1,4 +1,5 @@
-"""Validation of caller-provided output buffers (numpy, torch, memoryview, DLPack, ...)."""
+"""Output buffers: zarrcrop's own (cache-line aligned) and validation of caller-provided ones
+(numpy, torch, memoryview, DLPack, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_output_array"]
+__all__ = ["ALIGN_FROM", "LINE", "aligned_empty", "as_output_array"]
+
+#: Alignment of the arrays zarrcrop allocates: a cache line.
+LINE = 64
+#: ... from this many bytes (smaller outputs stay in the CPU caches: alignment does not matter).
+ALIGN_FROM = 1 << 20
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data starts on a cache-line boundary (from 1 MiB).
+
+    NumPy aligns large arrays to 16 bytes; then every row of a crop whose row length is a
+    multiple of 64 bytes (960 RGB pixels) starts and ends inside a cache line, and outputs
+    larger than the CPU cache, written with whole-line non-temporal stores, need a plain
+    read-modify-write for those lines (0.5% of a read_crops batch of 16 960x960 crops, measured).
+    torch's CPU allocator aligns to 64 bytes too.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < ALIGN_FROM or dtype.hasobject:  # small (stays in cache), or Python objects
+        return np.empty(shape, dtype=dtype)
+    raw = np.empty(nbytes + LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % LINE
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _to_numpy(out: Any) -> np.ndarray:

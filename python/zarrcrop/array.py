@@ -12,7 +12,7 @@ import zarr
 from . import _core
 from ._config import resolve_strict
 from ._native import NativeLayout, Unsupported, describe_location, native_layout
-from ._output import as_output_array
+from ._output import aligned_empty, as_output_array
 from ._selection import (
     BasicSelection,
     NotBasicSelection,
@@ -189,7 +189,7 @@ class CropArray:
 
     def _read_basic(self, sel: BasicSelection, target: np.ndarray | None) -> np.ndarray:
         if target is None:
-            buf = np.empty(sel.full_shape, dtype=self.dtype)
+            buf = aligned_empty(sel.full_shape, self.dtype)
         else:
             buf = target.reshape(sel.full_shape)  # a view: only extent-1 axes differ
         if self._reader is not None:
@@ -241,7 +241,7 @@ class CropArray:
         result_shape = (start_arr.shape[0], *crop_shape)
         fill_value = self._fill_for(fill)
         if out is None:
-            target = np.empty(result_shape, dtype=self.dtype)
+            target = aligned_empty(result_shape, self.dtype)
         else:
             target = as_output_array(out, result_shape, self.dtype)
         if self._reader is not None:

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from ._api import get_num_threads, set_num_threads
 from ._api import open as _open_array
+from ._output import aligned_empty
 from .array import CropArray
 
 __all__ = ["CropDataset", "CropLoader", "SamplePlan"]
@@ -358,7 +359,7 @@ class CropDataset(Dataset[Sample]):
         for name in self.names:
             array = self._sources[name].array
             k, c, h, w = self.crop_shapes[name]
-            buf = np.empty((k, c, h, w), dtype=array.dtype)
+            buf = aligned_empty((k, c, h, w), array.dtype)
             t, _, y, x = starts[name][0].tolist()
             if hflip or vflip:
                 # Negative-step selections: the flipped crop is read directly, no extra copy.
@@ -390,7 +391,7 @@ class CropDataset(Dataset[Sample]):
         per_array: dict[str, torch.Tensor] = {}
         for name in self.names:
             array = self._sources[name].array
-            buf = np.empty((n, *self.crop_shapes[name]), dtype=array.dtype)
+            buf = aligned_empty((n, *self.crop_shapes[name]), array.dtype)
             array.read_crops(starts[name], self.crop_shapes[name], out=buf)
             buf = _to_native(buf)
             if self.flips:
@@ -608,7 +609,7 @@ class _Ring:
                     tensor = torch.empty(shape, dtype=dtype, pin_memory=True)
                     array = tensor.numpy().view(dtypes[name])
                 else:
-                    array = np.empty(shape, dtype=dtypes[name])
+                    array = aligned_empty(shape, dtypes[name])
                     tensor = torch.from_numpy(array.view(native))
                 if dataset.frames == 1:  # (B, 1, C, h, w) -> (B, C, h, w), a view
                     tensor = tensor.squeeze(1)

@@ -185,5 +185,7 @@ def test_crops(
         warmup_rounds=1,
     )
     if bound is not None:
-        round_seconds = list(benchmark.stats.stats.data)
-        benchmark.extra_info.update(bound.info(settings.threads, read[1:], round_seconds))
+        stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
+        round_seconds = list(stats.stats.data) if stats is not None else []
+        timed = read[1:] if round_seconds else []  # read[0]: the warmup round
+        benchmark.extra_info.update(bound.info(settings.threads, timed, round_seconds))

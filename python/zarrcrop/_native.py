@@ -43,6 +43,26 @@ class NativeLayout:
     shard_index_location: str = "end"
     shard_index_crc32c: bool = True
 
+    def reader_args(self, cache_bytes: int = 0) -> dict[str, Any]:
+        """Keyword arguments of ``_core.CropReader`` for this layout."""
+        return {
+            "name": self.root,
+            "root": self.root,
+            "shape": list(self.shape),
+            "chunks": list(self.chunks),
+            "itemsize": self.dtype.itemsize,
+            "codecs": list(self.codecs),
+            "key_prefix": self.key_prefix,
+            "key_separator": self.key_separator,
+            "fill_value": self.fill_value,
+            "cache_bytes": int(cache_bytes),
+            "swap_width": self.swap_width,
+            "order": self.order,
+            "shard_shape": list(self.shard_shape),
+            "shard_index_location": self.shard_index_location,
+            "shard_index_crc32c": self.shard_index_crc32c,
+        }
+
 
 def _plain(value: Any) -> Any:
     return getattr(value, "value", value)

@@ -50,24 +50,7 @@ class CropArray:
         except Unsupported as exc:
             self._fallback_reason = str(exc)
         if self._layout is not None:
-            layout = self._layout
-            self._reader = _core.CropReader(
-                name=layout.root,
-                root=layout.root,
-                shape=list(layout.shape),
-                chunks=list(layout.chunks),
-                itemsize=layout.dtype.itemsize,
-                codecs=list(layout.codecs),
-                key_prefix=layout.key_prefix,
-                key_separator=layout.key_separator,
-                fill_value=layout.fill_value,
-                cache_bytes=int(cache_bytes),
-                swap_width=layout.swap_width,
-                order=layout.order,
-                shard_shape=list(layout.shard_shape),
-                shard_index_location=layout.shard_index_location,
-                shard_index_crc32c=layout.shard_index_crc32c,
-            )
+            self._reader = _core.CropReader(**self._layout.reader_args(cache_bytes))
         elif self._strict:
             raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
 

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from zarrcrop import _core
 
 __all__ = ["CacheEvictor", "largest_cache_bytes"]
 
-DEFAULT_CACHE_BYTES = 32 << 20
-
 
 def largest_cache_bytes() -> int:
-    """The largest CPU cache of CPU 0 as sysfs reports it (32 MiB where unknown)."""
-    best = 0
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            text = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
-        digits = text[:-1] if unit > 1 else text
-        if digits.isdigit():
-            best = max(best, int(digits) * unit)
-    return best or DEFAULT_CACHE_BYTES
+    """The largest CPU cache, as zarrcrop sees it (sysfs; 32 MiB where unknown): outputs
+    larger than this are the ones zarrcrop writes with non-temporal stores."""
+    return int(_core._stream_threshold())
 
 
 class CacheEvictor:
@@ -35,8 +23,8 @@ class CacheEvictor:
     buffer is only read: no dirty lines are left for the round to write back.
     """
 
-    def __init__(self, nbytes: int | None = None) -> None:
-        size = max(2 * largest_cache_bytes(), 64 << 20) if nbytes is None else nbytes
+    def __init__(self) -> None:
+        size = max(2 * largest_cache_bytes(), 64 << 20)
         self._buffer = np.ones(size // 8, dtype=np.uint64)
 
     def __call__(self) -> None:

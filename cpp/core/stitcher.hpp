@@ -17,8 +17,8 @@ struct StridedCopy {
     int64_t src_strides[kMaxDims];
     int64_t dst_strides[kMaxDims];
     // Write the destination with non-temporal stores (copy_strided_window): for outputs
-    // larger than the last-level cache, which would only be evicted again, at the cost of
-    // reading each line in first.
+    // larger than the last-level cache, which would only be evicted again; plain stores would
+    // also read each line in first.
     bool stream = false;
 
     // Merges dimensions that are contiguous in both source and destination and drops

@@ -78,6 +78,8 @@ BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
     if (h.typesize == 0) bad("typesize 0");
     if (h.blocksize <= 0 || h.blocksize > h.nbytes)
         bad("invalid block size " + std::to_string(h.blocksize));
+    // blocksize <= nbytes < 2**31: nblocks() is at least 1 and fits int32 (C-Blosc2's masks).
+    if (h.nblocks() < 1 || h.nblocks() > INT32_MAX) bad("invalid block count");
     if (h.memcpyed()) {
         if (static_cast<std::size_t>(h.cbytes) != kHeaderSize + static_cast<std::size_t>(h.nbytes))
             bad("uncompressed (memcpyed) chunk has the wrong length");
@@ -121,15 +123,15 @@ namespace {
 
 // How block b is split into streams: their count and the decoded bytes of each.
 struct StreamLayout {
-    int32_t count;
+    int64_t count;
     std::size_t bytes;
 };
 
-StreamLayout stream_layout(const BloscHeader& h, int32_t b) {
-    const int32_t block_bytes = blosc_block_bytes(h, b);
+StreamLayout stream_layout(const BloscHeader& h, int64_t b) {
+    const int64_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
-    const int32_t count =
-        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int32_t>(h.typesize);
+    const int64_t count =
+        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int64_t>(h.typesize);
     if (block_bytes % count != 0) bad("block size is not a multiple of the typesize");
     return {count, static_cast<std::size_t>(block_bytes / count)};
 }
@@ -139,7 +141,7 @@ StreamLayout stream_layout(const BloscHeader& h, int32_t b) {
 // past the field. Read once and checked where it is used: the block may be a mapping of a
 // file that someone rewrites meanwhile.
 std::size_t next_stream_size(const uint8_t* block, std::size_t len, std::size_t& pos,
-                             std::size_t stream_bytes, int32_t b) {
+                             std::size_t stream_bytes, int64_t b) {
     if (pos + 4 > len) bad("block " + std::to_string(b) + " runs past its end");
     const int32_t stored = read_i32(block + pos);
     pos += 4;
@@ -154,10 +156,10 @@ std::size_t next_stream_size(const uint8_t* block, std::size_t len, std::size_t&
 }  // namespace
 
 void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int32_t b) {
+                          int64_t b) {
     const StreamLayout streams = stream_layout(h, b);
     std::size_t pos = 0;
-    for (int32_t s = 0; s < streams.count; ++s) {
+    for (int64_t s = 0; s < streams.count; ++s) {
         const std::size_t csize = next_stream_size(block, len, pos, streams.bytes, b);
         pos += csize;
     }
@@ -166,8 +168,8 @@ void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_
 void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<BlockExtent>& extents,
                             const std::vector<uint8_t>* skip) {
-    const int32_t nblocks = h.nblocks();
-    for (int32_t b = 0; b < nblocks; ++b) {
+    const int64_t nblocks = h.nblocks();
+    for (int64_t b = 0; b < nblocks; ++b) {
         if (skip != nullptr && (*skip)[static_cast<std::size_t>(b)]) continue;
         const BlockExtent& e = extents[static_cast<std::size_t>(b)];
         validate_blosc_block(h, src + e.start, e.end - e.start, b);
@@ -180,12 +182,12 @@ bool blosc_streams_decodable(const BloscHeader& h) {
 }
 
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int32_t b, uint8_t* dst, ZstdDecoder& zstd) {
+                          int64_t b, uint8_t* dst, ZstdDecoder& zstd) {
     // validate_blosc_block's walk, each size checked as it is read (see next_stream_size).
     const StreamLayout streams = stream_layout(h, b);
     const std::size_t stream_bytes = streams.bytes;
     std::size_t pos = 0;
-    for (int32_t s = 0; s < streams.count; ++s) {
+    for (int64_t s = 0; s < streams.count; ++s) {
         const std::size_t csize = next_stream_size(block, len, pos, stream_bytes, b);
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
@@ -237,19 +239,19 @@ void BloscDecoder::decompress(const uint8_t* src, std::size_t size, uint8_t* dst
 void BloscDecoder::decompress_blocks(const BloscHeader& h, const uint8_t* src, std::size_t size,
                                      uint8_t* dst, std::size_t dst_size,
                                      const std::vector<uint8_t>& skip) {
-    const int32_t nblocks = h.nblocks();
+    const int64_t nblocks = h.nblocks();
     if (skip.size() != static_cast<std::size_t>(nblocks))
         throw std::logic_error("block mask does not match the chunk's block count");
     static_assert(sizeof(bool) == 1, "the block mask is passed as bool[]");
     std::size_t expected = 0;
-    for (int32_t b = 0; b < nblocks; ++b) {
+    for (int64_t b = 0; b < nblocks; ++b) {
         if (skip[static_cast<std::size_t>(b)]) continue;
-        expected += static_cast<std::size_t>(
-            (b == nblocks - 1) ? h.nbytes - b * h.blocksize : h.blocksize);
+        expected += static_cast<std::size_t>(blosc_block_bytes(h, b));
     }
     // C-Blosc2 copies the mask; it applies to the next decompression on this context only.
+    // nblocks fits int (validate_blosc_header).
     auto* mask = reinterpret_cast<bool*>(const_cast<uint8_t*>(skip.data()));
-    if (blosc2_set_maskout(ctx_, mask, nblocks) < 0) throw ChunkError("Blosc rejected the block mask");
+    if (blosc2_set_maskout(ctx_, mask, static_cast<int>(nblocks)) < 0) throw ChunkError("Blosc rejected the block mask");
     const int n = blosc2_decompress_ctx(ctx_, src, static_cast<int32_t>(size), dst,
                                         static_cast<int32_t>(dst_size));
     // C-Blosc2 documents that masked-out blocks are not counted, but 3.x returns the full

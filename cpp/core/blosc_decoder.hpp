@@ -17,12 +17,15 @@ struct BloscHeader {
     uint8_t version = 0;
     uint8_t flags = 0;
     uint8_t typesize = 0;
-    int32_t nbytes = 0;
-    int32_t blocksize = 0;
-    int32_t cbytes = 0;
+    // The header's int32 fields, widened: every size and offset derived from them is computed
+    // in 64 bits (nbytes + blocksize overflows int32 for chunks near 2 GiB).
+    int64_t nbytes = 0;
+    int64_t blocksize = 0;
+    int64_t cbytes = 0;
 
     bool memcpyed() const { return (flags & 0x02) != 0; }
-    int32_t nblocks() const { return (nbytes + blocksize - 1) / blocksize; }
+    // At least 1 for a validated header (0 < blocksize <= nbytes).
+    int64_t nblocks() const { return (nbytes + blocksize - 1) / blocksize; }
 };
 
 // Where one block's compressed streams lie in the chunk: [start, end).
@@ -52,7 +55,7 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<uint8_t>* skip);
 // The same for block b alone, given its `len` bytes (its extent) at `block`.
 void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int32_t b);
+                          int64_t b);
 // All of the above for a chunk held whole in memory.
 BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size,
                                  std::size_t expected_nbytes);
@@ -69,9 +72,9 @@ bool blosc_streams_decodable(const BloscHeader& h);
 // bounds) and throws ChunkError when a stream does not decode to its exact size. Only for
 // blosc_streams_decodable chunks.
 void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int32_t b, uint8_t* dst, ZstdDecoder& zstd);
+                          int64_t b, uint8_t* dst, ZstdDecoder& zstd);
 // The decoded size of block b.
-inline int32_t blosc_block_bytes(const BloscHeader& h, int32_t b) {
+inline int64_t blosc_block_bytes(const BloscHeader& h, int64_t b) {
     return (b == h.nblocks() - 1) ? h.nbytes - b * h.blocksize : h.blocksize;
 }
 

@@ -14,6 +14,7 @@
 #include "codecs.hpp"
 #include "errors.hpp"
 #include "thread_pool.hpp"
+#include "worker_scratch.hpp"
 
 namespace zarrcrop {
 
@@ -23,58 +24,16 @@ namespace {
 // blocks that the destinations need.
 constexpr std::size_t kPartialReadMin = 64 * 1024;
 
-// Grow-only byte buffer left uninitialized: vector::resize zero-fills every byte it adds,
-// wasted work for a buffer that a read is about to overwrite (chunk files differ in size).
-class ByteBuffer {
-public:
-    uint8_t* get(std::size_t n) {
-        if (n > capacity_) {
-            data_.reset(new uint8_t[n]);
-            capacity_ = n;
-        }
-        return data_.get();
-    }
-
-private:
-    std::unique_ptr<uint8_t[]> data_;
-    std::size_t capacity_ = 0;
-};
-
-// Per-thread scratch, reused across chunks and reads: no allocation on the hot path once warm.
-struct WorkerScratch {
-    ByteBuffer file;  // a chunk file, or the header and block offsets of one
-    std::vector<uint8_t> decoded;
-    std::vector<uint8_t> shuffled;  // blocks still bit-shuffled (see bitshuffle.hpp)
-    std::vector<uint8_t> block;     // one decoded block (block-by-block decoding)
-    std::vector<uint8_t> compressed;  // one block's compressed bytes (decode_block)
-    std::vector<uint8_t> block_raw; // one block's decoded streams, still shuffled
-    std::vector<uint8_t> block_tmp; // bit-unshuffle scratch for items of several bytes
-    std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
-    std::vector<uint8_t> block_mask;  // one-block masks for split decoding
-    std::vector<uint8_t> chain[2];    // ping-pong buffers of a codec chain
-    std::unique_ptr<BloscDecoder> decoder;
-    std::unique_ptr<ZstdDecoder> zstd_decoder;
-
-    BloscDecoder& blosc() {
-        if (!decoder) decoder = std::make_unique<BloscDecoder>();
-        return *decoder;
-    }
-    ZstdDecoder& zstd() {
-        if (!zstd_decoder) zstd_decoder = std::make_unique<ZstdDecoder>();
-        return *zstd_decoder;
-    }
-};
-
-WorkerScratch& scratch() {
-    thread_local WorkerScratch s;
-    return s;
-}
-
 void mark_span(int64_t lo, int64_t hi, int64_t blocksize, std::vector<uint8_t>& need) {
     // [lo, hi) in bytes, hi > lo.
     const auto first = static_cast<std::size_t>(lo / blocksize);
     const auto last = static_cast<std::size_t>((hi - 1) / blocksize);
-    for (std::size_t b = first; b <= last && b < need.size(); ++b) need[b] = 1;
+    // Unreachable for validated headers (the blocks cover the chunk): never leave a
+    // destination unwritten.
+    if (lo < 0 || last >= need.size())
+        throw ChunkError("a destination reaches past the chunk's " + std::to_string(need.size()) +
+                         " blocks");
+    for (std::size_t b = first; b <= last; ++b) need[b] = 1;
 }
 
 // The bytes the sub-region of dimensions d.. spans (relative to its first element), and
@@ -341,29 +300,27 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file, std::size_t want) const {
                 size = check_crc32c(data, size);
                 break;
             case Codec::Zstd: {
-                std::vector<uint8_t>& out = s.chain[next];
+                ByteBuffer& out = s.chain[next];
                 if (last && want < chunk_bytes_) {
                     // Only the first `want` bytes are needed: a zstd frame decodes in order,
                     // so stop there (the rest of the chunk's content is left undecoded).
-                    if (out.size() < chunk_bytes_) out.resize(chunk_bytes_);
-                    if (s.zstd().decompress_prefix(data, size, out.data(), chunk_bytes_, want)) {
-                        data = out.data();
+                    uint8_t* prefix = out.get(chunk_bytes_);
+                    if (s.zstd().decompress_prefix(data, size, prefix, chunk_bytes_, want)) {
+                        data = prefix;
                         size = chunk_bytes_;
                         next ^= 1;
                         break;
                     }
                 }
-                s.zstd().decompress(data, size, out, chunk_bytes_, last, max_file_bytes());
+                size = s.zstd().decompress(data, size, out, chunk_bytes_, last, max_file_bytes());
                 data = out.data();
-                size = out.size();
                 next ^= 1;
                 break;
             }
             case Codec::Gzip: {
-                std::vector<uint8_t>& out = s.chain[next];
-                gunzip(data, size, out, chunk_bytes_, last, max_file_bytes());
+                ByteBuffer& out = s.chain[next];
+                size = gunzip(data, size, out, chunk_bytes_, last, max_file_bytes());
                 data = out.data();
-                size = out.size();
                 next ^= 1;
                 break;
             }
@@ -374,9 +331,9 @@ uint8_t* ChunkDecoder::decode_chain(MutableBytes file, std::size_t want) const {
                     size = chunk_bytes_;
                     break;
                 }
-                if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-                decode_blocks(h, MutableBytes(data, size), s.decoded.data(), nullptr);
-                data = s.decoded.data();
+                uint8_t* decoded = s.decoded.get(chunk_bytes_);
+                decode_blocks(h, MutableBytes(data, size), decoded, nullptr);
+                data = decoded;
                 size = chunk_bytes_;
                 break;
             }
@@ -448,7 +405,7 @@ bool ChunkDecoder::streams_direct(const BloscHeader& h) {
 }
 
 void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                                   int32_t b, uint8_t* out) const {
+                                   int64_t b, uint8_t* out) const {
     WorkerScratch& s = scratch();
     const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
     const Filter filter = block_filter(h);
@@ -457,18 +414,17 @@ void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, s
         return;
     }
     // Undo the shuffle right after decoding, while the block is in cache.
-    if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
-    decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
+    uint8_t* raw = s.block_raw.get(bytes);
+    decode_block_streams(h, block, len, b, raw, s.zstd());
     if (filter == Filter::Byte) {
-        byte_unshuffle(s.block_raw.data(), out, bytes, h.typesize);
+        byte_unshuffle(raw, out, bytes, h.typesize);
         return;
     }
-    if (s.block_tmp.size() < bytes) s.block_tmp.resize(bytes);
-    blosc1_bitunshuffle(s.block_raw.data(), out, bytes, h.typesize, s.block_tmp.data());
+    blosc1_bitunshuffle(raw, out, bytes, h.typesize, s.block_tmp.get(bytes));
 }
 
 void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                                int32_t b, const Stitch* stitches, std::size_t n, bool whole,
+                                int64_t b, const Stitch* stitches, std::size_t n, bool whole,
                                 bool stitch) const {
     const int64_t lo = static_cast<int64_t>(b) * h.blocksize;
     if (whole) {
@@ -490,23 +446,22 @@ void ChunkDecoder::finish_block(const BloscHeader& h, const uint8_t* block, std:
         // Else Blosc1 left the block unshuffled, or left bytes after the last item as they
         // are: the block-buffer path below handles those.
         if (bytes % t == 0 && blosc1_block_bitshuffled(bytes, t)) {
-            if (s.block_raw.size() < bytes) s.block_raw.resize(bytes);
-            if (t > 1 && s.block_tmp.size() < 2 * bytes) s.block_tmp.resize(2 * bytes);
-            decode_block_streams(h, block, len, b, s.block_raw.data(), s.zstd());
-            const Planes planes{s.block_raw.data(), bytes / t, t, s.block_tmp.data()};
+            uint8_t* raw = s.block_raw.get(bytes);
+            uint8_t* tmp = t > 1 ? s.block_tmp.get(2 * bytes) : nullptr;
+            decode_block_streams(h, block, len, b, raw, s.zstd());
+            const Planes planes{raw, bytes / t, t, tmp};
             for (std::size_t i = 0; i < n; ++i)
                 copy_window_runs(lo, lo + static_cast<int64_t>(bytes), stitches[i].src_offset,
                                  stitches[i].dst, stitches[i].region, unshuffle_run, &planes);
             return;
         }
     }
-    const auto block_size = static_cast<std::size_t>(h.blocksize);
-    if (s.block.size() < block_size) s.block.resize(block_size);
-    decode_block_to(h, block, len, b, s.block.data());
+    uint8_t* decoded_block = s.block.get(static_cast<std::size_t>(h.blocksize));
+    decode_block_to(h, block, len, b, decoded_block);
     if (!stitch) return;
     const int64_t hi = lo + blosc_block_bytes(h, b);
     for (std::size_t i = 0; i < n; ++i)
-        copy_strided_window(s.block.data(), lo, hi, stitches[i].src_offset, stitches[i].dst,
+        copy_strided_window(decoded_block, lo, hi, stitches[i].src_offset, stitches[i].dst,
                             stitches[i].region);
 }
 
@@ -518,8 +473,8 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
     if (streams_direct(h)) {
         // Block by block, each on to its destinations while in cache: no chunk-sized
         // intermediate.
-        const int32_t nblocks = h.nblocks();
-        for (int32_t b = 0; b < nblocks; ++b) {
+        const int64_t nblocks = h.nblocks();
+        for (int64_t b = 0; b < nblocks; ++b) {
             if (!whole && s.skip[static_cast<std::size_t>(b)]) continue;
             const BlockExtent& e = extents[static_cast<std::size_t>(b)];
             finish_block(h, file.data() + e.start, e.end - e.start, b, stitches, n, whole,
@@ -532,10 +487,10 @@ const uint8_t* ChunkDecoder::decode_planned(const BloscHeader& h, MutableBytes f
         decode_blocks(h, file, stitches[0].dst, nullptr);
         return nullptr;
     }
-    if (s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-    const bool all = needed == static_cast<std::size_t>(h.nblocks());
-    decode_blocks(h, file, s.decoded.data(), all ? nullptr : &s.skip);
-    return s.decoded.data();
+        const bool all = needed == static_cast<std::size_t>(h.nblocks());
+    uint8_t* decoded = s.decoded.get(chunk_bytes_);
+    decode_blocks(h, file, decoded, all ? nullptr : &s.skip);
+    return decoded;
 }
 
 const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stitches,
@@ -629,7 +584,7 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
     need.assign(granules, 0);
     for (std::size_t i = 0; i < n; ++i)
         mark_needed_blocks(stitches[i], static_cast<int64_t>(kGranule), need);
-    if (s.block.size() < kWindow) s.block.resize(kWindow);
+    uint8_t* window = s.block.get(kWindow);
     for (std::size_t g = 0; g < granules;) {
         if (!need[g]) {
             ++g;
@@ -640,9 +595,9 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
         const std::size_t hi = std::min(e * kGranule, chunk_bytes_);
         for (std::size_t lo = g * kGranule; lo < hi; lo += kWindow) {
             const std::size_t end = std::min(lo + kWindow, hi);
-            file.read_at(data_offset + lo, end - lo, s.block.data());
+            file.read_at(data_offset + lo, end - lo, window);
             for (std::size_t i = 0; i < n; ++i)
-                copy_strided_window(s.block.data(), static_cast<int64_t>(lo),
+                copy_strided_window(window, static_cast<int64_t>(lo),
                                     static_cast<int64_t>(end), stitches[i].src_offset,
                                     stitches[i].dst, stitches[i].region);
         }
@@ -651,7 +606,8 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
 }
 
 bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                                   BlockJob& job, ThreadPool* split_pool) const {
+                                   BlockJob& job, ThreadPool* split_pool,
+                                   const CancelFlags* cancel) const {
     if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
         process_whole(coords, stitches, n);
         return false;
@@ -686,7 +642,7 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
             return true;
         }
         if (split_pool != nullptr && c.needed >= 2) {
-            decode_split(c, stitches, n, *split_pool);
+            decode_split(c, stitches, n, *split_pool, cancel);
             return false;
         }
         const uint8_t* base = decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole,
@@ -717,9 +673,9 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
             if (job.mapping->damaged()) throw_shrank(job.file);
             return;
         }
-        if (s.compressed.size() < len) s.compressed.resize(len);
-        job.file.read_at(e.start, len, s.compressed.data());
-        finish_block(job.h, s.compressed.data(), len, b, job.stitches, job.n, job.whole,
+        uint8_t* compressed = s.compressed.get(len);
+        job.file.read_at(e.start, len, compressed);
+        finish_block(job.h, compressed, len, b, job.stitches, job.n, job.whole,
                      /*stitch=*/true);
     } catch (...) {
         rethrow_in_context(job.key);
@@ -740,7 +696,7 @@ void ChunkDecoder::finish_job(BlockJob& job) const {
 }
 
 void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
-                                ThreadPool& pool) const {
+                                ThreadPool& pool, const CancelFlags* cancel) const {
     // Decode the needed blocks on the whole pool. This thread's scratch holds the chunk
     // (read-only for the workers) and receives their disjoint blocks; it waits meanwhile.
     WorkerScratch& s = scratch();
@@ -749,14 +705,12 @@ void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, st
     std::vector<int32_t> blocks;
     for (std::size_t b = 0; b < nblocks; ++b)
         if (!s.skip[b]) blocks.push_back(static_cast<int32_t>(b));
-    if (!c.whole && s.decoded.size() < chunk_bytes_) s.decoded.resize(chunk_bytes_);
-    uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.data();
+    uint8_t* final_dst = c.whole ? stitches[0].dst : s.decoded.get(chunk_bytes_);
     const bool own = own_unshuffle(h);
     uint8_t* target = final_dst;
     if (own) {
         c.bytes[2] = static_cast<uint8_t>(h.flags & ~0x04);
-        if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
-        target = s.shuffled.data();
+        target = s.shuffled.get(chunk_bytes_);
     }
     const uint8_t* src = c.bytes.data();
     const std::size_t size = c.bytes.size();
@@ -768,7 +722,7 @@ void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, st
         w.blosc().decompress_blocks(h, src, size, target, chunk_bytes_, w.block_mask);
         if (own) unshuffle_block(h, b, target, final_dst);
     };
-    pool.parallel_for(blocks.size(), task);
+    pool.parallel_for(blocks.size(), task, cancel);
     if (!c.whole) stitch_all(final_dst, stitches, n);
 }
 
@@ -777,7 +731,7 @@ bool ChunkDecoder::own_unshuffle(const BloscHeader& h) {
     return (h.flags & 0x04) != 0 && (h.flags & 0x01) == 0 && h.typesize == 1;
 }
 
-void ChunkDecoder::unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
+void ChunkDecoder::unshuffle_block(const BloscHeader& h, int64_t b, const uint8_t* shuffled,
                                    uint8_t* dst) {
     const auto offset = static_cast<std::size_t>(b) * static_cast<std::size_t>(h.blocksize);
     const auto bytes = static_cast<std::size_t>(blosc_block_bytes(h, b));
@@ -798,16 +752,16 @@ void ChunkDecoder::decode_blocks(const BloscHeader& h, MutableBytes file, uint8_
     // before its scalar unshuffle, then unshuffle each block ourselves right after it is
     // decoded, while it is still in cache.
     file[2] = static_cast<uint8_t>(h.flags & ~0x04);
-    if (s.shuffled.size() < chunk_bytes_) s.shuffled.resize(chunk_bytes_);
+    uint8_t* shuffled = s.shuffled.get(chunk_bytes_);
     const auto nblocks = static_cast<std::size_t>(h.nblocks());
     s.block_mask.assign(nblocks, 1);
     for (std::size_t b = 0; b < nblocks; ++b) {
         if (skip != nullptr && (*skip)[b]) continue;
         s.block_mask[b] = 0;
-        s.blosc().decompress_blocks(h, file.data(), file.size(), s.shuffled.data(), chunk_bytes_,
+        s.blosc().decompress_blocks(h, file.data(), file.size(), shuffled, chunk_bytes_,
                                     s.block_mask);
         s.block_mask[b] = 1;
-        unshuffle_block(h, static_cast<int32_t>(b), s.shuffled.data(), dst);
+        unshuffle_block(h, static_cast<int64_t>(b), shuffled, dst);
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include "array_spec.hpp"
 #include "blosc_decoder.hpp"
+#include "cancel.hpp"
 #include "chunk_cache.hpp"
 #include "chunk_source.hpp"
 #include "file_map.hpp"
@@ -29,13 +30,6 @@ struct MutableBytes {
     uint8_t* data() const { return ptr; }
     std::size_t size() const { return len; }
     uint8_t& operator[](std::size_t i) const { return ptr[i]; }
-};
-
-// One destination of a chunk's decoded bytes.
-struct Stitch {
-    int64_t src_offset = 0;  // bytes from the decoded chunk's start to the first element
-    uint8_t* dst = nullptr;  // first destination element
-    StridedCopy region;      // simplified (StridedCopy::simplify), at least one element
 };
 
 // Marks in `need` (one entry per Blosc block of `blocksize` bytes) the blocks that hold any
@@ -75,7 +69,8 @@ public:
     // in parallel on it (for reads that touch fewer chunks than there are threads).
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
     bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                         BlockJob& job, ThreadPool* split_pool) const;
+                         BlockJob& job, ThreadPool* split_pool,
+                         const CancelFlags* cancel = nullptr) const;
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
@@ -116,7 +111,7 @@ private:
     void stream_raw(const ChunkFile& file, std::size_t data_offset, const Stitch* stitches,
                     std::size_t n) const;
     static bool own_unshuffle(const BloscHeader& h);
-    static void unshuffle_block(const BloscHeader& h, int32_t b, const uint8_t* shuffled,
+    static void unshuffle_block(const BloscHeader& h, int64_t b, const uint8_t* shuffled,
                                 uint8_t* dst);
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
     // Called from a catch block: rethrows a ChunkError / ChunkIoError with the array and the
@@ -153,12 +148,12 @@ private:
     static Filter block_filter(const BloscHeader& h);
     // Decodes block b (its `len` validated bytes at `block`) into `out`, which receives its
     // decoded, unshuffled bytes.
-    void decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,
+    void decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
                          uint8_t* out) const;
     // Decodes block b (as decode_block_to) into its place in the only destination (`whole`),
     // or through one block-sized buffer, still in cache, into the parts of the stitches it
     // holds (unless !stitch: benchmarks).
-    void finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int32_t b,
+    void finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
                       const Stitch* stitches, std::size_t n, bool whole, bool stitch) const;
     // process_or_plan for chunks not split into blocks: the decoded-chunk cache, and codecs
     // other than Blosc.
@@ -168,7 +163,7 @@ private:
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
     // Decodes the needed blocks of a loaded (non-deferred) chunk in parallel on `pool`.
     void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
-                      ThreadPool& pool) const;
+                      ThreadPool& pool, const CancelFlags* cancel) const;
     // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
     // May modify `file` (see bitshuffle.hpp).
     void decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,

@@ -1,6 +1,8 @@
 #include "codecs.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -19,6 +21,7 @@ std::size_t ZSTD_freeDCtx(ZSTD_DCtx_s* dctx);
 std::size_t ZSTD_decompressDCtx(ZSTD_DCtx_s* dctx, void* dst, std::size_t dst_capacity,
                                 const void* src, std::size_t src_size);
 unsigned long long ZSTD_getFrameContentSize(const void* src, std::size_t src_size);
+unsigned long long ZSTD_findDecompressedSize(const void* src, std::size_t src_size);
 unsigned ZSTD_isError(std::size_t code);
 const char* ZSTD_getErrorName(std::size_t code);
 // Streaming decompression (zstd.h, stable API): decode a frame's first bytes only.
@@ -58,6 +61,7 @@ const char* zlibng_version(void);
 int32_t zng_inflateInit2(zng_stream_s* strm, int32_t window_bits);
 int32_t zng_inflate(zng_stream_s* strm, int32_t flush);
 int32_t zng_inflateEnd(zng_stream_s* strm);
+int32_t zng_inflateReset(zng_stream_s* strm);
 }
 
 namespace zarrcrop {
@@ -134,27 +138,29 @@ ZstdDecoder::ZstdDecoder() : ctx_(ZSTD_createDCtx()) {
 
 ZstdDecoder::~ZstdDecoder() { ZSTD_freeDCtx(static_cast<ZSTD_DCtx_s*>(ctx_)); }
 
-void ZstdDecoder::decompress(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst,
-                             std::size_t expected, bool exact, std::size_t max_size) {
-    const unsigned long long announced = ZSTD_getFrameContentSize(src, size);
-    if (announced == kZstdSizeError) throw ChunkError("zstd: not a zstd frame");
+std::size_t ZstdDecoder::decompress(const uint8_t* src, std::size_t size, ByteBuffer& dst,
+                                    std::size_t expected, bool exact, std::size_t max_size) {
+    // The sum over all frames (skippable ones count 0): a chunk may hold several frames.
+    const unsigned long long announced = ZSTD_findDecompressedSize(src, size);
+    if (announced == kZstdSizeError) throw ChunkError("zstd: not a valid sequence of zstd frames");
     std::size_t capacity = expected;
     if (!exact) {
         if (announced == kZstdSizeUnknown)
-            throw ChunkError("zstd: frame does not announce its decompressed size");
+            throw ChunkError("zstd: a frame does not announce its decompressed size");
         if (announced > max_size) throw ChunkError("zstd: decompressed size too large");
         capacity = static_cast<std::size_t>(announced);
     } else if (announced != kZstdSizeUnknown && announced != expected) {
-        throw ChunkError("zstd: frame announces " + std::to_string(announced) +
+        throw ChunkError("zstd: frames announce " + std::to_string(announced) +
                          " bytes, the chunk needs " + std::to_string(expected));
     }
-    dst.resize(capacity);
-    const std::size_t n = ZSTD_decompressDCtx(static_cast<ZSTD_DCtx_s*>(ctx_), dst.data(),
-                                              capacity, src, size);
+    uint8_t* out = dst.get(capacity > 0 ? capacity : 1);
+    const std::size_t n =
+        ZSTD_decompressDCtx(static_cast<ZSTD_DCtx_s*>(ctx_), out, capacity, src, size);
     if (ZSTD_isError(n)) throw ChunkError(std::string("zstd: ") + ZSTD_getErrorName(n));
     if (n != capacity)
         throw ChunkError("zstd: decompressed " + std::to_string(n) + " bytes, expected " +
                          std::to_string(capacity));
+    return n;
 }
 
 void ZstdDecoder::decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst,
@@ -202,42 +208,100 @@ bool gzip_available() {
     return version != nullptr && version[0] == '2' && version[1] == '.';
 }
 
-void gunzip(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst, std::size_t expected,
-            bool exact, std::size_t max_size) {
+namespace {
+
+bool all_zero(const uint8_t* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i)
+        if (p[i] != 0) return false;
+    return true;
+}
+
+}  // namespace
+
+std::size_t gunzip(const uint8_t* src, std::size_t size, ByteBuffer& dst, std::size_t expected,
+                   bool exact, std::size_t max_size) {
     constexpr int32_t kGzipOnly = 16 + 15;  // windowBits: gzip wrapper, 32 KiB window
-    constexpr int32_t kFinish = 4;
+    constexpr int32_t kNoFlush = 0;
+    constexpr int32_t kOk = 0;
     constexpr int32_t kStreamEnd = 1;
+    constexpr int32_t kBufError = -5;
+    constexpr std::size_t kMaxOut = 0xFFFFFFFFu;  // avail_out is 32 bits
     if (!gzip_available()) throw ChunkError("gzip: the bundled zlib-ng is not version 2");
     if (size < 18) throw ChunkError("gzip: " + std::to_string(size) + " bytes, too short");
-    if (size > 0xFFFFFFFFu) throw ChunkError("gzip: member too large");
-    std::size_t capacity = expected;
-    if (!exact) {
+    if (size > 0xFFFFFFFFu) throw ChunkError("gzip: data too large");
+    if (max_size > kMaxOut - 1) max_size = kMaxOut - 1;
+    // Exact: one byte of room past the chunk, so data that decodes to more is caught. Else
+    // start from the last member's ISIZE (the whole size for a single member) and grow.
+    std::size_t capacity;
+    if (exact) {
+        if (expected > max_size) throw ChunkError("gzip: chunk too large");
+        capacity = expected + 1;
+    } else {
         capacity = static_cast<std::size_t>(src[size - 4]) |
                    (static_cast<std::size_t>(src[size - 3]) << 8) |
                    (static_cast<std::size_t>(src[size - 2]) << 16) |
                    (static_cast<std::size_t>(src[size - 1]) << 24);
-        if (capacity > max_size) throw ChunkError("gzip: decompressed size too large");
+        capacity = std::min(std::max<std::size_t>(capacity, 4096), max_size + 1);
     }
-    if (capacity > 0xFFFFFFFFu) throw ChunkError("gzip: chunk too large");
-    dst.resize(capacity);
+    uint8_t* out = dst.get(capacity);
     zng_stream_s zs{};
     if (zng_inflateInit2(&zs, kGzipOnly) != 0) throw std::bad_alloc();
+    std::size_t produced = 0;
+    std::string error;
     zs.next_in = src;
     zs.avail_in = static_cast<uint32_t>(size);
-    zs.next_out = dst.data();
-    zs.avail_out = static_cast<uint32_t>(capacity);
-    const int32_t rc = zng_inflate(&zs, kFinish);
-    const std::size_t produced = zs.total_out;
-    const uint32_t left = zs.avail_in;
-    const std::string message = zs.msg != nullptr ? zs.msg : "";
+    for (;;) {
+        zs.next_out = out + produced;
+        zs.avail_out = static_cast<uint32_t>(capacity - produced);
+        const uint32_t in_before = zs.avail_in;
+        const int32_t rc = zng_inflate(&zs, kNoFlush);
+        const bool moved = zs.avail_in != in_before || zs.avail_out != capacity - produced;
+        produced = capacity - zs.avail_out;
+        if (rc == kStreamEnd) {
+            const uint8_t* rest = zs.next_in;
+            const std::size_t left = zs.avail_in;
+            if (left == 0 || all_zero(rest, left)) break;
+            if (left >= 2 && rest[0] == 0x1f && rest[1] == 0x8b) {  // another member
+                zng_inflateReset(&zs);
+                continue;
+            }
+            error = "trailing bytes after the gzip data";
+            break;
+        }
+        if (rc != kOk && rc != kBufError) {
+            error = std::string("invalid data") + (zs.msg != nullptr ? std::string(" (") + zs.msg + ")" : "");
+            break;
+        }
+        if (produced == capacity) {
+            if (exact || capacity > max_size) {
+                error = "data decompresses to more than " +
+                        std::to_string(exact ? expected : max_size) + " bytes";
+                break;
+            }
+            // Grow, keeping what is decoded.
+            const std::size_t bigger = std::min(capacity * 2, max_size + 1);
+            ByteBuffer grown;
+            std::memcpy(grown.get(bigger), out, produced);
+            dst.swap(grown);
+            out = dst.data();
+            capacity = bigger;
+            continue;
+        }
+        if (zs.avail_in == 0) {
+            error = "truncated data";
+            break;
+        }
+        if (!moved) {
+            error = "invalid data";
+            break;
+        }
+    }
     zng_inflateEnd(&zs);
-    if (rc != kStreamEnd)
-        throw ChunkError("gzip: invalid or truncated data" +
-                         (message.empty() ? std::string() : " (" + message + ")"));
-    if (left != 0) throw ChunkError("gzip: trailing bytes after the gzip member");
-    if (produced != capacity)
+    if (!error.empty()) throw ChunkError("gzip: " + error);
+    if (exact && produced != expected)
         throw ChunkError("gzip: decompressed " + std::to_string(produced) + " bytes, expected " +
-                         std::to_string(capacity));
+                         std::to_string(expected));
+    return produced;
 }
 
 }  // namespace zarrcrop

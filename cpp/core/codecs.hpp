@@ -5,7 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include "byte_buffer.hpp"
 
 namespace zarrcrop {
 
@@ -23,11 +23,12 @@ public:
     ZstdDecoder(const ZstdDecoder&) = delete;
     ZstdDecoder& operator=(const ZstdDecoder&) = delete;
 
-    // Decompresses the zstd frame(s) in src into dst, which must end up exactly filled when
-    // `exact` (the last codec before the raw chunk bytes), else resized to the content size
-    // announced by the frame (at most `max_size`).
-    void decompress(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst,
-                    std::size_t expected, bool exact, std::size_t max_size);
+    // Decompresses the zstd frames in src (one or several, concatenated; skippable frames are
+    // skipped, as zstd and numcodecs do) into dst and returns the decompressed size: exactly
+    // `expected` when `exact` (the last codec before the raw chunk bytes), else the sum of
+    // the sizes the frames announce (at most `max_size`).
+    std::size_t decompress(const uint8_t* src, std::size_t size, ByteBuffer& dst,
+                           std::size_t expected, bool exact, std::size_t max_size);
     // Decompresses the zstd frame(s) in src into dst, which they must fill exactly
     // (`expected` bytes); throws ChunkError otherwise.
     void decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst,
@@ -47,9 +48,10 @@ private:
 // C-Blosc2 library. The library ships no zlib-ng header, so the stream struct is declared here
 // for zlib-ng 2.x; gzip_available() checks the library's version before it is ever used.
 bool gzip_available();
-// Inflates one gzip member from src into dst, which must end up exactly `expected` bytes when
-// `exact`; otherwise sized by the member's ISIZE trailer (at most max_size).
-void gunzip(const uint8_t* src, std::size_t size, std::vector<uint8_t>& dst, std::size_t expected,
-            bool exact, std::size_t max_size);
+// Inflates the gzip members in src (one or several, concatenated, as bgzip writes; zero
+// padding after the last is ignored, as Python's gzip module does) into dst and returns the
+// decompressed size: exactly `expected` when `exact`, else at most max_size.
+std::size_t gunzip(const uint8_t* src, std::size_t size, ByteBuffer& dst, std::size_t expected,
+                   bool exact, std::size_t max_size);
 
 }  // namespace zarrcrop

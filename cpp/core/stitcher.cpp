@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -131,6 +132,48 @@ int64_t StridedCopy::simplify() {
     }
     ndim = out;
     return total;
+}
+
+void RegionArena::allocate(StridedCopy& r, std::size_t ndim) {
+    const std::size_t need = 3 * ndim;
+    if (need > kBlock) throw std::invalid_argument("too many dimensions");
+    r.ndim = ndim;
+    if (need == 0) {  // 0-d: one element, no dimensions
+        r.counts = r.src_strides = r.dst_strides = nullptr;
+        last_ = nullptr;
+        return;
+    }
+    if (used_ + need > kBlock) {
+        blocks_.emplace_back(new int64_t[kBlock]);
+        used_ = 0;
+    }
+    int64_t* p = blocks_.back().get() + used_;
+    used_ += need;
+    r.counts = p;
+    r.src_strides = p + ndim;
+    r.dst_strides = p + 2 * ndim;
+    last_ = p;
+    last_ndim_ = ndim;
+}
+
+void RegionArena::shrink_last(StridedCopy& r) {
+    if (last_ == nullptr || r.counts != last_ || r.ndim > last_ndim_) return;
+    // Move the strides next to the remaining counts, then return the tail.
+    const std::size_t n = r.ndim;
+    for (std::size_t d = 0; d < n; ++d) last_[n + d] = r.src_strides[d];
+    for (std::size_t d = 0; d < n; ++d) last_[2 * n + d] = r.dst_strides[d];
+    r.src_strides = last_ + n;
+    r.dst_strides = last_ + 2 * n;
+    used_ -= 3 * (last_ndim_ - n);
+    last_ndim_ = n;
+}
+
+void RegionArena::clear() {
+    // Keep one block for the next plan; give the rest back.
+    if (blocks_.size() > 1) blocks_.resize(1);
+    used_ = blocks_.empty() ? kBlock : 0;
+    last_ = nullptr;
+    last_ndim_ = 0;
 }
 
 bool StridedCopy::is_contiguous() const {
@@ -263,15 +306,11 @@ struct Window {
             return;
         }
         if (copy == nullptr && off + span_lo[d] >= lo && off + span_hi[d] <= hi) {  // wholly inside
-            StridedCopy sub;
+            StridedCopy sub = c;  // dimensions d.. of the region
             sub.ndim = c.ndim - d;
-            sub.itemsize = c.itemsize;
-            for (std::size_t k = d; k < c.ndim; ++k) {
-                sub.counts[k - d] = c.counts[k];
-                sub.src_strides[k - d] = c.src_strides[k];
-                sub.dst_strides[k - d] = c.dst_strides[k];
-            }
-            sub.stream = c.stream;
+            sub.counts += d;
+            sub.src_strides += d;
+            sub.dst_strides += d;
             copy_strided_unfenced(base + (off - lo), dst, sub);
             return;
         }

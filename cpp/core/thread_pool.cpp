@@ -1,13 +1,17 @@
 #include "thread_pool.hpp"
 
+#include "worker_scratch.hpp"
+
 #include <pthread.h>
 #include <sched.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace zarrcrop {
 
@@ -44,10 +48,32 @@ bool spin_until(Ready ready) {
     }
 }
 
+// The shortfall message of the last pool that could not start all its threads, until taken.
+// An atomic pointer, not a mutex: nothing a forked child could find locked.
+std::atomic<std::string*> g_thread_warning{nullptr};
+
+void note_thread_shortfall(std::size_t started, std::size_t wanted, const std::string& why) {
+    auto* text = new std::string("zarrcrop: could only start " + std::to_string(started) +
+                                 " of " + std::to_string(wanted) + " native threads (" + why +
+                                 "); reading with " + std::to_string(started) +
+                                 " (zarrcrop.set_num_threads sets the number)");
+    delete g_thread_warning.exchange(text, std::memory_order_acq_rel);
+}
+
 }  // namespace
+
+bool thread_warning_pending() {
+    return g_thread_warning.load(std::memory_order_acquire) != nullptr;
+}
+
+std::string take_thread_warning() {
+    std::unique_ptr<std::string> text(g_thread_warning.exchange(nullptr, std::memory_order_acq_rel));
+    return text ? *text : std::string();
+}
 
 struct ThreadPool::Job {
     const std::function<void(std::size_t)>* fn = nullptr;
+    const CancelFlags* cancel = nullptr;
     std::size_t n = 0;
     std::atomic<std::size_t> next{0};
     std::atomic<std::size_t> finished{0};
@@ -57,7 +83,8 @@ struct ThreadPool::Job {
     std::exception_ptr error;
 };
 
-ThreadPool::ThreadPool(std::size_t size) : size_(size < 1 ? 1 : size) {}
+ThreadPool::ThreadPool(std::size_t size, void (*idle)())
+    : requested_(size < 1 ? 1 : size), size_(requested_), idle_(idle) {}
 
 ThreadPool::~ThreadPool() {
     {
@@ -70,7 +97,17 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::start_workers() {
     // Called with mutex_ held.
-    while (workers_.size() + 1 < size_) workers_.emplace_back([this] { worker_loop(); });
+    const std::size_t wanted = size();
+    while (workers_.size() + 1 < wanted) {
+        try {
+            workers_.emplace_back([this] { worker_loop(); });
+        } catch (const std::system_error& e) {
+            // EAGAIN (thread or memory limits): run with the threads there are, from now on.
+            size_.store(workers_.size() + 1, std::memory_order_relaxed);
+            note_thread_shortfall(workers_.size() + 1, wanted, e.code().message());
+            return;
+        }
+    }
 }
 
 void ThreadPool::run_tasks(Job& job) {
@@ -79,6 +116,7 @@ void ThreadPool::run_tasks(Job& job) {
         if (i >= job.n) return;
         if (!job.failed.load(std::memory_order_relaxed)) {
             try {
+                if (job.cancel != nullptr) job.cancel->check();
                 (*job.fn)(i);
             } catch (...) {
                 std::lock_guard<std::mutex> lock(job.mutex);
@@ -96,7 +134,8 @@ void ThreadPool::run_tasks(Job& job) {
 void ThreadPool::worker_loop() {
     for (;;) {
         std::shared_ptr<Job> job;
-        spin_until([this] { return queued_.load(std::memory_order_acquire) > 0; });
+        const bool busy = spin_until([this] { return queued_.load(std::memory_order_acquire) > 0; });
+        if (!busy && idle_ != nullptr) idle_();  // about to sleep: e.g. give back scratch
         {
             std::unique_lock<std::mutex> lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -112,12 +151,15 @@ void ThreadPool::worker_loop() {
     }
 }
 
-void ThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn) {
+void ThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_t)>& fn,
+                              const CancelFlags* cancel) {
     if (n == 0) return;
     auto job = std::make_shared<Job>();
     job->fn = &fn;
+    job->cancel = cancel;
     job->n = n;
-    if (size_ > 1 && n > 1) {
+    const bool shared = size() > 1 && n > 1;
+    if (shared) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             start_workers();
@@ -132,7 +174,7 @@ void ThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_
         std::unique_lock<std::mutex> lock(job->mutex);
         job->done.wait(lock, [&] { return job->finished.load(std::memory_order_acquire) == n; });
     }
-    if (size_ > 1 && n > 1) {
+    if (shared) {
         // Drop the job from the queue if no worker has done so, so it does not outlive fn.
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
@@ -190,7 +232,8 @@ std::shared_ptr<ThreadPool> process_pool() {
     std::lock_guard<std::mutex> lock(r.mutex);
     std::size_t want = r.nthreads.load();
     if (want == 0) want = available_cpus();
-    if (!r.pool || r.pool->size() != want) r.pool = std::make_shared<ThreadPool>(want);
+    if (!r.pool || r.pool->requested() != want)
+        r.pool = std::make_shared<ThreadPool>(want, &release_thread_scratch);
     return r.pool;
 }
 
@@ -203,7 +246,7 @@ void set_num_threads(std::size_t n) {
     {
         std::lock_guard<std::mutex> lock(r.mutex);
         r.nthreads.store(n);
-        if (r.pool && r.pool->size() != n) old.swap(r.pool);
+        if (r.pool && r.pool->requested() != n) old.swap(r.pool);
     }
     // `old` is joined here (or by the last reader still using it), outside the lock.
 }

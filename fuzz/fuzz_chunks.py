@@ -6,7 +6,9 @@ index) and takes their chunk and shard files as the seed corpus. Each fuzz input
 of these arrays, is written as the bytes of one of its chunk (or shard) files, and is read
 back through zarrcrop: the whole array, partial selections and ``read_crops``. Any exception
 other than ``zarrcrop.ChunkError`` or ``OSError`` is a finding and is raised (a crash or a
-sanitizer report ends the process anyway).
+sanitizer report ends the process anyway), and so is a successful read that leaves part of its
+output unwritten: every read goes into two ``out=`` buffers prefilled differently, which must
+agree.
 
 By default (``--mode simple``) a deterministic pure-Python mutation loop runs: bit flips,
 truncations, insertions, int32 overwrites of the Blosc header fields and the
@@ -28,6 +30,7 @@ import random
 import shutil
 import struct
 import sys
+from typing import Any
 import tempfile
 import time
 from dataclasses import dataclass
@@ -132,23 +135,45 @@ SELECTIONS = [
 CROP_STARTS = np.array([[0, 0], [5, 9], [20, 20], [30, 38], [12, 3]], dtype=np.int64)
 
 
+class UnwrittenOutput(AssertionError):
+    """A read succeeded but left output bytes it never wrote."""
+
+
+def _read_checked(read: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """``read(out)`` into outputs prefilled with 0x00 and 0xFF: a success must write all."""
+    results = []
+    for prefill in (0x00, 0xFF):
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        out = np.full(nbytes, prefill, dtype=np.uint8).view(dtype).reshape(shape)
+        try:
+            read(out)
+        except ALLOWED:
+            results.append(None)
+            continue
+        results.append(out)
+    if (results[0] is None) != (results[1] is None):
+        raise UnwrittenOutput("two reads of the same input ended differently")
+    if results[0] is not None and results[0].tobytes() != results[1].tobytes():
+        raise UnwrittenOutput("a read returned output bytes it never wrote")
+
+
 def exercise(target: Target, data: bytes) -> None:
     """Writes `data` as the target's chunk file and reads through it; raises on a finding."""
     target.file.write_bytes(data)
     arr = target.array
     for sel in SELECTIONS:
-        try:
-            arr[sel]
-        except ALLOWED:
-            pass
-    try:
-        arr.read_crops(CROP_STARTS, (10, 10))
-    except ALLOWED:
-        pass
-    try:
-        arr.read_crops(CROP_STARTS - 4, (12, 14), boundary="fill")
-    except ALLOWED:
-        pass
+        shape = np.empty(arr.shape, dtype=np.uint8)[sel].shape
+        _read_checked(lambda out, sel=sel: arr.read(sel, out=out), shape, arr.dtype)
+    _read_checked(
+        lambda out: arr.read_crops(CROP_STARTS, (10, 10), out=out),
+        (len(CROP_STARTS), 10, 10),
+        arr.dtype,
+    )
+    _read_checked(
+        lambda out: arr.read_crops(CROP_STARTS - 4, (12, 14), boundary="fill", out=out),
+        (len(CROP_STARTS), 12, 14),
+        arr.dtype,
+    )
 
 
 # ------------------------------------------------------------------------------ mutations

@@ -1,11 +1,14 @@
-// Binding for CropReader. Arguments are converted and checked with the GIL held; the read
-// itself runs with the GIL released: it touches only the C++ reader (immutable after
-// construction) and the output buffer, which the buffer view keeps alive.
+// Binding for CropReader. Arguments are converted and checked with the GIL held, and every
+// argument the read uses is a private copy taken then (the caller's arrays may change while
+// the GIL is released); the read itself runs through run_native: it touches only the C++
+// reader (immutable after construction), those copies and the output buffer, which the
+// buffer view keeps alive.
 #include <cstring>
 #include <memory>
 
 #include "../core/reader.hpp"
 #include "bindings.hpp"
+#include "native_call.hpp"
 
 namespace {
 
@@ -76,47 +79,60 @@ void check_contiguous(const py::buffer_info& info, std::size_t itemsize) {
 void read_into(const zarrcrop::CropReader& reader, const std::vector<int64_t>& starts,
                const std::vector<int64_t>& steps, const std::vector<int64_t>& counts,
                const py::buffer& out) {
+    // starts, steps and counts are already copies (converted from Python lists).
     const auto sel = to_selection(starts, steps, counts);
     py::buffer_info info = out.request(/*writable=*/true);
     check_contiguous(info, reader.spec().itemsize);
     const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
-    py::gil_scoped_release release;
-    reader.read(sel, info.ptr, nbytes);
+    zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags& cancel) {
+        reader.read(sel, info.ptr, nbytes, cancel);
+    });
 }
 
-const int64_t* crop_starts(const zarrcrop::CropReader& reader, const py::buffer_info& st) {
+// A private copy of `starts`, a C-contiguous int64 (N, ndim) buffer: the caller may change
+// its array while the GIL is released.
+struct Starts {
+    std::vector<int64_t> values;  // n * ndim
+    std::size_t n = 0;
+};
+
+Starts crop_starts(const zarrcrop::CropReader& reader, const py::buffer& starts) {
+    const py::buffer_info st = starts.request();
     const std::size_t ndim = reader.spec().ndim();
     const bool int64 = st.itemsize == 8 && (st.format == "q" || st.format == "l");
     if (!int64 || st.ndim != 2 || static_cast<std::size_t>(st.shape[1]) != ndim ||
         st.strides[1] != 8 || st.strides[0] != static_cast<py::ssize_t>(8 * ndim))
         throw std::invalid_argument("starts must be a C-contiguous int64 array of shape (N, ndim)");
-    return static_cast<const int64_t*>(st.ptr);
+    const auto* p = static_cast<const int64_t*>(st.ptr);
+    const auto n = static_cast<std::size_t>(st.shape[0]);
+    return Starts{std::vector<int64_t>(p, p + n * ndim), n};
 }
 
 double decode_seconds(const zarrcrop::CropReader& reader, const py::buffer& starts,
                       const std::vector<int64_t>& crop_shape, bool shared, bool fill_outside) {
-    py::buffer_info st = starts.request();
-    const int64_t* start_ptr = crop_starts(reader, st);
-    const auto n = static_cast<std::size_t>(st.shape[0]);
-    py::gil_scoped_release release;
-    return reader.decode_seconds(start_ptr, n, crop_shape, shared, fill_outside);
+    const Starts start = crop_starts(reader, starts);
+    double seconds = 0.0;
+    zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags&) {
+        seconds = reader.decode_seconds(start.values.data(), start.n, crop_shape, shared,
+                                        fill_outside);
+    });
+    return seconds;
 }
 
 void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& starts,
                      const std::vector<int64_t>& crop_shape, const py::buffer& out,
                      bool fill_outside, const py::bytes& fill) {
-    py::buffer_info st = starts.request();
-    const int64_t* start_ptr = crop_starts(reader, st);
+    const Starts start = crop_starts(reader, starts);
     py::buffer_info info = out.request(/*writable=*/true);
     check_contiguous(info, reader.spec().itemsize);
     const std::string fill_bytes = fill;
     if (fill_bytes.size() != reader.spec().itemsize)
         throw std::invalid_argument("fill value must have exactly itemsize bytes");
     const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
-    const auto n = static_cast<std::size_t>(st.shape[0]);
-    py::gil_scoped_release release;
-    reader.read_crops(start_ptr, n, crop_shape, info.ptr, nbytes, fill_outside,
-                      reinterpret_cast<const uint8_t*>(fill_bytes.data()));
+    zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags& cancel) {
+        reader.read_crops(start.values.data(), start.n, crop_shape, info.ptr, nbytes, fill_outside,
+                          reinterpret_cast<const uint8_t*>(fill_bytes.data()), cancel);
+    });
 }
 
 }  // namespace

@@ -12,7 +12,10 @@
 #include "../core/file_map.hpp"
 #include "../core/stitcher.hpp"
 #include "../core/thread_pool.hpp"
+#include "../core/shard_index.hpp"
+#include "../core/worker_scratch.hpp"
 #include "bindings.hpp"
+#include "native_call.hpp"
 
 void register_runtime(py::module_& m) {
     m.def("set_num_threads", &zarrcrop::set_num_threads, py::arg("n"),
@@ -53,8 +56,7 @@ void register_runtime(py::module_& m) {
             // decoding), then copies [offset, offset + length) out of the mapping under the
             // SIGBUS guard and checks the file after, as decode_block and finish_job do.
             std::string out;
-            {
-                py::gil_scoped_release release;
+            zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags&) {
                 const std::size_t slash = path.find_last_of('/');
                 const zarrcrop::FileChunkSource source(
                     slash == std::string::npos ? "." : path.substr(0, slash));
@@ -76,7 +78,7 @@ void register_runtime(py::module_& m) {
                 if (!zarrcrop::mapping_intact(*m, file.fd()))
                     throw zarrcrop::ChunkError("chunk file " + path +
                                                " changed size while it was read");
-            }
+            });
             return py::bytes(out);
         },
         py::arg("path"), py::arg("offset"), py::arg("length"), py::arg("shrink_to") = -1,
@@ -99,6 +101,31 @@ void register_runtime(py::module_& m) {
     m.def(
         "clear_maps", [] { zarrcrop::process_mappings().clear(); },
         "Unmap every chunk file held (each once no read uses it) and reset the counters.");
+    m.def(
+        "set_index_cache_limit",
+        [](std::size_t nbytes) { zarrcrop::process_shard_indexes().set_limit(nbytes); },
+        py::arg("nbytes"), "Most bytes of parsed shard indexes kept between reads.");
+    m.def(
+        "get_index_cache_limit", [] { return zarrcrop::process_shard_indexes().limit(); },
+        "Most bytes of parsed shard indexes kept between reads.");
+    m.attr("DEFAULT_INDEX_CACHE_LIMIT") = zarrcrop::kDefaultIndexCacheLimit;
+    m.def(
+        "index_cache_info",
+        [] {
+            const zarrcrop::IndexCacheStats st = zarrcrop::process_shard_indexes().stats();
+            py::dict d;
+            d["limit"] = st.limit;
+            d["size"] = st.size;
+            d["entries"] = st.entries;
+            d["hits"] = st.hits;
+            d["misses"] = st.misses;
+            return d;
+        },
+        "Parsed shard indexes held: limit and size in bytes, entries, hits and misses.");
+    m.def(
+        "clear_index_cache", [] { zarrcrop::process_shard_indexes().clear(); },
+        "Drop every parsed shard index held and reset the counters.");
+    m.attr("SCRATCH_KEEP_BYTES") = zarrcrop::kKeepScratchBytes;
     m.attr("blosc_version") = zarrcrop::blosc_library_version();
     m.def("gzip_available", &zarrcrop::gzip_available,
           "Whether gzip chunks can be decoded natively (the bundled zlib-ng is version 2).");

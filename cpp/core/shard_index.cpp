@@ -39,11 +39,15 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
     if (size < index_bytes)
         bad("the shard file has " + std::to_string(size) + " bytes, fewer than its " +
             std::to_string(index_bytes) + "-byte index");
-    std::vector<uint8_t> raw(index_bytes);
+    // Read straight into the entries (little endian on disk, as on every host this builds on;
+    // read_u64 below is explicit anyway): no second index-sized copy.
+    auto index = std::make_shared<ShardIndex>();
+    index->entries.resize(2 * n_inner + (crc ? 1 : 0));
+    auto* raw_bytes = reinterpret_cast<uint8_t*>(index->entries.data());
     const uint64_t pos = at_start ? 0 : size - index_bytes;
     std::size_t done = 0;
-    while (done < raw.size()) {
-        const ssize_t n = ::pread(fd, raw.data() + done, raw.size() - done,
+    while (done < index_bytes) {
+        const ssize_t n = ::pread(fd, raw_bytes + done, index_bytes - done,
                                   static_cast<off_t>(pos + done));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno), errno);
@@ -52,19 +56,18 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
     }
     if (crc) {
         try {
-            check_crc32c(raw.data(), raw.size());
+            check_crc32c(raw_bytes, index_bytes);
         } catch (const ChunkError& e) {
             bad(e.what());
         }
     }
-    auto index = std::make_shared<ShardIndex>();
-    index->entries.resize(2 * n_inner);
+    index->entries.resize(2 * n_inner);  // drops the checksum word
     const uint64_t lo = at_start ? index_bytes : 0;
     const uint64_t hi = at_start ? size : size - index_bytes;
     std::vector<std::pair<uint64_t, std::size_t>> used;  // (offset, inner chunk)
     for (std::size_t i = 0; i < n_inner; ++i) {
-        const uint64_t offset = read_u64(raw.data() + 16 * i);
-        const uint64_t nbytes = read_u64(raw.data() + 16 * i + 8);
+        const uint64_t offset = read_u64(raw_bytes + 16 * i);
+        const uint64_t nbytes = read_u64(raw_bytes + 16 * i + 8);
         index->entries[2 * i] = offset;
         index->entries[2 * i + 1] = nbytes;
         if (offset == kEmpty && nbytes == kEmpty) continue;
@@ -115,35 +118,99 @@ std::string ShardReader::label(const int64_t* coords) const {
     return chunk_key(spec_.keys, shard.data(), ndim) + " (inner chunk " + inner + ")";
 }
 
-std::shared_ptr<const ShardIndex> ShardReader::index_for(const std::string& key, int fd,
+std::size_t ShardIndexCache::cost(const std::string& key, const ShardIndex& index) {
+    return sizeof(ShardIndex) + index.entries.capacity() * sizeof(uint64_t) + 2 * key.size() + 128;
+}
+
+void ShardIndexCache::evict_to(State& s, std::size_t limit) {
+    while (!s.lru.empty() && s.size > limit) {
+        s.size -= cost(s.lru.back().first, *s.lru.back().second);
+        s.index.erase(s.lru.back().first);
+        s.lru.pop_back();
+    }
+}
+
+std::shared_ptr<const ShardIndex> ShardIndexCache::get(const std::string& key,
+                                                       const struct stat& st) {
+    State& s = state_.get();
+    std::shared_ptr<const ShardIndex> stale;  // freed after the lock
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.index.find(key);
+    if (it != s.index.end()) {
+        const ShardIndex& idx = *it->second->second;
+        if (idx.dev == st.st_dev && idx.ino == st.st_ino && idx.size == st.st_size &&
+            idx.mtime_ns == mtime_ns(st)) {
+            ++s.hits;
+            s.lru.splice(s.lru.begin(), s.lru, it->second);
+            return it->second->second;
+        }
+        stale = std::move(it->second->second);  // the shard was rewritten
+        s.size -= cost(key, *stale);
+        s.lru.erase(it->second);
+        s.index.erase(it);
+    }
+    ++s.misses;
+    return nullptr;
+}
+
+void ShardIndexCache::put(const std::string& key, std::shared_ptr<const ShardIndex> index) {
+    const std::size_t bytes = cost(key, *index);
+    if (bytes > limit()) return;
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.index.count(key) != 0) return;  // another thread read it meanwhile
+    s.lru.emplace_front(key, std::move(index));
+    s.index[key] = s.lru.begin();
+    s.size += bytes;
+    evict_to(s, limit());
+}
+
+void ShardIndexCache::set_limit(std::size_t bytes) {
+    limit_.store(bytes, std::memory_order_relaxed);
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    evict_to(s, bytes);
+}
+
+void ShardIndexCache::clear() {
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.lru.clear();
+    s.index.clear();
+    s.size = 0;
+    s.hits = 0;
+    s.misses = 0;
+}
+
+IndexCacheStats ShardIndexCache::stats() {
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    IndexCacheStats st;
+    st.limit = limit();
+    st.size = s.size;
+    st.entries = s.lru.size();
+    st.hits = s.hits;
+    st.misses = s.misses;
+    return st;
+}
+
+ShardIndexCache& process_shard_indexes() {
+    static ShardIndexCache* cache = new ShardIndexCache(kDefaultIndexCacheLimit);  // never destroyed
+    return *cache;
+}
+
+std::shared_ptr<const ShardIndex> ShardReader::index_for(const std::string& path, int fd,
                                                          const struct stat& st,
                                                          std::size_t max_bytes) const {
-    Cache& c = cache();
-    {
-        std::lock_guard<std::mutex> lock(c.mutex);
-        auto it = c.index.find(key);
-        if (it != c.index.end()) {
-            const ShardIndex& idx = *it->second->second;
-            if (idx.dev == st.st_dev && idx.ino == st.st_ino && idx.size == st.st_size &&
-                idx.mtime_ns == mtime_ns(st)) {
-                c.lru.splice(c.lru.begin(), c.lru, it->second);
-                return it->second->second;
-            }
-            c.lru.erase(it->second);  // the shard was rewritten
-            c.index.erase(it);
-        }
-    }
+    // The layout is part of the key: two readers may see one file with different metadata.
+    const std::string key = path + '\0' + std::to_string(n_inner_) +
+                            (spec_.shard_index_at_start ? "s" : "e") +
+                            (spec_.shard_index_crc32c ? "c" : "n") + std::to_string(max_bytes);
+    ShardIndexCache& cache = process_shard_indexes();
+    if (auto hit = cache.get(key, st)) return hit;
     auto index = read_shard_index(fd, st, n_inner_, spec_.shard_index_at_start,
                                   spec_.shard_index_crc32c, max_bytes);
-    std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.index.find(key) == c.index.end()) {
-        c.lru.emplace_front(key, index);
-        c.index[key] = c.lru.begin();
-        if (c.lru.size() > kMaxCachedIndexes) {
-            c.index.erase(c.lru.back().first);
-            c.lru.pop_back();
-        }
-    }
+    cache.put(key, index);
     return index;
 }
 
@@ -164,7 +231,7 @@ ChunkFile ShardReader::open(const int64_t* coords, std::size_t max_bytes) const 
     if (::fstat(file.fd(), &st) != 0)
         throw ChunkIoError("cannot stat shard file " + file.path() + ": " + std::strerror(errno),
                            errno);
-    const auto index = index_for(key, file.fd(), st, max_bytes);
+    const auto index = index_for(file.path(), file.fd(), st, max_bytes);
     const uint64_t offset = index->entries[2 * inner];
     const uint64_t nbytes = index->entries[2 * inner + 1];
     if (offset == kEmpty) return ChunkFile();  // empty inner chunk: fill value

@@ -2,8 +2,9 @@
 // (offset, nbytes) per inner chunk, at the end or the start, usually followed by a crc32c.
 // ShardReader opens the byte range of one inner chunk as a ChunkFile, so the rest of the data
 // path (partial Blosc reads, windowed reads of raw bytes, codec chains) is the same as for
-// unsharded chunks. Parsed indexes are cached per array (bounded), keyed by shard and checked
-// against the file's identity so a rewritten shard is never read through a stale index.
+// unsharded chunks. Parsed indexes are cached process-wide within a byte limit
+// (set_limit), keyed by shard file and layout and checked against the file's identity, so a
+// rewritten shard is never read through a stale index.
 #pragma once
 
 #include <sys/stat.h>
@@ -40,6 +41,51 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
                                                    std::size_t n_inner, bool at_start, bool crc,
                                                    std::size_t max_chunk_bytes);
 
+struct IndexCacheStats {
+    std::size_t limit = 0;  // bytes
+    std::size_t size = 0;   // bytes held
+    std::size_t entries = 0;
+    std::size_t hits = 0;
+    std::size_t misses = 0;
+};
+
+// The process-wide LRU of parsed shard indexes, bounded in bytes (an index larger than the
+// limit is read for each use and not kept).
+class ShardIndexCache {
+public:
+    explicit ShardIndexCache(std::size_t limit_bytes) : limit_(limit_bytes) {}
+    ShardIndexCache(const ShardIndexCache&) = delete;
+    ShardIndexCache& operator=(const ShardIndexCache&) = delete;
+
+    // The cached index for `key` if it matches the file's identity `st`.
+    std::shared_ptr<const ShardIndex> get(const std::string& key, const struct stat& st);
+    void put(const std::string& key, std::shared_ptr<const ShardIndex> index);
+    void set_limit(std::size_t bytes);
+    std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
+    void clear();
+    IndexCacheStats stats();
+
+private:
+    struct State {
+        std::mutex mutex;
+        std::list<std::pair<std::string, std::shared_ptr<const ShardIndex>>> lru;
+        std::unordered_map<std::string, decltype(lru)::iterator> index;
+        std::size_t size = 0;
+        std::size_t hits = 0;
+        std::size_t misses = 0;
+    };
+    static std::size_t cost(const std::string& key, const ShardIndex& index);
+    static void evict_to(State& s, std::size_t limit);
+
+    std::atomic<std::size_t> limit_;
+    ForkLocal<State> state_;  // replaced, not locked, in a forked child
+};
+
+// 32 MiB: thousands of typical shards (a (1, 3, 2160, 3840) shard of 960x960 inner chunks
+// has a 204-byte index).
+constexpr std::size_t kDefaultIndexCacheLimit = std::size_t{32} << 20;
+ShardIndexCache& process_shard_indexes();
+
 class ShardReader {
 public:
     ShardReader(const ArraySpec& spec, const FileChunkSource& files);
@@ -54,7 +100,7 @@ public:
     ChunkFile open(const int64_t* coords, std::size_t max_bytes) const;
 
 private:
-    std::shared_ptr<const ShardIndex> index_for(const std::string& key, int fd,
+    std::shared_ptr<const ShardIndex> index_for(const std::string& path, int fd,
                                                 const struct stat& st,
                                                 std::size_t max_bytes) const;
 
@@ -62,16 +108,6 @@ private:
     const FileChunkSource& files_;
     std::vector<int64_t> per_shard_;  // inner chunks per shard, per dimension
     std::size_t n_inner_ = 1;
-
-    // Bounded LRU of parsed indexes. Replaced, not locked, in a forked child.
-    struct Cache {
-        std::mutex mutex;
-        std::list<std::pair<std::string, std::shared_ptr<const ShardIndex>>> lru;
-        std::unordered_map<std::string, decltype(lru)::iterator> index;
-    };
-    Cache& cache() const { return cache_.get(); }
-    mutable ForkLocal<Cache> cache_;
-    static constexpr std::size_t kMaxCachedIndexes = 256;
 };
 
 }  // namespace zarrcrop

@@ -4,7 +4,8 @@
 // selection, and read_crops (in bounds, and reaching outside with fill). Errors the core
 // documents for malformed chunks or arguments (zarrcrop::ChunkError, ChunkIoError,
 // std::invalid_argument, std::out_of_range) are expected; any other exception aborts, and
-// sanitizer reports and crashes are findings.
+// sanitizer reports and crashes are findings. Every read runs twice into outputs prefilled
+// differently: a successful read that leaves any output byte unwritten is a finding too.
 //
 //   fuzz_decoder CORPUS_DIR -max_total_time=60
 #include <fcntl.h>
@@ -53,16 +54,38 @@ void mkdirs(const std::string& dir) {
 }
 
 // Runs one read; swallows only the documented errors.
+// True when f returned; false when it threw a documented error (anything else aborts).
 template <class F>
-void expect_documented_errors(F&& f) {
+bool expect_documented_errors(F&& f) {
     try {
         f();
+        return true;
     } catch (const zarrcrop::ChunkError&) {
     } catch (const zarrcrop::ChunkIoError&) {
     } catch (const std::invalid_argument&) {
     } catch (const std::out_of_range&) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fuzz_decoder: undocumented exception: %s\n", e.what());
+        std::abort();
+    }
+    return false;
+}
+
+// The invariant that a read never returns output it did not write: `read` runs twice, into
+// buffers prefilled with 0x00 and with 0xFF; both must end alike, and when they succeed
+// every byte must agree (a byte no stitch or fill wrote keeps its prefill).
+template <class Read>
+void read_checked(std::size_t nbytes, Read&& read) {
+    std::vector<uint8_t> zeros(nbytes, 0x00);
+    std::vector<uint8_t> ones(nbytes, 0xFF);
+    const bool first = expect_documented_errors([&] { read(zeros.data(), zeros.size()); });
+    const bool second = expect_documented_errors([&] { read(ones.data(), ones.size()); });
+    if (first != second) {
+        std::fprintf(stderr, "fuzz_decoder: two reads of the same input ended differently\n");
+        std::abort();
+    }
+    if (first && zeros != ones) {
+        std::fprintf(stderr, "fuzz_decoder: a read returned output bytes it never wrote\n");
         std::abort();
     }
 }
@@ -109,35 +132,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     const auto& spec = reader.spec();
     const std::size_t ndim = spec.ndim();
 
-    // Twice with the cache on: the second read is served from it.
-    for (int pass = 0; pass < (fc.cache ? 2 : 1); ++pass) {
-        std::vector<zarrcrop::DimSelection> all;
-        for (int64_t n : spec.shape) all.push_back({0, 1, n});
-        std::vector<uint8_t> out(product(spec.shape, itemsize));
-        expect_documented_errors([&] { reader.read(all, out.data(), out.size()); });
-    }
-    {
-        std::vector<int64_t> counts;
-        for (const auto& s : fc.selection) counts.push_back(s.count);
-        std::vector<uint8_t> out(product(counts, itemsize));
-        expect_documented_errors([&] { reader.read(fc.selection, out.data(), out.size()); });
-    }
+    // With the cache on, the second of each pair of reads is served from it.
+    std::vector<zarrcrop::DimSelection> all;
+    for (int64_t n : spec.shape) all.push_back({0, 1, n});
+    read_checked(product(spec.shape, itemsize),
+                 [&](uint8_t* out, std::size_t n) { reader.read(all, out, n); });
+    std::vector<int64_t> counts;
+    for (const auto& s : fc.selection) counts.push_back(s.count);
+    read_checked(product(counts, itemsize),
+                 [&](uint8_t* out, std::size_t n) { reader.read(fc.selection, out, n); });
     const std::size_t crop_bytes = product(fc.crop_shape, itemsize);
-    {
-        // The first two crops, in bounds unless the crop shape is too large.
-        std::vector<uint8_t> out(2 * crop_bytes);
-        expect_documented_errors([&] {
-            reader.read_crops(fc.crop_starts.data(), 2, fc.crop_shape, out.data(), out.size(),
-                              false, nullptr);
-        });
-    }
-    {
-        std::vector<uint8_t> out(3 * crop_bytes);
-        expect_documented_errors([&] {
-            reader.read_crops(fc.crop_starts.data(), 3, fc.crop_shape, out.data(), out.size(),
-                              true, spec.fill_value.data());
-        });
-    }
+    // The first two crops, in bounds unless the crop shape is too large.
+    read_checked(2 * crop_bytes, [&](uint8_t* out, std::size_t n) {
+        reader.read_crops(fc.crop_starts.data(), 2, fc.crop_shape, out, n, false, nullptr);
+    });
+    read_checked(3 * crop_bytes, [&](uint8_t* out, std::size_t n) {
+        reader.read_crops(fc.crop_starts.data(), 3, fc.crop_shape, out, n, true,
+                          spec.fill_value.data());
+    });
     // The planner alone, with the selection shifted past the end (must throw out_of_range).
     std::vector<zarrcrop::DimSelection> shifted = fc.selection;
     shifted[ndim - 1].start += spec.shape[ndim - 1];

@@ -1,0 +1,161 @@
+#include "native_call.hpp"
+
+#include <Python.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+#include "../core/thread_pool.hpp"
+
+namespace zarrcrop_bindings {
+
+namespace {
+
+// Raised by the SIGINT handler; polled by main-thread work.
+std::atomic<bool> g_interrupted{false};
+// Raised by the atexit hook: cancels work in flight; no thread takes the GIL back after it.
+std::atomic<bool> g_exiting{false};
+// Threads between the end of their work and having the GIL again.
+std::atomic<int> g_reacquiring{0};
+// Python's main thread (PyThread_get_thread_ident), the one KeyboardInterrupt goes to.
+std::atomic<unsigned long> g_main_thread{0};
+
+// The handler we chained to, in two slots so the signal handler always reads a whole one.
+struct sigaction g_prev[2];
+std::atomic<int> g_prev_slot{0};
+
+void on_sigint(int sig, siginfo_t* info, void* ctx) {
+    g_interrupted.store(true, std::memory_order_relaxed);
+    const struct sigaction& prev = g_prev[g_prev_slot.load(std::memory_order_acquire)];
+    if ((prev.sa_flags & SA_SIGINFO) != 0) {
+        prev.sa_sigaction(sig, info, ctx);
+    } else if (prev.sa_handler != SIG_IGN && prev.sa_handler != SIG_DFL) {
+        prev.sa_handler(sig);
+    } else if (prev.sa_handler == SIG_DFL) {  // not installed over it; for completeness
+        ::signal(sig, SIG_DFL);
+        ::raise(sig);
+    }
+}
+
+bool is_ours(const struct sigaction& a) {
+    return (a.sa_flags & SA_SIGINFO) != 0 && a.sa_sigaction == &on_sigint;
+}
+
+// Chains on_sigint in front of the current SIGINT handler (Python's, or one set since with
+// signal.signal), unless that is SIG_DFL or SIG_IGN (nothing to chain to; the default kills).
+void ensure_sigint_handler() {
+    struct sigaction cur {};
+    if (::sigaction(SIGINT, nullptr, &cur) != 0 || is_ours(cur)) return;
+    if ((cur.sa_flags & SA_SIGINFO) == 0 && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN))
+        return;
+    const int idle = 1 - g_prev_slot.load(std::memory_order_acquire);
+    g_prev[idle] = cur;
+    g_prev_slot.store(idle, std::memory_order_release);
+    struct sigaction ours = cur;
+    ours.sa_sigaction = &on_sigint;
+    ours.sa_flags = (cur.sa_flags & ~SA_RESETHAND) | SA_SIGINFO;
+    ::sigaction(SIGINT, &ours, nullptr);
+}
+
+// Puts the chained handler back (at exit: finalization expects its own).
+void remove_sigint_handler() {
+    struct sigaction cur {};
+    if (::sigaction(SIGINT, nullptr, &cur) == 0 && is_ours(cur))
+        ::sigaction(SIGINT, &g_prev[g_prev_slot.load(std::memory_order_acquire)], nullptr);
+}
+
+[[noreturn]] void sleep_until_exit() {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+// Takes the GIL back unless the interpreter is exiting (see the header).
+void reacquire(PyThreadState* ts) {
+    g_reacquiring.fetch_add(1, std::memory_order_seq_cst);
+    if (g_exiting.load(std::memory_order_seq_cst)) {
+        g_reacquiring.fetch_sub(1, std::memory_order_seq_cst);
+        sleep_until_exit();
+    }
+    PyEval_RestoreThread(ts);
+    g_reacquiring.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void at_exit() {
+    // With the GIL held, so no thread is between a check of g_exiting and releasing the GIL.
+    g_exiting.store(true, std::memory_order_seq_cst);
+    remove_sigint_handler();
+    // Threads that saw g_exiting unset are taking the GIL: let them, then finalization goes on.
+    PyThreadState* ts = PyEval_SaveThread();
+    while (g_reacquiring.load(std::memory_order_seq_cst) > 0)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    PyEval_RestoreThread(ts);
+}
+
+void after_fork_child() {
+    // Only the forking thread exists here: it is Python's main thread now (as CPython makes
+    // it), and no other thread is taking the GIL.
+    g_main_thread.store(static_cast<unsigned long>(pthread_self()));
+    g_reacquiring.store(0);
+    g_interrupted.store(false);
+}
+
+void warn_thread_shortfall() {
+    if (!zarrcrop::thread_warning_pending()) return;
+    const std::string text = zarrcrop::take_thread_warning();
+    if (!text.empty() && PyErr_WarnEx(PyExc_RuntimeWarning, text.c_str(), 1) != 0)
+        throw py::error_already_set();  // warnings turned into errors
+}
+
+}  // namespace
+
+void run_native(const std::function<void(const zarrcrop::CancelFlags&)>& work) {
+    const bool main = PyThread_get_thread_ident() == g_main_thread.load();
+    if (main) {
+        ensure_sigint_handler();
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+    for (;;) {
+        if (g_exiting.load(std::memory_order_seq_cst)) {  // atexit ran: keep the GIL
+            work(zarrcrop::CancelFlags{});
+            warn_thread_shortfall();
+            return;
+        }
+        if (main) g_interrupted.store(false, std::memory_order_relaxed);
+        const zarrcrop::CancelFlags flags{main ? &g_interrupted : nullptr, &g_exiting};
+        std::exception_ptr error;
+        PyThreadState* ts = PyEval_SaveThread();
+        try {
+            work(flags);
+        } catch (...) {
+            error = std::current_exception();
+        }
+        reacquire(ts);
+        if (error) {
+            try {
+                std::rethrow_exception(error);
+            } catch (const zarrcrop::Cancelled&) {
+                // Interrupted: Python's handler decides (KeyboardInterrupt by default).
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                continue;  // the handler did not raise: do the work again, from the start
+            }
+        }
+        warn_thread_shortfall();
+        return;
+    }
+}
+
+void register_native_call(py::module_& m) {
+    g_main_thread.store(
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>());
+    static const int registered = pthread_atfork(nullptr, nullptr, after_fork_child);
+    (void)registered;
+    py::module_::import("atexit").attr("register")(py::cpp_function([] { at_exit(); }));
+    m.def("_exiting", [] { return g_exiting.load(); },
+          "Whether zarrcrop's exit hook has run (native work then keeps the GIL).");
+}
+
+}  // namespace zarrcrop_bindings

@@ -16,8 +16,12 @@ namespace zarrcrop_bindings {
 
 namespace {
 
-// Raised by the SIGINT handler; polled by main-thread work.
+// Raised by the SIGINT handler: main-thread work runs Python's handlers at its next poll.
 std::atomic<bool> g_interrupted{false};
+// Raised when a handler run by that poll raised (KeyboardInterrupt): cancels the work.
+std::atomic<bool> g_main_cancel{false};
+// The main thread's state while its work runs without the GIL (poll_interrupt takes it back).
+thread_local PyThreadState* t_saved = nullptr;
 // Raised by the atexit hook: cancels work in flight; no thread takes the GIL back after it.
 std::atomic<bool> g_exiting{false};
 // Threads between the end of their work and having the GIL again.
@@ -103,6 +107,17 @@ void after_fork_child() {
     g_interrupted.store(false);
 }
 
+// CancelFlags::poll of main-thread work: after a SIGINT, takes the GIL briefly and runs
+// Python's signal handlers; if one raised, the exception stays set and the work is cancelled,
+// otherwise the work goes on (as Python resumes an interrupted sleep).
+void poll_interrupt() {
+    if (!g_interrupted.exchange(false, std::memory_order_relaxed)) return;
+    PyEval_RestoreThread(t_saved);
+    const int raised = PyErr_CheckSignals();
+    t_saved = PyEval_SaveThread();
+    if (raised != 0) g_main_cancel.store(true, std::memory_order_relaxed);
+}
+
 void warn_thread_shortfall() {
     if (!zarrcrop::thread_warning_pending()) return;
     const std::string text = zarrcrop::take_thread_warning();
@@ -118,34 +133,39 @@ void run_native(const std::function<void(const zarrcrop::CancelFlags&)>& work) {
         ensure_sigint_handler();
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
-    for (;;) {
-        if (g_exiting.load(std::memory_order_seq_cst)) {  // atexit ran: keep the GIL
-            work(zarrcrop::CancelFlags{});
-            warn_thread_shortfall();
-            return;
-        }
-        if (main) g_interrupted.store(false, std::memory_order_relaxed);
-        const zarrcrop::CancelFlags flags{main ? &g_interrupted : nullptr, &g_exiting};
-        std::exception_ptr error;
-        PyThreadState* ts = PyEval_SaveThread();
-        try {
-            work(flags);
-        } catch (...) {
-            error = std::current_exception();
-        }
-        reacquire(ts);
-        if (error) {
-            try {
-                std::rethrow_exception(error);
-            } catch (const zarrcrop::Cancelled&) {
-                // Interrupted: Python's handler decides (KeyboardInterrupt by default).
-                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-                continue;  // the handler did not raise: do the work again, from the start
-            }
-        }
+    if (g_exiting.load(std::memory_order_seq_cst)) {  // atexit ran: keep the GIL
+        work(zarrcrop::CancelFlags{});
         warn_thread_shortfall();
         return;
     }
+    zarrcrop::CancelFlags flags{nullptr, &g_exiting};
+    if (main) {
+        g_interrupted.store(false, std::memory_order_relaxed);
+        g_main_cancel.store(false, std::memory_order_relaxed);
+        flags.first = &g_main_cancel;
+        flags.poll = &poll_interrupt;
+        flags.poll_thread = std::this_thread::get_id();
+    }
+    std::exception_ptr error;
+    PyThreadState* ts = PyEval_SaveThread();
+    if (main) t_saved = ts;
+    try {
+        work(flags);
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (main) ts = t_saved;  // poll_interrupt may have taken and released the GIL
+    reacquire(ts);
+    // A handler that raised (KeyboardInterrupt) wins over the work's own outcome.
+    if (PyErr_Occurred() != nullptr) throw py::error_already_set();
+    if (error) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const zarrcrop::Cancelled&) {
+            throw std::runtime_error("zarrcrop: native read cancelled");
+        }
+    }
+    warn_thread_shortfall();
 }
 
 void register_native_call(py::module_& m) {

@@ -169,10 +169,19 @@ void ThreadPool::parallel_for(std::size_t n, const std::function<void(std::size_
         wake_.notify_all();
     }
     run_tasks(*job);
-    spin_until([&] { return job->finished.load(std::memory_order_acquire) == n; });
-    {
+    const auto all_done = [&] { return job->finished.load(std::memory_order_acquire) == n; };
+    if (!spin_until(all_done)) {
         std::unique_lock<std::mutex> lock(job->mutex);
-        job->done.wait(lock, [&] { return job->finished.load(std::memory_order_acquire) == n; });
+        if (cancel == nullptr || cancel->poll == nullptr) {
+            job->done.wait(lock, all_done);
+        } else {
+            // Poll while waiting too, so an interrupt is seen however long the last tasks take.
+            while (!job->done.wait_for(lock, std::chrono::milliseconds(2), all_done)) {
+                lock.unlock();
+                cancel->poll_here();
+                lock.lock();
+            }
+        }
     }
     if (shared) {
         // Drop the job from the queue if no worker has done so, so it does not outlive fn.

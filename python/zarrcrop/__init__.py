@@ -18,14 +18,19 @@ except ImportError as exc:  # pragma: no cover - only on broken installs
     ) from exc
 
 from ._api import (
+    DEFAULT_INDEX_CACHE_LIMIT,
     DEFAULT_MAP_LIMIT,
     MAX_THREADS,
+    clear_index_cache,
     clear_maps,
+    get_index_cache_limit,
     get_map_limit,
     get_num_threads,
+    index_cache_info,
     map_info,
     open,
     open_group,
+    set_index_cache_limit,
     set_map_limit,
     set_num_threads,
 )
@@ -37,6 +42,7 @@ from .group import CropGroup
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_INDEX_CACHE_LIMIT",
     "DEFAULT_MAP_LIMIT",
     "MAX_THREADS",
     "ChunkError",
@@ -44,13 +50,17 @@ __all__ = [
     "CropGroup",
     "FallbackError",
     "__version__",
+    "clear_index_cache",
     "clear_maps",
     "create_dataset",
+    "get_index_cache_limit",
     "get_map_limit",
     "get_num_threads",
+    "index_cache_info",
     "map_info",
     "open",
     "open_group",
+    "set_index_cache_limit",
     "set_map_limit",
     "set_num_threads",
 ]

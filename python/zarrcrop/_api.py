@@ -161,3 +161,38 @@ def map_info() -> dict[str, int]:
 def clear_maps() -> None:
     """Unmap every chunk file held (each as soon as no read uses it) and reset the counters."""
     _core.clear_maps()
+
+
+#: Default of set_index_cache_limit: 32 MiB of parsed shard indexes per process.
+DEFAULT_INDEX_CACHE_LIMIT: int = _core.DEFAULT_INDEX_CACHE_LIMIT
+
+
+def set_index_cache_limit(nbytes: int) -> None:
+    """Keep at most ``nbytes`` of parsed shard indexes between reads (per process).
+
+    Native reads of sharded (zarr v3 ``sharding_indexed``) arrays read a shard's index once
+    and keep it, least recently used first out, within this many bytes (16 bytes per inner
+    chunk; default :data:`DEFAULT_INDEX_CACHE_LIMIT`). An index larger than the limit is read
+    for each use and not kept; ``0`` keeps none. A kept index is used again only for the same
+    file at the same size and modification time.
+    """
+    nbytes = operator.index(nbytes)
+    if not 0 <= nbytes < 2**63:
+        raise ValueError(f"index cache limit must be >= 0 and < 2**63, got {nbytes}")
+    _core.set_index_cache_limit(nbytes)
+
+
+def get_index_cache_limit() -> int:
+    """The most bytes of parsed shard indexes kept between reads."""
+    return int(_core.get_index_cache_limit())
+
+
+def index_cache_info() -> dict[str, int]:
+    """Parsed shard indexes kept: ``limit`` and ``size`` (bytes), ``entries``, ``hits``,
+    ``misses`` (since the last :func:`clear_index_cache`)."""
+    return {k: int(v) for k, v in _core.index_cache_info().items()}
+
+
+def clear_index_cache() -> None:
+    """Drop every parsed shard index kept and reset the counters."""
+    _core.clear_index_cache()

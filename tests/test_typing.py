@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README_EXAMPLES = REPO / "tests" / "typing" / "readme_examples.py"
 
-MISUSES = '''
+MISUSES = """
 import zarrcrop
 
 def misuses(path: str) -> None:
@@ -28,7 +28,7 @@ def misuses(path: str) -> None:
     arr[0] = 1  # E: CropArray is read-only
     zarrcrop.open(path, cache_bytes="1")  # E: not an int
     zarrcrop.open_group(path, mode="w").create_dataset("x", shape=(1,))
-'''
+"""
 
 
 def _mypy(tmp_path: Path, cache_dir: Path, *files: Path) -> str:

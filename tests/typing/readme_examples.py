@@ -19,7 +19,7 @@ from zarrcrop.writable import WritableArray, WritableGroup
 
 
 def using_it() -> None:
-    """"Using it": open a group, random crops, ``out=``."""
+    """README: "Using it": open a group, random crops, ``out=``."""
     # z = zarr.open_group("demo.zarr", mode="r")      # before
     z = zarrcrop.open_group("demo.zarr")  # after: read-only, same indexing
     gt = z["gt"]  # a zarrcrop.CropArray
@@ -55,14 +55,14 @@ def opening_forms(zarr_array: zarr.Array[Any], path: str) -> None:
 
 
 def batch_crops(gt: zarrcrop.CropArray, positions: list[tuple[int, int, int]]) -> None:
-    """"Batch crops for training, with edge crops padded"."""
+    """README: "Batch crops for training, with edge crops padded"."""
     starts = np.array([[t, 0, top, left] for t, top, left in positions])  # (N, 4)
     batch = gt.read_crops(starts, (1, 3, 960, 960), boundary="fill")  # (N, 1, 3, 960, 960)
     print(batch.shape)
 
 
 def tutorial_creation() -> None:
-    """"The tutorial's creation code, with zarrcrop"."""
+    """README: "The tutorial's creation code, with zarrcrop"."""
     compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
     root = zarrcrop.open_group("demo.zarr", mode="w")  # was: zarr.open_group(...)
     gt = root.create_dataset(
@@ -89,7 +89,7 @@ def flow_frames() -> Iterator[np.ndarray[Any, np.dtype[np.float32]]]:
 
 
 def fast_layout(depth_array: np.ndarray[Any, np.dtype[np.float32]]) -> None:
-    """"zarrcrop.create_dataset: the fast layout by default"."""
+    """README: "zarrcrop.create_dataset: the fast layout by default"."""
     report = zarrcrop.create_dataset(
         "train.zarr",
         {

@@ -115,15 +115,25 @@ def test_missing_local_store_names_the_path(tmp_path):
         zarrcrop.open(store)
 
 
-def test_file_url_with_storage_options_reads_natively(local_group):
+def test_fsspec_store_over_local_files_reads_natively(local_group):
     pytest.importorskip("fsspec")
     path, zg = local_group
-    # storage_options make zarr-python build an FsspecStore over fsspec's local filesystem.
-    g = zarrcrop.open_group(f"file://{path}", storage_options={"auto_mkdir": False})
+    store = zarr.storage.FsspecStore.from_url(f"file://{path}", read_only=True)
+    _check_reads(zarrcrop.open_group(store, strict=True)["gt"], zg["gt"], native=True)
+    _check_reads(zarrcrop.open(store, "lr/rgb", strict=True), zg["lr/rgb"], native=True)
+
+
+def test_storage_options_reach_fsspec(local_group):
+    pytest.importorskip("fsspec")
+    path, zg = local_group
+    # local:// with storage_options: zarr-python builds an FsspecStore over the local files.
+    g = zarrcrop.open_group(f"local://{path}", storage_options={"auto_mkdir": True})
     assert isinstance(g.zarr.store, zarr.storage.FsspecStore)
+    fs = g.zarr.store.fs
+    assert getattr(fs, "sync_fs", fs).auto_mkdir is True
     _check_reads(g["gt"], zg["gt"], native=True)
-    wrapped = zarrcrop.open(zarr.open_array(f"file://{path}/gt", mode="r"))
-    _check_reads(wrapped, zg["gt"], native=True)
+    ca = zarrcrop.open(f"local://{path}", "lr/rgb", storage_options={"auto_mkdir": True})
+    _check_reads(ca, zg["lr/rgb"], native=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,7 +177,7 @@ def test_fsspec_memory_url_falls_back(memory_url):
     g = zarrcrop.open_group(memory_url)
     _check_fallback(g["gt"], zg["gt"], ("memory",))
     _check_fallback(zarrcrop.open(memory_url, "lr/rgb"), zg["lr/rgb"], ("memory",))
-    _check_fallback(zarrcrop.open(f"{memory_url}/gt", storage_options={}), zg["gt"], ("memory",))
+    _check_fallback(zarrcrop.open(f"{memory_url}/gt"), zg["gt"], ("memory",))
     with pytest.raises(zarrcrop.FallbackError, match="memory"):
         zarrcrop.open(memory_url, "gt", strict=True)
     with pytest.raises(zarrcrop.FallbackError, match="memory"):
@@ -214,7 +224,8 @@ def test_remote_url_goes_to_zarr_python(url, backend):
 # --------------------------------------------------------------------------------------
 
 
-def test_writable_file_url_creates_the_directory(tmp_path):
+def test_writable_file_url_creates_the_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "new.zarr"
     root = zarrcrop.open_group(f"file://{path}", mode="w")
     assert isinstance(root, zarrcrop.writable.WritableGroup)

@@ -81,7 +81,9 @@ def _describe(store: Any) -> str:
         return f"{store_label(store.store)}/{store.path}".rstrip("/")
     if isinstance(store, Store):
         return store_label(store)
-    return type(store).__name__
+    if store is None:  # zarr-python opens a new, empty in-memory store for it
+        return "store None (a new in-memory store)"
+    return f"a {type(store).__name__} store"
 
 
 def _zarr_open(opener: Any, target: _Target, **kwargs: Any) -> Any:

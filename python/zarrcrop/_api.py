@@ -58,11 +58,12 @@ class _Target:
             store.store, zarr.storage.LocalStore
         ):
             self.local = os.path.join(os.fspath(store.store.root), store.path)
-        if self.local is not None:
-            shown = readable_path(str(Path(self.local)))
-            self.shown = shown if store == self.local else f"{shown} ({_describe(store)})"
-        else:
+        if self.local is None:
             self.shown = _describe(store)
+        elif isinstance(store, os.PathLike) or store is self.local:  # a plain path
+            self.shown = readable_path(str(Path(self.local)))
+        else:  # a URL or Store object: the directory, then what was given
+            self.shown = f"{readable_path(str(Path(self.local)))} ({_describe(store)})"
         self.kwargs: dict[str, Any] = {}
         if storage_options is not None:
             self.kwargs["storage_options"] = storage_options

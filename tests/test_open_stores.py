@@ -90,6 +90,17 @@ def test_missing_file_url_names_the_path(tmp_path):
         zarrcrop.open(url)
 
 
+def test_missing_path_is_named_once(tmp_path):
+    path = tmp_path / "missing.zarr"
+    for store in (str(path), path):
+        with pytest.raises(FileNotFoundError) as info:
+            zarrcrop.open_group(store)
+        assert str(info.value) == f"no zarr group at {path}"
+        with pytest.raises(FileNotFoundError) as info:
+            zarrcrop.open(store)
+        assert str(info.value) == f"no zarr array or group at {path}"
+
+
 @pytest.mark.parametrize("read_only", [False, True], ids=["rw", "ro"])
 def test_local_store_object_reads_natively(local_group, read_only):
     path, zg = local_group

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,6 +184,61 @@ def test_open_group_missing_key_raises_key_error(group_tree, key):
     g = zarrcrop.open_group(path)
     with pytest.raises(KeyError):
         g[key]
+
+
+def _frames(exc):
+    """Traceback frames of ``exc`` and of the exceptions it chains."""
+    return len(traceback.extract_tb(exc.__traceback__)) + (
+        _frames(exc.__cause__ or exc.__context__)
+        if (exc.__cause__ or exc.__context__) and not exc.__suppress_context__
+        else 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "listed"),
+    [
+        ("missing", "'gt', 'lr', 'meta'"),
+        ("lr/missing", "'360p', '720p'"),
+        ("lr/720p/nope", "'rgb'"),
+        ("nope/rgb", "'gt', 'lr', 'meta'"),
+        ("meta/x", "no members"),
+    ],
+)
+def test_missing_key_lists_the_members(group_tree, key, listed):
+    path, _ = group_tree
+    with pytest.raises(KeyError) as info:
+        zarrcrop.open_group(path)[key]
+    message = info.value.args[0]
+    assert key in message and listed in message and str(path) in message, message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert _frames(info.value) <= 2, traceback.format_exception(info.value)
+
+
+@pytest.mark.parametrize("key", ["gt/x", "lr/720p/rgb/extra"])
+def test_key_below_an_array_says_it_is_an_array(group_tree, key):
+    path, _ = group_tree
+    with pytest.raises(KeyError, match="is an array, not a group"):
+        zarrcrop.open_group(path)[key]
+
+
+def test_write_to_read_only_array_says_how(group_tree):
+    path, zg = group_tree
+    before = np.asarray(zg["gt"][...])
+    for ca in (zarrcrop.open(path, "gt"), zarrcrop.open_group(path)["gt"]):
+        with pytest.raises(TypeError, match=r'open_group\(path, mode="r\+"\)') as info:
+            ca[0, 0] = 1
+        assert str(path / "gt") in str(info.value)
+        assert info.value.__cause__ is None and info.value.__context__ is None
+        assert _frames(info.value) <= 2
+    assert_same(zarr.open_array(str(path / "gt"), mode="r")[...], before)
+
+
+def test_writable_group_arrays_still_accept_writes(tmp_path):
+    root = zarrcrop.open_group(tmp_path / "w.zarr", mode="w")
+    arr = root.create_dataset("a", shape=(4,), chunks=(2,), dtype="int8")
+    arr[1:3] = 5
+    assert_same(zarrcrop.open(tmp_path / "w.zarr", "a")[...], np.array([0, 5, 5, 0], "int8"))
 
 
 # --------------------------------------------------------------------------------------

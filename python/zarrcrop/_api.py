@@ -5,33 +5,115 @@ from __future__ import annotations
 import operator
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import zarr
+import zarr.storage
+from zarr.abc.store import Store
 
 from . import _core
+from ._native import readable_path, store_label
 from .array import CropArray
 from .group import CropGroup
 
+if TYPE_CHECKING:
+    from .writable import WritableGroup
+
 __all__ = ["get_num_threads", "open", "open_group", "set_num_threads"]
 
-StoreLike = str | os.PathLike[str] | zarr.Array
+#: What zarr.open_array / zarr.open_group take as ``store``: paths, URLs, Store objects, ...
+StoreLike: TypeAlias = "zarr.storage.StoreLike | os.PathLike[str]"
+WriteMode: TypeAlias = Literal["w", "w-", "a", "r+"]
+AccessMode: TypeAlias = Literal["r", "w", "w-", "a", "r+"]
+
+_LOCAL_SCHEMES = ("file://", "local://")
+
+
+def _is_url(store: str) -> bool:
+    # zarr-python's rule (zarr.storage._common._is_fsspec_uri): anything else is a path.
+    return "://" in store or ("::" in store and "local://" not in store)
+
+
+class _Target:
+    """Where to open: ``store`` as given to zarr, the local directory if any, the name shown."""
+
+    def __init__(self, store: Any, storage_options: dict[str, Any] | None) -> None:
+        self.store = store
+        self.local: str | None = None
+        if isinstance(store, os.PathLike):
+            self.local = os.fsdecode(os.fspath(store))
+            self.store = self.local
+        elif isinstance(store, str) and not _is_url(store):
+            self.local = store
+        elif isinstance(store, str) and storage_options is None:
+            # file:// URLs read natively, as fsspec (and so zarr-python) resolves them: the rest
+            # of the URL is the path, not percent-decoded.
+            scheme = next((s for s in _LOCAL_SCHEMES if store.startswith(s)), None)
+            if scheme is not None and "::" not in store:
+                self.local = store[len(scheme) :] or "."
+                self.store = self.local
+        elif isinstance(store, zarr.storage.LocalStore):
+            self.local = os.fspath(store.root)
+        elif isinstance(store, zarr.storage.StorePath) and isinstance(
+            store.store, zarr.storage.LocalStore
+        ):
+            self.local = os.path.join(os.fspath(store.store.root), store.path)
+        if self.local is None:
+            self.shown = _describe(store)
+        elif isinstance(store, os.PathLike) or store is self.local:  # a plain path
+            self.shown = readable_path(str(Path(self.local)))
+        else:  # a URL or Store object: the directory, then what was given
+            self.shown = f"{readable_path(str(Path(self.local)))} ({_describe(store)})"
+        self.kwargs: dict[str, Any] = {}
+        if storage_options is not None:
+            self.kwargs["storage_options"] = storage_options
+
+    def check_exists(self, what: str) -> None:
+        if self.local is not None and not os.path.exists(self.local):
+            raise FileNotFoundError(f"no zarr {what} at {self.shown}")
+
+
+def _describe(store: Any) -> str:
+    if isinstance(store, str):
+        return readable_path(store)
+    if isinstance(store, os.PathLike):
+        return readable_path(os.fsdecode(os.fspath(store)))
+    if isinstance(store, zarr.storage.StorePath):
+        return f"{store_label(store.store)}/{store.path}".rstrip("/")
+    if isinstance(store, Store):
+        return store_label(store)
+    if store is None:  # zarr-python opens a new, empty in-memory store for it
+        return "store None (a new in-memory store)"
+    return f"a {type(store).__name__} store"
+
+
+def _zarr_open(opener: Any, target: _Target, **kwargs: Any) -> Any:
+    """``opener(store=..., mode="r", ...)``; a missing fsspec backend names the URL."""
+    try:
+        return opener(store=target.store, mode="r", **target.kwargs, **kwargs)
+    except ImportError as exc:
+        raise ImportError(f"cannot open {target.shown}: {exc}") from exc
 
 
 def open(
-    store: StoreLike,
+    store: StoreLike | zarr.Array[Any],
     path: str | None = None,
     *,
     strict: bool | None = None,
     cache_bytes: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> CropArray:
     """Open an array for reading.
 
     Parameters
     ----------
     store:
-        A filesystem path (str or Path) of an array, or of a group with ``path`` naming the
-        array inside it; or an existing ``zarr.Array`` (any store; local stores read natively).
+        What ``zarr.open_array`` takes: a filesystem path (str or Path) or ``file://`` URL of an
+        array, or of a group with ``path`` naming the array inside it; another URL
+        (``s3://``, ``gs://``, ``https://``, ``memory://``, with ``storage_options``); a zarr
+        Store object (``LocalStore``, ``MemoryStore``, ``FsspecStore``, ``ObjectStore``, ...)
+        or ``StorePath``; or an existing ``zarr.Array``. Local directories read natively,
+        other stores through zarr-python (``fallback_reason`` says so).
     path:
         The array's path inside the group at ``store``, e.g. ``"lr/720p/rgb"``.
     strict:
@@ -40,23 +122,23 @@ def open(
     cache_bytes:
         Size in bytes of an LRU cache of decoded chunks for this array (0, the default,
         disables it). Useful when crops revisit the same chunks.
+    storage_options:
+        fsspec options for a URL ``store``, as in zarr-python.
     """
     if isinstance(store, zarr.Array):
         if path is not None:
             raise ValueError("path= cannot be combined with a zarr.Array")
         return CropArray(store, strict=strict, cache_bytes=cache_bytes)
-    if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"store must be a path or a zarr.Array, got {type(store).__name__}")
-    location = Path(store)
-    if not location.exists():
-        raise FileNotFoundError(f"no zarr array or group at {location}")
+    if isinstance(store, zarr.Group):
+        raise TypeError("store is a zarr.Group; pass path= with zarrcrop.open_group(...)[path]")
+    target = _Target(store, storage_options)
+    target.check_exists("array or group")
+    where = target.shown if path is None else f"{target.shown} (path {path!r})"
     try:
-        node: Any = zarr.open(store=os.fspath(location), mode="r", path=path)
+        node = _zarr_open(zarr.open, target, path=path)
     except (FileNotFoundError, KeyError) as exc:
-        where = location if path is None else f"{location} (path {path!r})"
         raise FileNotFoundError(f"no zarr array at {where}") from exc
     if not isinstance(node, zarr.Array):
-        where = location if path is None else f"{location} (path {path!r})"
         raise ValueError(
             f"{where} is a zarr group, not an array; pass path= to name an array inside it "
             "or use zarrcrop.open_group"
@@ -64,17 +146,45 @@ def open(
     return CropArray(node, strict=strict, cache_bytes=cache_bytes)
 
 
+@overload
 def open_group(
-    store: str | os.PathLike[str] | zarr.Group,
+    store: StoreLike | zarr.Group,
     *,
-    mode: str = "r",
+    mode: Literal["r"] = "r",
     strict: bool | None = None,
     cache_bytes: int = 0,
-    zarr_format: int | None = None,
+    zarr_format: Literal[2, 3] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> CropGroup: ...
+
+
+@overload
+def open_group(
+    store: StoreLike | zarr.Group,
+    *,
+    mode: WriteMode,
+    strict: bool | None = None,
+    cache_bytes: int = 0,
+    zarr_format: Literal[2, 3] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> WritableGroup: ...
+
+
+def open_group(
+    store: StoreLike | zarr.Group,
+    *,
+    mode: AccessMode = "r",
+    strict: bool | None = None,
+    cache_bytes: int = 0,
+    zarr_format: Literal[2, 3] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> CropGroup:
     """Open a group; arrays inside it come back as :class:`CropArray`.
 
-    ``store`` is a filesystem path (str or Path) or an existing ``zarr.Group``. ``mode="r"``
+    ``store`` is what ``zarr.open_group`` takes: a filesystem path (str or Path) or
+    ``file://`` URL, another URL (with ``storage_options``), a zarr Store object or
+    ``StorePath``, or an existing ``zarr.Group``. Arrays in local directories read natively,
+    others through zarr-python (their ``fallback_reason`` says so). ``mode="r"``
     (the default) opens it read-only. ``mode="w"`` (create, overwriting), ``"w-"`` (create,
     fail if it exists), ``"a"`` (open or create) and ``"r+"`` (open existing) return a
     :class:`zarrcrop.writable.WritableGroup`: the tutorial's zarr-python 2 creation calls
@@ -84,23 +194,63 @@ def open_group(
     cache).
     """
     if mode != "r":
-        from .writable import open_writable_group
-
-        return open_writable_group(
-            store, mode=mode, zarr_format=zarr_format, strict=strict, cache_bytes=cache_bytes
-        )
+        return _open_writable(store, mode, zarr_format, strict, cache_bytes, storage_options)
     if isinstance(store, zarr.Group):
         return CropGroup(store, strict=strict, cache_bytes=cache_bytes)
-    if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"store must be a path or a zarr.Group, got {type(store).__name__}")
-    location = Path(store)
-    if not location.exists():
-        raise FileNotFoundError(f"no zarr group at {location}")
+    if isinstance(store, zarr.Array):
+        raise TypeError("store is a zarr.Array, not a group; use zarrcrop.open")
+    target = _Target(store, storage_options)
+    target.check_exists("group")
     try:
-        group = zarr.open_group(store=os.fspath(location), mode="r")
+        group = _zarr_open(zarr.open_group, target)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"no zarr group at {location}") from exc
+        raise FileNotFoundError(f"no zarr group at {target.shown}") from exc
     return CropGroup(group, strict=strict, cache_bytes=cache_bytes)
+
+
+def _open_writable(
+    store: Any,
+    mode: str,
+    zarr_format: Literal[2, 3] | None,
+    strict: bool | None,
+    cache_bytes: int,
+    storage_options: dict[str, Any] | None,
+) -> WritableGroup:
+    from .writable import _WRITE_MODES, open_writable_group
+
+    def wrap(where: Any) -> WritableGroup:
+        return open_writable_group(
+            where, mode=mode, zarr_format=zarr_format, strict=strict, cache_bytes=cache_bytes
+        )
+
+    if isinstance(store, zarr.Group):
+        return wrap(store)
+    # Checked before anything is created: open_writable_group checks them only afterwards here.
+    if mode not in _WRITE_MODES:
+        raise ValueError(f"mode must be one of 'r', {', '.join(map(repr, _WRITE_MODES))}")
+    if zarr_format not in (None, 2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    target = _Target(store, storage_options)
+    if target.local is not None and isinstance(target.store, str):
+        return wrap(target.store)  # paths and file:// URLs: writable.py's own semantics
+    # Store objects and other URLs: the same modes, through zarr-python.
+    group: zarr.Group | None = None
+    if mode in ("a", "r+"):
+        try:
+            group = zarr.open_group(
+                store=target.store, mode="r+", zarr_format=zarr_format, **target.kwargs
+            )
+        except FileNotFoundError:
+            if mode == "r+":
+                raise FileNotFoundError(f"no zarr group at {target.shown}") from None
+    if group is None:
+        group = zarr.open_group(
+            store=target.store,
+            mode="w" if mode == "w" else "w-",
+            zarr_format=zarr_format or 2,
+            **target.kwargs,
+        )
+    return wrap(group)
 
 
 #: Largest native thread pool set_num_threads accepts (the C++ core's limit).

@@ -12,7 +12,7 @@ class CropReader:
     def __init__(
         self,
         name: str,
-        root: str,
+        root: str | bytes,  # bytes: any directory name, UTF-8 or not
         shape: Sequence[int],
         chunks: Sequence[int],
         itemsize: int,

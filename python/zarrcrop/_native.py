@@ -8,6 +8,7 @@ releases (3.1 returns enums where later releases return strings).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from dataclasses import dataclass
@@ -16,7 +17,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-__all__ = ["NativeLayout", "Unsupported", "describe_location", "native_layout"]
+__all__ = [
+    "NativeLayout",
+    "Unsupported",
+    "describe_location",
+    "native_layout",
+    "readable_path",
+    "store_label",
+]
 
 BLOSC_CNAMES = frozenset({"lz4", "lz4hc", "blosclz", "zstd", "zlib"})
 
@@ -46,8 +54,10 @@ class NativeLayout:
     def reader_args(self, cache_bytes: int = 0) -> dict[str, Any]:
         """Keyword arguments of ``_core.CropReader`` for this layout."""
         return {
-            "name": self.root,
-            "root": self.root,
+            "name": readable_path(self.root),
+            # bytes: pybind11's std::string caster takes them, but not a str with surrogate
+            # escapes (a directory name that is not valid UTF-8).
+            "root": os.fsencode(self.root),
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "itemsize": self.dtype.itemsize,
@@ -68,24 +78,58 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def _local_root(array: zarr.Array) -> str:
-    store = array.store
-    try:
-        from zarr.storage import LocalStore
-    except ImportError as exc:  # pragma: no cover - zarr < 3
-        raise Unsupported("zarr-python 3 is required for native reads") from exc
-    if not isinstance(store, LocalStore):
-        raise Unsupported(f"store {type(store).__name__} is not a local directory store")
-    root = os.path.join(os.fspath(store.root), array.store_path.path)
-    return os.path.abspath(root)
+def readable_path(path: str) -> str:
+    """``path`` for messages: bytes that are not UTF-8 shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def describe_location(array: zarr.Array) -> str:
+def _fsspec_local_path(store: Any) -> str | None:
+    """The directory of an FsspecStore over fsspec's local filesystem (``file://`` URLs)."""
+    fs = getattr(store, "fs", None)
+    fs = getattr(fs, "sync_fs", fs)  # zarr wraps sync filesystems in AsyncFileSystemWrapper
+    try:  # importlib: fsspec ships no type information
+        local = importlib.import_module("fsspec.implementations.local").LocalFileSystem
+    except ImportError:  # pragma: no cover - an FsspecStore exists only with fsspec
+        return None
+    return str(store.path) if isinstance(fs, local) else None
+
+
+def store_label(store: Any) -> str:
+    """One line naming a store for messages: its kind and location."""
+    fs = getattr(store, "fs", None)
+    if fs is not None and hasattr(store, "path"):
+        protocol = getattr(getattr(fs, "sync_fs", fs), "protocol", "?")
+        if isinstance(protocol, (tuple, list)):
+            protocol = protocol[0] if protocol else "?"
+        text = f"{type(store).__name__} {protocol}://{store.path}"
+    else:
+        text = f"{type(store).__name__} {store}"
+    return " ".join(text.split())
+
+
+def _local_root(node: zarr.Array[Any] | zarr.Group) -> str:
+    """The directory of an array or group in a local store, else Unsupported."""
+    store = node.store
+    from zarr.storage import FsspecStore, LocalStore
+
+    if isinstance(store, LocalStore):
+        base = os.fspath(store.root)
+    elif isinstance(store, FsspecStore) and (local := _fsspec_local_path(store)) is not None:
+        base = local
+    else:
+        raise Unsupported(
+            f"store {store_label(store)} is not a local directory store "
+            "(zarrcrop reads local directories natively)"
+        )
+    return os.path.abspath(os.path.join(base, node.store_path.path))
+
+
+def describe_location(node: zarr.Array[Any] | zarr.Group) -> str:
     """A readable location for messages: the directory for local stores, else store/path."""
     try:
-        return _local_root(array)
+        return readable_path(_local_root(node))
     except Unsupported:
-        return f"{array.store}/{array.path}".rstrip("/")
+        return f"{store_label(node.store)}/{node.path}".rstrip("/")
 
 
 def _check_dtype(dtype: np.dtype) -> None:
@@ -242,7 +286,7 @@ def _bytes_chain(codecs: list[dict[str, Any]]) -> tuple[tuple[str, ...], Any]:
     return tuple(chain), endian
 
 
-def native_layout(array: zarr.Array) -> NativeLayout:
+def native_layout(array: zarr.Array[Any]) -> NativeLayout:
     """Describe ``array`` for the native reader, or raise Unsupported with the reason."""
     meta = array.metadata
     dtype = np.dtype(array.dtype)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
 from . import _core
 from ._config import resolve_strict
-from ._native import NativeLayout, Unsupported, describe_location, native_layout
+from ._native import (
+    NativeLayout,
+    Unsupported,
+    describe_location,
+    native_layout,
+    readable_path,
+)
 from ._output import aligned_empty, as_output_array
 from ._selection import (
     BasicSelection,
@@ -68,9 +74,12 @@ class CropArray:
 
     @property
     def name(self) -> str:
-        """Where the array lives: its directory for local stores, else the zarr path."""
+        """Where the array lives: its directory for local stores, else the store and path.
+
+        Bytes of the directory's name that are not UTF-8 show as ``\\xff`` escapes.
+        """
         if self._layout is not None:
-            return self._layout.root
+            return readable_path(self._layout.root)
         return describe_location(self._array)
 
     @property
@@ -142,6 +151,15 @@ class CropArray:
 
     def __getitem__(self, selection: Any) -> Any:
         return self.read(selection)
+
+    if not TYPE_CHECKING:  # defined for its message only: type checkers still flag the write
+
+        def __setitem__(self, selection, value):
+            raise TypeError(
+                f"{self.name}: this CropArray is read-only. To write, open its group with "
+                'zarrcrop.open_group(path, mode="r+") (its arrays accept arr[...] = value), '
+                'or the array with zarr.open_array(path, mode="r+")'
+            )
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = np.asarray(self.read(...))

@@ -7,6 +7,7 @@ from typing import Any
 
 import zarr
 
+from ._native import describe_location
 from .array import CropArray
 
 __all__ = ["CropGroup"]
@@ -53,8 +54,36 @@ class CropGroup:
             return CropArray(node, strict=self._strict, cache_bytes=self._cache_bytes)
         return CropGroup(node, strict=self._strict, cache_bytes=self._cache_bytes)
 
-    def __getitem__(self, key: str) -> CropArray | CropGroup:
-        return self._wrap(self._group[key])
+    def __getitem__(self, key: str) -> Any:
+        """The member ``key`` (a path such as ``"lr/720p/rgb"``): a CropArray or a CropGroup.
+
+        Typed ``Any``, as the kind of a member is known only at run time (narrow it with
+        ``isinstance`` where it matters); a missing member raises KeyError listing those there.
+        """
+        try:
+            node = self._group[key]
+        except KeyError:
+            raise KeyError(self._missing(key)) from None  # zarr's chain says nothing more
+        return self._wrap(node)
+
+    def _missing(self, key: str) -> str:
+        """Why ``key`` is not a member: the deepest group on its path and what that holds."""
+        parts = [p for p in str(key).split("/") if p]
+        where = describe_location(self._group)
+        for depth in range(len(parts) - 1, -1, -1):
+            prefix = "/".join(parts[:depth])
+            try:
+                node = self._group[prefix] if prefix else self._group
+            except KeyError:
+                continue
+            inside = f"{prefix!r} in the group at {where}" if prefix else f"the group at {where}"
+            if isinstance(node, zarr.Array):
+                return f"{key!r}: {inside} is an array, not a group"
+            names = sorted(node.keys())
+            listed = ", ".join(map(repr, names[:20])) + (", ..." if len(names) > 20 else "")
+            members = f"its members: {listed}" if names else "it has no members"
+            return f"{key!r}: no member {parts[depth]!r} in {inside}; {members}"
+        return f"{key!r}: no such member in the group at {where}"  # pragma: no cover
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._group

@@ -180,21 +180,22 @@ import sys, time, os
 import numpy as np, zarr, zarrcrop
 from zarrcrop.torch import CropDataset, CropLoader
 path = os.path.join(sys.argv[1], "v.zarr")
-z = zarr.open_array(path, mode="w", shape=(8, 3, 64, 64), chunks=(1, 3, 32, 32), dtype="uint8",
-                    zarr_format=2)
-z[:] = 9
-loader = CropLoader(CropDataset(zarrcrop.open(path), crop=32, length=10_000), batch_size=8,
-                    prefetch=4)
+z = zarr.open_array(path, mode="w", shape=(4, 3, 512, 512), chunks=(1, 3, 128, 128),
+                    dtype="uint8", zarr_format=2)
+z[:] = np.random.default_rng(0).integers(0, 255, size=z.shape, dtype=np.uint8)
+loader = CropLoader(CropDataset(zarrcrop.open(path), crop=256, length=100_000), batch_size=16,
+                    prefetch=2)
 it = iter(loader)
-next(it)  # the prefetch thread keeps reading batches
-time.sleep(0.2)
+deadline = time.perf_counter() + 0.3
+while time.perf_counter() < deadline:
+    next(it)  # consumed as fast as made: the prefetch thread is always inside a read
 print("main returns")
 """
 
 
 def test_exit_while_croploader_prefetches(tmp_path):
     pytest.importorskip("torch")
-    for _ in range(3):
+    for _ in range(4):
         proc = run_script(LOADER_EXIT, tmp_path, timeout=120)
         assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
         assert "main returns" in proc.stdout

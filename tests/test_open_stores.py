@@ -337,3 +337,18 @@ def test_non_utf8_directory_messages_are_readable(non_utf8_group):
         zarrcrop.open_group(path + "-missing")
     assert "\\xff\\xfe.zarr-missing" in str(missing.value)
     str(missing.value).encode("utf-8")
+
+
+def test_non_utf8_directory_native_errors_are_readable(non_utf8_group):
+    # A corrupt chunk's ChunkError names its path: the undecodable bytes come out as escapes,
+    # not as a UnicodeDecodeError from the message.
+    path, zg = non_utf8_group
+    ca = zarrcrop.open(path, "gt")
+    chunk = os.path.join(os.fsencode(path), b"gt", b".".join([b"0"] * len(SHAPE)))
+    assert os.path.isfile(chunk)
+    with open(chunk, "r+b") as f:
+        f.write(b"\x07" * 16)
+    with pytest.raises(zarrcrop.ChunkError) as info:
+        ca[:]
+    assert "\\xff\\xfe.zarr" in str(info.value)
+    str(info.value).encode("utf-8")

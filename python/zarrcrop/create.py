@@ -940,11 +940,17 @@ def _existing(group: zarr.Group, name: str) -> zarr.Array | None:
 
 
 def _is_zarrcrop_group(location: Path) -> bool:
+    """A zarrcrop dataset, or a blank zarr group (no members, no attributes) to fill."""
     try:
         group = zarr.open_group(store=os.fspath(location), mode="r")
     except Exception:
         return False
-    return isinstance(group.attrs.get(ATTR), dict)
+    return isinstance(group.attrs.get(ATTR), dict) or _is_blank(group)
+
+
+def _is_blank(group: zarr.Group) -> bool:
+    """No members and no attributes: e.g. just made by open_group(mode="w")."""
+    return not dict(group.attrs) and next(iter(group.keys()), None) is None
 
 
 def _check_target(location: Path, overwrite: bool) -> None:
@@ -983,7 +989,7 @@ def _refuse_inputs_in_output(root: str, plans: list[_Plan]) -> None:
         images = plan.source.images
         if images is None:
             continue
-        given = [*images.paths, *([images.folder] if images.folder else [])]
+        given = [*([images.folder] if images.folder else []), *images.paths]
         for path in given:
             for inp in {os.path.abspath(path), os.path.realpath(path)}:
                 for out in outs:
@@ -1080,10 +1086,20 @@ def _release_lock(root: str, fd: int | None) -> None:
     os.close(fd)
 
 
+def _blank_group_only(location: Path) -> bool:
+    names = {entry.name for entry in location.iterdir()} - {LOCK_FILE}
+    if not names or not names <= {".zgroup", ".zattrs", "zarr.json"}:
+        return False
+    try:
+        return _is_blank(zarr.open_group(store=os.fspath(location), mode="r"))
+    except Exception:
+        return False
+
+
 def _open_root(root: str, *, overwrite: bool, resume: bool, zarr_format: int) -> zarr.Group:
     """Open (or create) the root group; the caller made the directory and holds its lock."""
     location = Path(root)
-    if overwrite:
+    if overwrite or _blank_group_only(location):
         for entry in location.iterdir():
             if entry.name == LOCK_FILE:
                 continue

@@ -945,12 +945,7 @@ def _is_zarrcrop_group(location: Path) -> bool:
         group = zarr.open_group(store=os.fspath(location), mode="r")
     except Exception:
         return False
-    return isinstance(group.attrs.get(ATTR), dict) or _is_blank(group)
-
-
-def _is_blank(group: zarr.Group) -> bool:
-    """No members and no attributes: e.g. just made by open_group(mode="w")."""
-    return not dict(group.attrs) and next(iter(group.keys()), None) is None
+    return isinstance(group.attrs.get(ATTR), dict) or _blank_group_only(location)
 
 
 def _check_target(location: Path, overwrite: bool) -> None:
@@ -1087,11 +1082,12 @@ def _release_lock(root: str, fd: int | None) -> None:
 
 
 def _blank_group_only(location: Path) -> bool:
+    """A zarr group without members or attributes (e.g. just made by open_group(mode="w"))."""
     names = {entry.name for entry in location.iterdir()} - {LOCK_FILE}
     if not names or not names <= {".zgroup", ".zattrs", "zarr.json"}:
         return False
     try:
-        return _is_blank(zarr.open_group(store=os.fspath(location), mode="r"))
+        return not dict(zarr.open_group(store=os.fspath(location), mode="r").attrs)
     except Exception:
         return False
 

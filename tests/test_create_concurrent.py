@@ -49,7 +49,8 @@ _WRITER = textwrap.dedent(
     source = gen() if kind == "gen" else Frames()
     while time.time() < start_at:  # both processes start writing at the same moment
         time.sleep(0.001)
-    report = zarrcrop.create_dataset(path, {"gt": source}, workers=2, progress=False, wait=wait)
+    more = {"wait": wait} if wait else {}
+    report = zarrcrop.create_dataset(path, {"gt": source}, workers=2, progress=False, **more)
     print(report.arrays["gt"].frames_written, report.arrays["gt"].frames_skipped)
     """
 ).replace("SHAPE", repr(SHAPE))

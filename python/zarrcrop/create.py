@@ -960,13 +960,10 @@ def _check_target(location: Path, overwrite: bool) -> None:
             )
         location.unlink()
         return
-    if (
-        not overwrite
-        and location.is_dir()
-        and not (location / LOCK_FILE).exists()
-        and any(location.iterdir())
-        and not _is_zarrcrop_group(location)
-    ):
+    if overwrite or not location.is_dir():
+        return
+    names = os.listdir(location)  # one snapshot: a writer makes its lock file before the rest
+    if names and LOCK_FILE not in names and not _is_zarrcrop_group(location):
         raise FileExistsError(
             f"{location} exists and is not a zarrcrop dataset; pass overwrite=True to replace it"
         )

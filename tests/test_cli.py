@@ -286,3 +286,14 @@ def test_bench_warns_when_it_cannot_measure_what_was_asked(
     assert res.returncode == 0, res.stderr
     assert "warning: no chunk of" in res.stderr and "fill value" in res.stderr
     assert "fill value" in run("bench", "--help").stdout
+
+
+def test_create_bad_name_and_workers(tmp_path: Path, images: tuple[Path, np.ndarray]) -> None:
+    folder, _ = images
+    line = _one_error_line(run("create", str(tmp_path / "o"), "--images", str(folder), "--name",
+                               "", "--no-progress"))  # fmt: skip
+    assert "array name ''" in line
+    line = _one_error_line(run("create", str(tmp_path / "o"), "--images", str(folder),
+                               "--workers", "100000"))  # fmt: skip
+    assert "--workers" in line
+    assert not (tmp_path / "o").exists()

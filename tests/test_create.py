@@ -497,3 +497,11 @@ def test_read_only_group(tmp_path: Path) -> None:
     fresh = zarrcrop.open_group(tmp_path / "new.zarr", mode="w")
     zarrcrop.create_dataset(fresh, {"gt": frames(2)}, progress=False)
     np.testing.assert_array_equal(zarrcrop.open(tmp_path / "new.zarr", "gt")[:], frames(2))
+
+
+@pytest.mark.parametrize("name", ["", "/", "a//b", "a/../b", "./gt"])
+def test_bad_array_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a path inside the dataset") as info:
+        zarrcrop.create_dataset(tmp_path / "d", {name: frames(1)}, progress=False)
+    assert repr(name) in str(info.value)
+    assert not (tmp_path / "d").exists()

@@ -501,7 +501,7 @@ def _add_create_command(subparsers: Any) -> None:
         help="zarr v3 only: frames per shard file",
     )
     p.add_argument(
-        "--workers", type=_positive_int, default=None, metavar="N", help="writer threads"
+        "--workers", type=_thread_count, default=None, metavar="N", help="writer threads"
     )
     p.add_argument(
         "--overwrite",

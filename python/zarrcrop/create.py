@@ -693,8 +693,13 @@ def create_dataset(
     codec = _resolve_compressor(compressor, zarr_format, blocksize)
 
     plans: list[_Plan] = []
-    for name, value in arrays.items():
-        name = name.strip("/")
+    for given_name, value in arrays.items():
+        name = str(given_name).strip("/")
+        if not name or any(part in ("", ".", "..") for part in name.split("/")):
+            raise ValueError(
+                f"array name {given_name!r} is not a path inside the dataset (like 'gt' or "
+                "'lr/720p/rgb'; no empty, '.' or '..' parts)"
+            )
         src = _Source(name, value)
         dtype = _conversion(name, src.dtype, dtypes.get(name), lossless)
         lossy = dtype != src.dtype and not np.can_cast(src.dtype, dtype, "safe")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +160,140 @@ def test_existing_output_needs_overwrite(tmp_path: Path, images: tuple[Path, np.
 def test_help(command: str) -> None:
     res = run(command, "--help")
     assert res.returncode == 0 and "usage: zarrcrop" in res.stdout
+
+
+def _one_error_line(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zarrcrop: error: "), res.stderr
+    return lines[0]
+
+
+def test_create_without_pillow(tmp_path: Path, images: tuple[Path, np.ndarray]) -> None:
+    folder, _ = images
+    code = (
+        "import sys; sys.modules['PIL'] = None; from zarrcrop.cli import main; "  # no Pillow
+        f"sys.exit(main(['create', {str(tmp_path / 'o')!r}, '--images', {str(folder)!r}]))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = _one_error_line(res)
+    assert 'pip install "zarrcrop[create]"' in line and "Pillow" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_create_truncated_image_names_the_file(tmp_path: Path, images: tuple[Path, np.ndarray]):
+    folder, _ = images
+    bad = tmp_path / "in"
+    bad.mkdir()
+    for p in folder.glob("*.png"):
+        (bad / p.name).write_bytes(p.read_bytes())
+    whole = (bad / "img_2.png").read_bytes()
+    (bad / "img_2.png").write_bytes(whole[: len(whole) - 50])
+    res = run("create", str(tmp_path / "o"), "--images", str(bad / "*.png"), "--no-progress")
+    line = _one_error_line(res)
+    assert str(bad / "img_2.png") in line and "truncated" in line
+
+
+def test_create_refuses_output_holding_the_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = tmp_path / "P" / "frames"
+    frames.mkdir(parents=True)
+    for t in range(2):
+        Image.fromarray(np.full((8, 8, 3), t, np.uint8)).save(frames / f"{t}.png")
+    for out in ("P", "P/frames"):
+        res = run("create", out, "--images", "P/frames/*.png", "--overwrite", cwd=tmp_path)
+        line = _one_error_line(res)
+        assert f"the output {out} contains the input P/frames/" in line
+    assert sorted(p.name for p in frames.iterdir()) == ["0.png", "1.png"]
+
+
+def test_create_existing_output_names_the_option(tmp_path: Path, images) -> None:
+    folder, _ = images
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    line = _one_error_line(run("create", str(out), "--images", str(folder), "--no-progress"))
+    assert "--overwrite" in line and "overwrite=True" not in line
+
+
+_SLOW_WRITER = """
+import sys, time
+import numpy as np
+import zarrcrop
+
+def gen():
+    for t in range(40):
+        time.sleep(0.1)
+        yield np.ones((3, 8, 8), np.uint8)
+
+zarrcrop.create_dataset(sys.argv[1], {"gt": gen()}, workers=1, progress=False)
+"""
+
+
+def test_create_while_another_process_writes(tmp_path: Path, images) -> None:
+    folder, _ = images
+    out = tmp_path / "o"
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out)])
+    try:
+        deadline = time.monotonic() + 60  # until the writer has finished a frame
+        while not (out / "gt" / ".zarrcrop-done").is_dir() and time.monotonic() < deadline:
+            assert writer.poll() is None
+            time.sleep(0.01)
+        res = run("create", str(out), "--images", str(folder), "--no-progress")
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=60)
+    line = _one_error_line(res)
+    assert str(out) in line and f"pid {writer.pid}" in line and "--wait" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("--crops", "2000000000"), "--crops"),
+        (("--threads", "5000"), "--threads"),
+        (("--crops", "many"), "--crops"),
+    ],
+)
+def test_bench_bad_arguments(dataset: tuple[Path, np.ndarray], args, names: str) -> None:
+    out, _ = dataset
+    assert names in _one_error_line(run("bench", str(out), *args))
+
+
+def test_bench_empty_array(tmp_path: Path) -> None:
+    import zarr
+
+    zarr.create_array(str(tmp_path / "e.zarr"), shape=(0, 3, 8, 8), chunks=(1, 3, 8, 8),
+                      dtype="uint8", zarr_format=2)  # fmt: skip
+    line = _one_error_line(run("bench", str(tmp_path / "e.zarr")))
+    assert str(tmp_path / "e.zarr") in line and "empty" in line
+
+
+def test_bench_warns_when_it_cannot_measure_what_was_asked(
+    tmp_path: Path, dataset: tuple[Path, np.ndarray]
+) -> None:
+    import zarr
+
+    out, _ = dataset
+    res = run("bench", str(out), "--crop", "5000", "--crops", "3")
+    assert res.returncode == 0, res.stderr
+    assert "warning: --crop 5000 is larger than the 64x96 frames" in res.stderr
+    assert "64x96 crops" in res.stderr and "no chunk" not in res.stderr
+    zarr.create_array(str(tmp_path / "u.zarr"), shape=(2, 3, 64, 64), chunks=(1, 3, 32, 32),
+                      dtype="uint8", zarr_format=2)  # fmt: skip
+    res = run("bench", str(tmp_path / "u.zarr"), "--crop", "32", "--crops", "3")
+    assert res.returncode == 0, res.stderr
+    assert "warning: no chunk of" in res.stderr and "fill value" in res.stderr
+    assert "fill value" in run("bench", "--help").stdout
+
+
+def test_create_bad_name_and_workers(tmp_path: Path, images: tuple[Path, np.ndarray]) -> None:
+    folder, _ = images
+    line = _one_error_line(run("create", str(tmp_path / "o"), "--images", str(folder), "--name",
+                               "", "--no-progress"))  # fmt: skip
+    assert "array name ''" in line
+    line = _one_error_line(run("create", str(tmp_path / "o"), "--images", str(folder),
+                               "--workers", "100000"))  # fmt: skip
+    assert "--workers" in line
+    assert not (tmp_path / "o").exists()

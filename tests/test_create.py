@@ -389,3 +389,119 @@ def test_preset_block_sizes(tmp_path: Path) -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="blocksize"):
             zarrcrop.create_dataset(tmp_path / "bad", {"gt": data}, blocksize=bad, progress=False)
+
+
+def _png_folder(folder: Path, n: int = 3) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    paths = []
+    for t in range(n):
+        paths.append(folder / f"f{t}.png")
+        Image.fromarray(np.full((16, 24, 3), t + 1, np.uint8)).save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("out", "source", "how"),
+    [
+        ("P", "P/frames/*.png", "contains"),  # the images' parent
+        ("P/frames", "P/frames/*.png", "contains"),  # the images' folder
+        ("P/frames", "P/frames", "is"),  # the folder given as the source
+        ("P/frames/out.zarr", "P/frames", "lies inside"),
+        ("link", "P/frames/*.png", "contains"),  # a symbolic link to P
+    ],
+)
+def test_output_overlapping_the_inputs_is_refused(
+    tmp_path: Path, out: str, source: str, how: str
+) -> None:
+    """overwrite=True used to delete the images before reading them."""
+    paths = _png_folder(tmp_path / "P" / "frames")
+    (tmp_path / "link").symlink_to(tmp_path / "P")
+    for overwrite in (True, False):
+        with pytest.raises(ValueError, match=f"the output .* {how} the input") as info:
+            zarrcrop.create_dataset(
+                tmp_path / out,
+                {"gt": str(tmp_path / source)},
+                overwrite=overwrite,
+                progress=False,
+            )
+        message = str(info.value)
+        assert str(tmp_path / out) in message
+        assert str(tmp_path / "P" / "frames") in message  # the input folder or a file in it
+        assert all(p.is_file() for p in paths)
+    assert not (tmp_path / "P" / "frames" / "out.zarr").exists()
+    assert sorted(os.listdir(tmp_path / "P" / "frames")) == ["f0.png", "f1.png", "f2.png"]
+
+
+def test_image_list_inside_output_is_refused(tmp_path: Path) -> None:
+    paths = _png_folder(tmp_path / "d" / "in")
+    files = image_files([str(p) for p in paths])
+    with pytest.raises(ValueError, match="contains the input"):
+        zarrcrop.create_dataset(tmp_path / "d", {"gt": files}, overwrite=True, progress=False)
+    assert all(p.is_file() for p in paths)
+    # next to the images is fine
+    zarrcrop.create_dataset(tmp_path / "d" / "out.zarr", {"gt": files}, progress=False)
+    assert zarrcrop.open(tmp_path / "d" / "out.zarr", "gt").shape == (3, 3, 16, 24)
+
+
+def test_truncated_image_error_names_the_file(tmp_path: Path) -> None:
+    paths = _png_folder(tmp_path / "in")
+    whole = paths[1].read_bytes()
+    paths[1].write_bytes(whole[: len(whole) - 40])  # the header survives, the pixels do not
+    with pytest.raises(OSError, match="truncated") as info:
+        zarrcrop.create_dataset(tmp_path / "d", {"gt": str(tmp_path / "in")}, progress=False)
+    assert str(paths[1]) in str(info.value)
+    paths[2].write_bytes(b"not an image")
+    with pytest.raises(OSError) as info:
+        image_files(str(tmp_path / "in"))
+    assert str(paths[2]) in str(info.value)
+
+
+def test_frames_outside_a_shrunk_array_are_not_marked_done(tmp_path: Path) -> None:
+    """zarr-python drops writes outside the shape silently; the read-back check catches it."""
+    path = tmp_path / "d"
+    data = frames(8, seed=12) | 1  # no zero value: a dropped frame would read as zeros
+
+    class Frames:  # another program shrinks the array while frame 5 is being produced
+        def __len__(self) -> int:
+            return len(data)
+
+        def __iter__(self):
+            for t in range(len(data)):
+                if t == 5:
+                    zarr.open_array(str(path), path="gt", mode="r+").resize((3, C, H, W))
+                yield data[t]
+
+    with pytest.raises(RuntimeError, match="outside the array's shape") as info:
+        zarrcrop.create_dataset(path, {"gt": Frames()}, workers=1, progress=False)
+    assert type(info.value).__name__ == "WriteCheckError" and str(path) in str(info.value)
+    done = {int(n) for n in os.listdir(path / "gt" / ".zarrcrop-done")}
+    assert done and max(done) < 5
+    assert zarr.open_group(str(path), mode="r").attrs["zarrcrop"]["complete"] is False
+    # a resume without the interference completes it
+    zarrcrop.create_dataset(path, {"gt": data}, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(path, "gt")[:], data)
+
+
+def test_read_only_group(tmp_path: Path) -> None:
+    path = tmp_path / "g.zarr"
+    zarrcrop.open_group(path, mode="w").create_dataset("a", shape=(2, 2), dtype="uint8")
+    read_only = zarr.open_group(str(path), mode="r")
+    with pytest.raises(ValueError, match=r"read-only \(mode='r'\).*mode='r\+' \(or 'a'\)"):
+        zarrcrop.open_group(read_only, mode="r+").create_dataset("b", shape=(2,), dtype="u1")
+    with pytest.raises(ValueError, match=r"read-only.*mode='r\+' \(or 'a'\)"):
+        zarrcrop.create_dataset(zarrcrop.open_group(path), {"gt": frames(1)}, progress=False)
+    assert "b" not in zarr.open_group(str(path), mode="r")
+    # a writable group works: create_dataset writes at its path
+    fresh = zarrcrop.open_group(tmp_path / "new.zarr", mode="w")
+    zarrcrop.create_dataset(fresh, {"gt": frames(2)}, progress=False)
+    np.testing.assert_array_equal(zarrcrop.open(tmp_path / "new.zarr", "gt")[:], frames(2))
+
+
+@pytest.mark.parametrize("name", ["", "/", "a//b", "a/../b", "./gt"])
+def test_bad_array_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a path inside the dataset") as info:
+        zarrcrop.create_dataset(tmp_path / "d", {name: frames(1)}, progress=False)
+    assert repr(name) in str(info.value)
+    assert not (tmp_path / "d").exists()

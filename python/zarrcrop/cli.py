@@ -28,6 +28,8 @@ DEMO_ARRAY = "gt"
 # the demo did not write itself.
 DEMO_MARKER = "zarrcrop_demo"
 WARMUP_CROPS = 2
+#: Most crops a bench or demo run reads (each crop's selection is held in memory).
+MAX_CROPS = 100_000
 
 
 def _package_version() -> str:
@@ -51,6 +53,41 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _crop_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CROPS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_CROPS} crops, got {text!r}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    from . import MAX_THREADS
+
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_THREADS} threads (zarrcrop's limit), got {text!r}"
+        )
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``zarrcrop: error: ...``, exit 2), no usage dump."""
+
+    def error(self, message: str) -> Any:  # argparse declares NoReturn
+        self.exit(2, f"zarrcrop: error: {message} (see '{self.prog} --help')\n")
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,6 +101,10 @@ def _non_negative_int(text: str) -> int:
 def _error(message: str, code: int = 1) -> int:
     print(f"zarrcrop: error: {message}", file=sys.stderr)
     return code
+
+
+def _warn(message: str) -> None:
+    print(f"zarrcrop: warning: {message}", file=sys.stderr)
 
 
 def _format_bytes(n: float) -> str:
@@ -107,7 +148,11 @@ def _add_demo_command(subparsers: Any) -> None:
         "--frames", type=_positive_int, default=4, metavar="N", help="frames to write (default 4)"
     )
     p.add_argument(
-        "--crops", type=_positive_int, default=50, metavar="N", help="crops to read (default 50)"
+        "--crops",
+        type=_crop_count,
+        default=50,
+        metavar="N",
+        help=f"crops to read (default 50, at most {MAX_CROPS})",
     )
     p.add_argument(
         "--crop-size",
@@ -127,7 +172,7 @@ def _add_demo_command(subparsers: Any) -> None:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_thread_count,
         default=None,
         metavar="N",
         help="zarrcrop decode threads (default: zarrcrop.get_num_threads())",
@@ -287,7 +332,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     path = Path(args.path).expanduser()
     reason = _demo_path_is_reusable(path)
     if reason is not None:
-        return _error(reason)
+        return _error(f"--path: {reason}", code=2)
     return _demo(path, args, keep=True)
 
 
@@ -456,24 +501,45 @@ def _add_create_command(subparsers: Any) -> None:
         help="zarr v3 only: frames per shard file",
     )
     p.add_argument(
-        "--workers", type=_positive_int, default=None, metavar="N", help="writer threads"
+        "--workers", type=_thread_count, default=None, metavar="N", help="writer threads"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace whatever is at OUT")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace whatever is at OUT (never allowed when OUT is, holds or lies inside the "
+        "images)",
+    )
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another process is writing OUT, wait up to SECONDS for it to finish, then "
+        "resume (default 0: refuse at once, naming that process)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_create)
 
 
+def _cli_hint(message: str) -> str:
+    """The Python API's hints in command-line terms."""
+    return message.replace("overwrite=True", "--overwrite")
+
+
 def _run_create(args: argparse.Namespace) -> int:
-    from .create import create_dataset, image_files
+    from .create import DatasetLockedError, WriteCheckError, create_dataset, image_files
 
     if args.shards is not None and args.format != 3:
         return _error("--shards needs --format 3", code=2)
     try:
         images = image_files(os.path.expanduser(args.images))
+    except ImportError as exc:  # Pillow or tifffile missing: our message says what to install
+        return _error(str(exc), code=2)
     except (FileNotFoundError, ValueError) as exc:
         return _error(str(exc), code=2)
     except OSError as exc:
-        return _error(f"cannot read images: {exc}", code=2)
+        text = str(exc)
+        return _error(text if "cannot read image" in text else f"cannot read images: {text}", 2)
     out = Path(args.out).expanduser()
     c, h, w = images.frame_shape
     print(
@@ -494,11 +560,19 @@ def _run_create(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             overwrite=args.overwrite,
+            wait=args.wait,
+        )
+    except DatasetLockedError as exc:
+        return _error(
+            f"{exc.path} is being written by another process ({exc.holder}; lock file "
+            f"{exc.lock_file}); let it finish, or pass --wait SECONDS to resume after it",
+            code=2,
         )
     except FileExistsError as exc:
-        return _error(f"{exc} (use --overwrite)", code=2)
-    except (ValueError, OSError) as exc:
-        return _error(str(exc), code=2)
+        text = _cli_hint(str(exc))
+        return _error(text if "--overwrite" in text else f"{text} (use --overwrite)", code=2)
+    except (ValueError, OSError, ImportError, WriteCheckError) as exc:
+        return _error(_cli_hint(str(exc)), code=2)
     elapsed = time.perf_counter() - t0
     for rep in report.arrays.values():
         print(
@@ -631,7 +705,10 @@ def _add_bench_command(subparsers: Any) -> None:
             "axis, the others whole) from an array of the dataset at PATH with zarrcrop and "
             "zarr-python, check they are identical, print crops/s for both and the decode bound "
             "(the CPU time to decode what the crops need, spread over zarrcrop's threads), and "
-            "advise when the chunking does not fit the crop size."
+            "advise when the chunking does not fit the crop size. Warnings (on stderr) say when "
+            "the figures do not measure what was asked: a crop larger than the frames (whole "
+            "frames are read instead) or chunks never written (reads return the fill value "
+            "without decoding anything). An empty array is an error."
         ),
     )
     p.add_argument("path", metavar="PATH", help="a zarr group or array directory")
@@ -639,13 +716,21 @@ def _add_bench_command(subparsers: Any) -> None:
         "--array", default=None, metavar="NAME", help="array in the group (default gt or the first)"
     )
     p.add_argument(
-        "--crop", type=_positive_int, default=960, metavar="N", help="crop side (default 960)"
+        "--crop",
+        type=_positive_int,
+        default=960,
+        metavar="N",
+        help="crop side (default 960); larger than the frames: whole frames, with a warning",
     )
     p.add_argument(
-        "--crops", type=_positive_int, default=50, metavar="N", help="crops to read (default 50)"
+        "--crops",
+        type=_crop_count,
+        default=50,
+        metavar="N",
+        help=f"crops to read (default 50, at most {MAX_CROPS})",
     )
     p.add_argument(
-        "--threads", type=_positive_int, default=None, metavar="N", help="zarrcrop threads"
+        "--threads", type=_thread_count, default=None, metavar="N", help="zarrcrop threads"
     )
     p.add_argument(
         "--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default 0)"
@@ -738,7 +823,16 @@ def _run_bench(args: argparse.Namespace) -> int:
     shape = tuple(arr.shape)
     if len(shape) < 2:
         return _error(f"{arr.name}: needs 2 or more dimensions, has shape {shape}", code=2)
+    label = f"{path}/{zarr_arr.path}" if zarr_arr.path else str(path)
+    if 0 in shape:
+        return _error(f"{label} is empty (shape {shape}); nothing to read", code=2)
     kh, kw = min(args.crop, shape[-2]), min(args.crop, shape[-1])
+    if (kh, kw) != (args.crop, args.crop):
+        _warn(
+            f"--crop {args.crop} is larger than the {shape[-2]}x{shape[-1]} frames of "
+            f"{label}: measuring {kh}x{kw} crops instead"
+        )
+    _warn_unwritten(zarr_arr, label)
     lead = list(shape[:-2])
     if lead:
         lead[0] = 1
@@ -812,6 +906,25 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unwritten(zarr_arr: Any, name: str) -> None:
+    """Warn when chunks were never written: their reads return the fill value, decoding nothing."""
+    try:
+        written, total = int(zarr_arr.nchunks_initialized), int(zarr_arr.nchunks)
+    except Exception:  # stores that cannot list their keys: nothing to say
+        return
+    fill = zarr_arr.fill_value
+    if written == 0:
+        _warn(
+            f"no chunk of {name} is written: every read returns the fill value ({fill}) "
+            "without decoding anything, so these figures do not measure decoding"
+        )
+    elif written < total:
+        _warn(
+            f"only {written} of {total} chunks of {name} are written: crops over the others "
+            f"return the fill value ({fill}) without decoding"
+        )
+
+
 def _has_nan(dtype: Any) -> bool:
     import numpy as np
 
@@ -831,7 +944,7 @@ _COMMANDS: list[Callable[[Any], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zarrcrop",
         description="Fast native crop reads of Zarr arrays, drop-in for zarr-python.",
     )

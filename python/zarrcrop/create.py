@@ -4,7 +4,8 @@ Layout (see docs "Creating datasets"): arrays are (T, C, H, W), one frame per ch
 about the crop size in H and W, Blosc with a block size small enough that a crop decodes only
 the blocks it needs. Frames are written in parallel (threads, or Dask tasks with ``client=``),
 and each finished unit of work leaves a marker file so an interrupted conversion resumes where
-it stopped.
+it stopped. A lock file in the dataset (``fcntl.flock``, dropped by the kernel when its holder
+dies) keeps a second conversion of the same path from writing at the same time.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,10 +29,17 @@ import numcodecs
 import numpy as np
 import zarr
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no locking
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "ArrayReport",
     "CreateReport",
+    "DatasetLockedError",
     "ImageFiles",
+    "WriteCheckError",
     "compressor_preset",
     "create_dataset",
     "downscale_area",
@@ -47,6 +57,26 @@ PRESETS = ("zstd", "lz4")
 PRESET_BLOCKSIZE = {"zstd": DEFAULT_BLOCKSIZE, "lz4": 0}
 ATTR = "zarrcrop"
 DONE_DIR = ".zarrcrop-done"
+#: Lock file in the dataset directory, held (flock) by the process writing the dataset.
+LOCK_FILE = ".zarrcrop-lock"
+
+
+class DatasetLockedError(RuntimeError):
+    """Another process is writing the dataset (it holds the dataset's lock file)."""
+
+    def __init__(self, path: str, lock_file: str, holder: str) -> None:
+        self.path = path
+        self.lock_file = lock_file
+        self.holder = holder
+        super().__init__(
+            f"{path} is being written by another process ({holder}; lock file {lock_file}); "
+            "wait for it to finish (or pass wait=SECONDS) instead of running two conversions "
+            "of the same dataset"
+        )
+
+
+class WriteCheckError(RuntimeError):
+    """Frames read back after writing differ from what was written (the unit is not marked done)."""
 
 
 def compressor_preset(name: str, blocksize: int | None = None) -> numcodecs.Blosc:
@@ -82,14 +112,42 @@ def _is_tiff(path: str) -> bool:
     return path.lower().endswith((".tif", ".tiff"))
 
 
+def _import_reader(path: str) -> Any:
+    """The module that decodes ``path`` (tifffile for TIFF, else Pillow's Image), or an
+    ImportError saying what to install."""
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            return tifffile
+        from PIL import Image
+
+        return Image
+    except ImportError as exc:
+        what = "tifffile" if _is_tiff(path) else "Pillow"
+        raise ImportError(
+            f"reading {path} needs {what}, which is not installed: "
+            f'pip install "zarrcrop[create]" (or pip install {what})'
+        ) from exc
+
+
 def _image_header(path: str) -> tuple[tuple[int, int, int], np.dtype]:
     """(C, H, W) and dtype of an image file without decoding its pixels."""
+    reader = _import_reader(path)
+    try:
+        if _is_tiff(path):
+            with reader.TiffFile(path) as tif:
+                page = tif.pages[0]
+                shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+        else:
+            with reader.open(path) as im:
+                w, h = im.size
+                mode = im.mode
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise many types; all mean this file is unreadable
+        raise _image_error(path, exc) from exc
     if _is_tiff(path):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
         if len(shape) == 2:
             return (1, shape[0], shape[1]), dtype
         if len(shape) == 3 and shape[-1] <= 4:
@@ -97,11 +155,6 @@ def _image_header(path: str) -> tuple[tuple[int, int, int], np.dtype]:
         if len(shape) == 3:
             return (shape[0], shape[1], shape[2]), dtype
         raise ValueError(f"{path}: unsupported TIFF shape {shape}")
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        mode = im.mode
     if mode in ("L", "1"):
         return (1, h, w), np.dtype(np.uint8)
     if mode.startswith("I;16"):
@@ -115,20 +168,37 @@ def _image_header(path: str) -> tuple[tuple[int, int, int], np.dtype]:
     return (3, h, w), np.dtype(np.uint8)
 
 
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file to a (C, H, W) array (RGB images: (3, H, W) uint8)."""
-    if _is_tiff(path):
-        import tifffile
+def _image_error(path: str, exc: BaseException) -> OSError:
+    """An OSError naming the image file ``path`` that could not be read."""
+    text = str(exc) or type(exc).__name__
+    if path in text:
+        return OSError(f"cannot read image: {text}")
+    return OSError(f"cannot read image {path}: {text}")
 
-        data = np.asarray(tifffile.imread(path))
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file to a (C, H, W) array (RGB images: (3, H, W) uint8).
+
+    A file that cannot be decoded (truncated, corrupt) raises ``OSError`` naming it.
+    """
+    reader = _import_reader(path)
+    try:
+        return _decode(reader, path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # decoders raise many types; all mean this file is unreadable
+        raise _image_error(path, exc) from exc
+
+
+def _decode(reader: Any, path: str) -> np.ndarray:
+    if _is_tiff(path):
+        data = np.asarray(reader.imread(path))
         if data.ndim == 2:
             return data[None]
         if data.ndim == 3 and data.shape[-1] <= 4:
             return np.ascontiguousarray(data.transpose(2, 0, 1))
         return data
-    from PIL import Image
-
-    with Image.open(path) as opened:
+    with reader.open(path) as opened:
         im: Any = opened
         if im.mode in ("LA", "PA"):
             im = im.convert("RGBA")
@@ -149,6 +219,8 @@ class ImageFiles:
     paths: tuple[str, ...]
     frame_shape: tuple[int, int, int]
     dtype: np.dtype
+    #: The directory given as the source, if one was (create_dataset writes nothing inside it).
+    folder: str | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -168,9 +240,11 @@ def image_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     Names are sorted naturally (``frame2`` before ``frame10``). All images must have the same
     size, channels and dtype; a mismatch raises ``ValueError`` naming the first odd file.
     """
+    folder = None
     if isinstance(source, (str, os.PathLike)):
         pattern = os.fspath(source)
         if os.path.isdir(pattern):
+            folder = pattern
             pattern = os.path.join(pattern, "*")
         paths = [p for p in _glob.glob(pattern) if os.path.isfile(p)]
         if not paths:
@@ -192,7 +266,7 @@ def image_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                 f"{dtype}, but {paths[0]} is {first_shape[2]}x{first_shape[1]} with "
                 f"{first_shape[0]} channel(s) {first_dtype}"
             )
-    return ImageFiles(tuple(paths), first_shape, first_dtype)
+    return ImageFiles(tuple(paths), first_shape, first_dtype, folder)
 
 
 def _looks_like_images(value: Any) -> bool:
@@ -441,14 +515,41 @@ def _write_unit(
     err = _max_abs_error(block, stored) if lossy else None
     store = zarr.storage.LocalStore(root)
     zarr.open_array(store=store, path=name, mode="r+")[t0 : t0 + len(data)] = stored
+    written = [(name, stored)]
     for level_name, factor in derived:
         small = np.stack([downscale_area(f, factor) for f in stored])
         zarr.open_array(store=store, path=level_name, mode="r+")[t0 : t0 + len(data)] = small
+        written.append((level_name, small))
+    for array_name, expected in written:
+        _check_written(store, root, array_name, t0, expected)
     marker_dir = _done_dir(root, name)
     os.makedirs(marker_dir, exist_ok=True)
     with open(os.path.join(marker_dir, str(unit)), "w") as marker:
         marker.write("" if err is None else repr(err))
     return err
+
+
+def _check_written(
+    store: zarr.storage.LocalStore, root: str, name: str, t0: int, expected: np.ndarray
+) -> None:
+    """Read frames t0.. of ``name`` back from disk; raise WriteCheckError unless they are there.
+
+    zarr-python silently drops writes outside an array's shape, so a shape changed under this
+    writer would otherwise leave fill values in frames marked done.
+    """
+    from .array import CropArray
+
+    arr = zarr.open_array(store=store, path=name, mode="r")  # the shape on disk now
+    stop = t0 + len(expected)
+    where = f"{root}: frames {t0}..{stop - 1} of {name!r}"
+    hint = "another process writing the dataset? they are not marked done; run again to resume"
+    if arr.shape[0] < stop or tuple(arr.shape[1:]) != tuple(expected.shape[1:]):
+        raise WriteCheckError(
+            f"{where} are outside the array's shape {tuple(arr.shape)} after writing ({hint})"
+        )
+    back = CropArray(arr, strict=False)[t0:stop]
+    if not np.array_equal(back, expected, equal_nan=np.issubdtype(expected.dtype, np.inexact)):
+        raise WriteCheckError(f"{where} read back different from what was written ({hint})")
 
 
 def _marker_errors(root: str, name: str) -> float:
@@ -494,6 +595,7 @@ def create_dataset(
     overwrite: bool = False,
     resume: bool = True,
     attrs: Mapping[str, Any] | None = None,
+    wait: float = 0.0,
 ) -> CreateReport:
     """Write a dataset laid out for fast crops: a root group of (T, C, H, W) arrays.
 
@@ -543,13 +645,24 @@ def create_dataset(
         existing non-empty ``path`` raises ``FileExistsError`` unless ``overwrite``.
     attrs:
         Extra attributes for the root group.
+    wait:
+        Seconds to wait when another process is writing ``path`` (it holds the lock file
+        ``path/.zarrcrop-lock``; a crashed holder releases it). Default 0: raise
+        :class:`DatasetLockedError` naming the holder at once. After the wait the dataset is
+        resumed, so a second launch of the same conversion finds it finished.
 
     Returns
     -------
     CreateReport
         Per array: shape, dtype, chunks, frames written and skipped, conversion error.
+
+    Every written frame is read back before it is marked done (``WriteCheckError`` if it is
+    not there, e.g. when another program changed the array). An output that is, contains or
+    lies inside an input image file or folder raises ``ValueError`` before anything is touched.
     """
-    root = os.fspath(Path(path).expanduser())
+    root = os.fspath(Path(_dataset_path(path)).expanduser())
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     if shards is not None:
@@ -580,8 +693,13 @@ def create_dataset(
     codec = _resolve_compressor(compressor, zarr_format, blocksize)
 
     plans: list[_Plan] = []
-    for name, value in arrays.items():
-        name = name.strip("/")
+    for given_name, value in arrays.items():
+        name = str(given_name).strip("/")
+        if not name or any(part in ("", ".", "..") for part in name.split("/")):
+            raise ValueError(
+                f"array name {given_name!r} is not a path inside the dataset (like 'gt' or "
+                "'lr/720p/rgb'; no empty, '.' or '..' parts)"
+            )
         src = _Source(name, value)
         dtype = _conversion(name, src.dtype, dtypes.get(name), lossless)
         lossy = dtype != src.dtype and not np.can_cast(src.dtype, dtype, "safe")
@@ -605,6 +723,59 @@ def create_dataset(
                 )
         plans.append(plan)
 
+    _refuse_inputs_in_output(root, plans)
+    _check_target(Path(root), overwrite)
+    os.makedirs(root, exist_ok=True)
+    lock = _acquire_lock(root, wait)
+    try:
+        return _write_dataset(
+            root,
+            plans,
+            codec,
+            crop,
+            zarr_format,
+            overwrite,
+            resume,
+            attrs,
+            progress,
+            client,
+            workers,
+        )
+    finally:
+        _release_lock(root, lock)
+
+
+def _dataset_path(path: Any) -> str | os.PathLike[str]:
+    """``path``, or the directory of a zarr group (``zarr.Group``, ``CropGroup``) on disk."""
+    if isinstance(path, (str, os.PathLike)):
+        return path
+    group = getattr(path, "zarr", path)  # a CropGroup's zarr.Group
+    store = getattr(group, "store", None)
+    if not isinstance(group, zarr.Group) or not isinstance(store, zarr.storage.LocalStore):
+        raise TypeError(f"path must be a directory (str or PathLike), got {type(path).__name__}")
+    where = os.path.join(str(store.root), *filter(None, str(group.path).split("/")))
+    if store.read_only:
+        raise ValueError(
+            f"the group at {where} was opened read-only (mode='r'), and create_dataset writes: "
+            "pass its path, or a group opened with mode='r+' (or 'a')"
+        )
+    return where
+
+
+def _write_dataset(
+    root: str,
+    plans: list[_Plan],
+    codec: Any,
+    crop: int,
+    zarr_format: int,
+    overwrite: bool,
+    resume: bool,
+    attrs: Mapping[str, Any] | None,
+    progress: bool,
+    client: Any,
+    workers: int | None,
+) -> CreateReport:
+    """create_dataset's writing part, run while holding the dataset's lock."""
     group = _open_root(root, overwrite=overwrite, resume=resume, zarr_format=zarr_format)
     was_complete = (group.attrs.get(ATTR) or {}).get("complete") is True  # type: ignore[union-attr]
     report = CreateReport(root, zarr_format)
@@ -773,13 +944,168 @@ def _existing(group: zarr.Group, name: str) -> zarr.Array | None:
     return node if isinstance(node, zarr.Array) else None
 
 
-def _open_root(root: str, *, overwrite: bool, resume: bool, zarr_format: int) -> zarr.Group:
-    location = Path(root)
-    if overwrite and location.exists():
-        shutil.rmtree(location)
+def _is_zarrcrop_group(location: Path) -> bool:
+    """A zarrcrop dataset, or a blank zarr group (no members, no attributes) to fill."""
+    try:
+        group = zarr.open_group(store=os.fspath(location), mode="r")
+    except Exception:
+        return False
+    return isinstance(group.attrs.get(ATTR), dict) or _blank_group_only(location)
+
+
+def _check_target(location: Path, overwrite: bool) -> None:
+    """Refuse (or with ``overwrite`` clear) what is at ``location`` that the lock cannot guard:
+    a file, or a non-empty directory that is not a dataset (no lock file is made in it)."""
+    if location.is_symlink() and not location.exists():
+        raise FileExistsError(f"{location} is a broken symbolic link")
     if location.exists() and not location.is_dir():
-        raise FileExistsError(f"{location} exists and is not a directory")
-    if location.exists() and any(location.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{location} exists and is not a directory; pass overwrite=True to replace it"
+            )
+        location.unlink()
+        return
+    if overwrite or not location.is_dir():
+        return
+    names = os.listdir(location)  # one snapshot: a writer makes its lock file before the rest
+    if names and LOCK_FILE not in names and not _is_zarrcrop_group(location):
+        raise FileExistsError(
+            f"{location} exists and is not a zarrcrop dataset; pass overwrite=True to replace it"
+        )
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _refuse_inputs_in_output(root: str, plans: list[_Plan]) -> None:
+    """Refuse an output that is, contains or lies inside an input image file or folder, before
+    anything is written or deleted (overwrite=True would delete the images it reads)."""
+    outs = {os.path.abspath(root), os.path.realpath(root)}
+    for plan in plans:
+        images = plan.source.images
+        if images is None:
+            continue
+        given = [*([images.folder] if images.folder else []), *images.paths]
+        for path in given:
+            for inp in {os.path.abspath(path), os.path.realpath(path)}:
+                for out in outs:
+                    if inp == out:
+                        how = "is"
+                    elif _inside(inp, out):
+                        how = "contains"
+                    elif _inside(out, inp):
+                        how = "lies inside"
+                    else:
+                        continue
+                    raise ValueError(
+                        f"the output {root} {how} the input {path} of array {plan.name!r}; "
+                        "nothing was written or deleted: choose an output outside the inputs"
+                    )
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _lock_holder(path: str) -> str:
+    """What the lock file says about its holder ("pid N on HOST")."""
+    for _ in range(10):  # the holder writes its pid just after locking
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            text = ""
+        if text:
+            return text
+        time.sleep(0.02)
+    return "pid unknown"
+
+
+def _acquire_lock(root: str, wait: float) -> int | None:
+    """Lock ``root``'s lock file (flock, exclusive); the descriptor, or None without fcntl.
+
+    Waits up to ``wait`` seconds for another holder, then raises DatasetLockedError. A holder
+    that dies releases the lock (the kernel drops flocks with the last descriptor).
+    """
+    if fcntl is None:  # pragma: no cover - not on POSIX
+        return None
+    path = os.path.join(root, LOCK_FILE)
+    deadline = time.monotonic() + max(0.0, float(wait))
+    replaced = 0
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DatasetLockedError(root, path, _lock_holder(path)) from None
+            time.sleep(min(0.1, left))
+            continue
+        except OSError as exc:  # a file system without flock: write unguarded, as before
+            import warnings
+
+            warnings.warn(
+                f"{path}: cannot lock ({exc}); a second conversion of {root} at the same time "
+                "would not be detected",
+                stacklevel=3,
+            )
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            return fd
+        os.close(fd)  # its last holder removed it after we opened it: lock the new file
+        replaced += 1
+        if replaced > 1000:
+            raise DatasetLockedError(root, path, "the lock file keeps being replaced")
+
+
+def _release_lock(root: str, fd: int | None) -> None:
+    if fd is None:  # pragma: no cover
+        return
+    path = os.path.join(root, LOCK_FILE)
+    try:
+        if _same_file(fd, path):  # removed while held, so a waiter sees it is stale
+            os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def _blank_group_only(location: Path) -> bool:
+    """A zarr group without members or attributes (e.g. just made by open_group(mode="w"))."""
+    names = {entry.name for entry in location.iterdir()} - {LOCK_FILE}
+    if not names or not names <= {".zgroup", ".zattrs", "zarr.json"}:
+        return False
+    try:
+        return not dict(zarr.open_group(store=os.fspath(location), mode="r").attrs)
+    except Exception:
+        return False
+
+
+def _open_root(root: str, *, overwrite: bool, resume: bool, zarr_format: int) -> zarr.Group:
+    """Open (or create) the root group; the caller made the directory and holds its lock."""
+    location = Path(root)
+    if overwrite or _blank_group_only(location):
+        for entry in location.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    if any(entry.name != LOCK_FILE for entry in location.iterdir()):
         try:
             group = zarr.open_group(store=root, mode="r+")
         except Exception:
@@ -798,7 +1124,8 @@ def _open_root(root: str, *, overwrite: bool, resume: bool, zarr_format: int) ->
                 + ("" if resume else " (resume=False)")
             )
         return group
-    group = zarr.open_group(store=root, mode="w", zarr_format=cast(Any, zarr_format))
+    # "a", not "w": "w" would delete the directory, lock file included (and "w-" sees it)
+    group = zarr.open_group(store=root, mode="a", zarr_format=cast(Any, zarr_format))
     group.attrs[ATTR] = {"complete": False}
     return group
 

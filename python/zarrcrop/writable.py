@@ -55,6 +55,7 @@ class WritableArray(CropArray):
     def __init__(
         self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
     ) -> None:
+        _refuse_read_only(array, "zarr.Array")
         self._cache_bytes = cache_bytes
         super().__init__(array, strict=strict, cache_bytes=cache_bytes)
 
@@ -66,6 +67,18 @@ class WritableArray(CropArray):
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<zarrcrop.CropArray", "<zarrcrop.WritableArray", 1)
+
+
+def _refuse_read_only(node: Any, kind: str) -> None:
+    """Refuse a node of a read-only store here, not with zarr-python's error at the first write."""
+    store = getattr(node, "store", None)
+    if getattr(store, "read_only", False):
+        root = getattr(store, "root", store)
+        where = f"{root}/{node.path}" if getattr(node, "path", "") else f"{root}"
+        raise ValueError(
+            f"{where}: this {kind} was opened read-only (mode='r') and cannot be written; "
+            "open it with mode='r+' (or 'a'), e.g. zarrcrop.open_group(path, mode='r+')"
+        )
 
 
 def v3_compressor(codec: Any) -> Any:
@@ -104,6 +117,12 @@ class WritableGroup(CropGroup):
     back as :class:`WritableArray` (native reads, forwarded writes), subgroups as
     :class:`WritableGroup`. Unknown attributes are forwarded to the ``zarr.Group``.
     """
+
+    def __init__(
+        self, group: zarr.Group, *, strict: bool | None = None, cache_bytes: int = 0
+    ) -> None:
+        _refuse_read_only(group, "zarr.Group")
+        super().__init__(group, strict=strict, cache_bytes=cache_bytes)
 
     def _wrap(self, node: Any) -> WritableArray | WritableGroup:  # type: ignore[override]
         if isinstance(node, zarr.Array):

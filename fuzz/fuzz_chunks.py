@@ -30,11 +30,11 @@ import random
 import shutil
 import struct
 import sys
-from typing import Any
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numcodecs
 import numpy as np

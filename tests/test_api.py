@@ -720,3 +720,17 @@ def test_tutorial_read_pattern(tutorial_group):
             assert crop.shape == (3, 96, 96)
             assert_same(crop, expected[t, :, top : top + 96, left : left + 96])
             assert_same(crop, gt[t, :, top : top + 96, left : left + 96])
+
+
+@pytest.mark.parametrize("method", ["create_dataset", "create_array", "require_group"])
+def test_creating_in_a_read_only_group_says_how(tutorial_group, method):
+    path, _ = tutorial_group
+    g = zarrcrop.open_group(path)
+    with pytest.raises(AttributeError) as info:
+        getattr(g, method)("new", shape=(4,), dtype="uint8")
+    message = str(info.value)
+    assert "read-only" in message and "mode='r+'" in message and str(path) in message
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        g.nonsense  # noqa: B018
+    w = zarrcrop.open_group(path, mode="r+")
+    assert w.create_dataset("new", shape=(4,), dtype="uint8").shape == (4,)

@@ -342,7 +342,7 @@ def test_non_utf8_directory_messages_are_readable(non_utf8_group):
 def test_non_utf8_directory_native_errors_are_readable(non_utf8_group):
     # A corrupt chunk's ChunkError names its path: the undecodable bytes come out as escapes,
     # not as a UnicodeDecodeError from the message.
-    path, zg = non_utf8_group
+    path, _ = non_utf8_group
     ca = zarrcrop.open(path, "gt")
     chunk = os.path.join(os.fsencode(path), b"gt", b".".join([b"0"] * len(SHAPE)))
     assert os.path.isfile(chunk)

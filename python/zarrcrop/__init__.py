@@ -36,7 +36,7 @@ from ._api import (
 )
 from .array import CropArray
 from .create import create_dataset
-from .errors import ChunkError, FallbackError
+from .errors import ChunkError, DatasetLockedError, FallbackError, WriteCheckError
 from .group import CropGroup
 
 __version__ = "0.1.0"
@@ -48,7 +48,9 @@ __all__ = [
     "ChunkError",
     "CropArray",
     "CropGroup",
+    "DatasetLockedError",
     "FallbackError",
+    "WriteCheckError",
     "__version__",
     "clear_index_cache",
     "clear_maps",

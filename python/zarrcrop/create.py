@@ -29,6 +29,8 @@ import numcodecs
 import numpy as np
 import zarr
 
+from .errors import DatasetLockedError, WriteCheckError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on POSIX: no locking
@@ -57,26 +59,9 @@ PRESETS = ("zstd", "lz4")
 PRESET_BLOCKSIZE = {"zstd": DEFAULT_BLOCKSIZE, "lz4": 0}
 ATTR = "zarrcrop"
 DONE_DIR = ".zarrcrop-done"
+
 #: Lock file in the dataset directory, held (flock) by the process writing the dataset.
 LOCK_FILE = ".zarrcrop-lock"
-
-
-class DatasetLockedError(RuntimeError):
-    """Another process is writing the dataset (it holds the dataset's lock file)."""
-
-    def __init__(self, path: str, lock_file: str, holder: str) -> None:
-        self.path = path
-        self.lock_file = lock_file
-        self.holder = holder
-        super().__init__(
-            f"{path} is being written by another process ({holder}; lock file {lock_file}); "
-            "wait for it to finish (or pass wait=SECONDS) instead of running two conversions "
-            "of the same dataset"
-        )
-
-
-class WriteCheckError(RuntimeError):
-    """Frames read back after writing differ from what was written (the unit is not marked done)."""
 
 
 def compressor_preset(name: str, blocksize: int | None = None) -> numcodecs.Blosc:

@@ -13,6 +13,14 @@ from .array import CropArray
 __all__ = ["CropGroup"]
 
 
+# zarr.Group methods that create members: a read-only CropGroup names the way to write.
+_WRITE_METHODS = frozenset(
+    {"create_dataset", "create_array", "require_dataset", "require_array", "create_group",
+     "require_group", "create", "array", "empty", "zeros", "ones", "full", "empty_like",
+     "zeros_like", "ones_like", "full_like", "__setitem__", "__delitem__"}
+)  # fmt: skip
+
+
 class CropGroup:
     """A read-only view of a zarr group, navigated like ``zarr.Group``.
 
@@ -84,6 +92,17 @@ class CropGroup:
             members = f"its members: {listed}" if names else "it has no members"
             return f"{key!r}: no member {parts[depth]!r} in {inside}; {members}"
         return f"{key!r}: no such member in the group at {where}"  # pragma: no cover
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the class lacks: say how to write instead of a bare
+        # AttributeError when a creation method is called on a read-only group.
+        if name in _WRITE_METHODS and "_group" in self.__dict__:
+            raise AttributeError(
+                f"{name}: the group at {describe_location(self._group)} is open read-only; "
+                "open it with zarrcrop.open_group(path, mode='r+') (or mode='a') to create "
+                "arrays and groups in it"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._group

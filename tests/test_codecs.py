@@ -193,3 +193,128 @@ def test_zstd_prefix_decoding_leaves_the_rest_of_the_frame_undecoded(tmp_path):
         ca[...]
     with pytest.raises(RuntimeError):
         zarr.open_array(str(path), mode="r")[...]
+
+
+# ---------------------------------------------------------------- several gzip members, zstd frames
+
+
+def _split_gzip(raw: bytes) -> bytes:
+    """Two gzip members, as bgzip and concatenated .gz files write them."""
+    import gzip
+
+    return gzip.compress(raw[:50]) + gzip.compress(raw[50:])
+
+
+def _split_zstd(raw: bytes) -> bytes:
+    """Two zstd frames, one after the other."""
+    return numcodecs.Zstd(level=1).encode(raw[:70]) + numcodecs.Zstd(level=1).encode(raw[70:])
+
+
+def _skippable_then_zstd(raw: bytes) -> bytes:
+    """A skippable frame (magic 0x184D2A5?, size, payload) before the data frame."""
+    import struct
+
+    payload = b"zarrcrop skippable frame"
+    return struct.pack("<II", 0x184D2A53, len(payload)) + payload + numcodecs.Zstd().encode(raw)
+
+
+def _rewrite_chunks(root, codec, reencode) -> None:
+    """Every chunk file under `root` decoded with `codec` and written back by `reencode`."""
+    import os
+
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.startswith(".") or name == "zarr.json":
+                continue
+            file = os.path.join(dirpath, name)
+            with open(file, "rb") as f:
+                raw = bytes(codec.decode(f.read()))
+            with open(file, "wb") as f:
+                f.write(reencode(raw))
+
+
+SPLIT_CASES = {
+    "v2-gzip-members": (2, numcodecs.GZip(level=5), _split_gzip),
+    "v3-gzip-members": (3, numcodecs.GZip(level=5), _split_gzip),
+    "v2-zstd-frames": (2, numcodecs.Zstd(level=3), _split_zstd),
+    "v3-zstd-frames": (3, numcodecs.Zstd(level=3), _split_zstd),
+    "v2-zstd-skippable": (2, numcodecs.Zstd(level=3), _skippable_then_zstd),
+    "v3-zstd-skippable": (3, numcodecs.Zstd(level=3), _skippable_then_zstd),
+}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
+def test_several_gzip_members_and_zstd_frames_read_natively(tmp_path, case):
+    # zarr-python reads these (Python's gzip module and zstd decode member after member, frame
+    # after frame); zarrcrop refused them ("frame announces ..." / "trailing bytes").
+    zarr_format, codec, reencode = case
+    path = tmp_path / "a.zarr"
+    data = (np.arange(12 * 10).reshape(12, 10) * 3).astype("int32")
+    if zarr_format == 2:
+        kwargs = {"compressors": codec, "zarr_format": 2}
+    else:
+        v3 = zarr.codecs.GzipCodec(level=5) if codec.codec_id == "gzip" else zarr.codecs.ZstdCodec()
+        kwargs = {"compressors": [v3]}
+    za = zarr.create_array(
+        store=str(path), shape=data.shape, chunks=(5, 4), dtype="int32", fill_value=0, **kwargs
+    )
+    za[...] = data
+    _rewrite_chunks(path, codec, reencode)
+    expected = zarr.open_array(str(path), mode="r")[...]
+    np.testing.assert_array_equal(expected, data)
+    ca = zarrcrop.open(path, strict=True)
+    assert ca.native
+    np.testing.assert_array_equal(ca[...], data)
+    np.testing.assert_array_equal(ca[3:11, 1:9:3], data[3:11, 1:9:3])
+    crops = ca.read_crops([[0, 0], [6, 5]], (6, 5))
+    np.testing.assert_array_equal(crops, [data[:6, :5], data[6:, 5:]])
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_split_chunks_in_the_middle_of_a_chain(tmp_path, kind):
+    # The first decoded of two codecs: its output size is not the chunk's, so it comes from
+    # the members / frames themselves.
+    path = tmp_path / "a.zarr"
+    first = zarr.codecs.GzipCodec(level=5) if kind == "gzip" else zarr.codecs.ZstdCodec()
+    second = zarr.codecs.ZstdCodec() if kind == "gzip" else zarr.codecs.GzipCodec(level=5)
+    za, data = _v3(path, [second, first])  # encoded: second, then first
+    codec = numcodecs.GZip() if kind == "gzip" else numcodecs.Zstd()
+    _rewrite_chunks(path, codec, _split_gzip if kind == "gzip" else _split_zstd)
+    np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], data)
+    ca = zarrcrop.open(path, strict=True)
+    np.testing.assert_array_equal(ca[...], data)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_split_chunks_still_check_the_decoded_size(tmp_path, kind):
+    path = tmp_path / "a.zarr"
+    codec = numcodecs.GZip() if kind == "gzip" else numcodecs.Zstd()
+    za = zarr.create_array(
+        store=str(path), shape=(12, 10), chunks=(5, 4), dtype="int32", fill_value=0,
+        compressors=codec, zarr_format=2,
+    )  # fmt: skip
+    za[...] = np.arange(120, dtype=np.int32).reshape(12, 10)
+    # One member / frame too many: the chunk decodes to more bytes than its shape holds.
+    extra = _split_gzip if kind == "gzip" else _split_zstd
+    _rewrite_chunks(path, codec, lambda raw: extra(raw + raw[:8]))
+    ca = zarrcrop.open(path)
+    with pytest.raises(zarrcrop.ChunkError, match=r"chunk '0\.0'"):
+        ca[...]
+
+
+def test_zero_padding_after_gzip_members_is_ignored(tmp_path):
+    # As Python's GzipFile (numcodecs' decoder) reads it; other trailing bytes are an error.
+    path = tmp_path / "a.zarr"
+    codec = numcodecs.GZip()
+    data = np.arange(120, dtype=np.int32).reshape(12, 10)
+    za = zarr.create_array(
+        store=str(path), shape=(12, 10), chunks=(5, 4), dtype="int32", fill_value=0,
+        compressors=codec, zarr_format=2,
+    )  # fmt: skip
+    za[...] = data
+    _rewrite_chunks(path, codec, lambda raw: _split_gzip(raw) + bytes(16))
+    np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], data)
+    np.testing.assert_array_equal(zarrcrop.open(path)[...], data)
+    _rewrite_chunks(path, codec, lambda raw: _split_gzip(raw) + b"junk")
+    with pytest.raises(zarrcrop.ChunkError, match="trailing bytes"):
+        zarrcrop.open(path)[...]

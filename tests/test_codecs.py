@@ -277,7 +277,7 @@ def test_split_chunks_in_the_middle_of_a_chain(tmp_path, kind):
     path = tmp_path / "a.zarr"
     first = zarr.codecs.GzipCodec(level=5) if kind == "gzip" else zarr.codecs.ZstdCodec()
     second = zarr.codecs.ZstdCodec() if kind == "gzip" else zarr.codecs.GzipCodec(level=5)
-    za, data = _v3(path, [second, first])  # encoded: second, then first
+    _, data = _v3(path, [second, first])  # encoded: second, then first
     codec = numcodecs.GZip() if kind == "gzip" else numcodecs.Zstd()
     _rewrite_chunks(path, codec, _split_gzip if kind == "gzip" else _split_zstd)
     np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], data)

@@ -155,14 +155,16 @@ path = os.path.join(root, "big.zarr")
 n = 64 * MiB
 z = zarr.open_array(path, mode="w", shape=(4 * n,), chunks=(n,), dtype="uint8", zarr_format=2,
                     compressor=numcodecs.Blosc(cname="{cname}", clevel=1, shuffle=0))
-z[:] = 0
+z[:] = 1  # not the fill value: every chunk is written (tiny files, 64 MiB decoded)
+small = os.path.join(root, "small.zarr")
+zarr.open_array(small, mode="w", shape=(64,), chunks=(8,), dtype="uint8", zarr_format=2)[:] = 1
 zarrcrop.set_num_threads(4)
 a = zarrcrop.open(path)
-a[:1]
+zarrcrop.open(small)[:]  # the pool started, small buffers only
 gc.collect()
 base = rss()
-for i in range(4):
-    a[i * n + 7 : i * n + 8]  # 1 byte from each 64 MiB chunk
+for _ in range(3):
+    a[7::n]  # 1 byte from each 64 MiB chunk: each chunk on a thread of its own
 time.sleep(0.2)  # pool workers give their scratch back when they go idle
 kept = rss() - base
 print(json.dumps({{"kept": kept}}))
@@ -170,12 +172,12 @@ print(json.dumps({{"kept": kept}}))
 
 
 @needs_plain_rss
-@pytest.mark.parametrize("cname", ["blosclz", "zstd"])
+@pytest.mark.parametrize("cname", ["blosclz", "zlib"])
 def test_scratch_is_released_after_a_read(tmp_path, cname):
     # Before: grow-only decode buffers, zero-filled to the chunk size, stayed with every
     # thread that had decoded a large chunk (+1 GiB after 4 bytes of four 512 MiB chunks).
     result = run_script(SCRATCH.format(cname=cname), tmp_path)
-    assert result["kept"] < 2 * zarrcrop._core.SCRATCH_KEEP_BYTES, result
+    assert result["kept"] < 16 * 2**20, result  # twice what a thread may keep (8 MiB)
 
 
 INDEX_CACHE = """

@@ -52,7 +52,16 @@ bool is_ours(const struct sigaction& a) {
 
 // Chains on_sigint in front of the current SIGINT handler (Python's, or one set since with
 // signal.signal), unless that is SIG_DFL or SIG_IGN (nothing to chain to; the default kills).
+// Looked at once per kRecheck at most (a syscall; small reads take a few microseconds): a
+// handler set with signal.signal just before a read is chained from the next check on.
 void ensure_sigint_handler() {
+    constexpr auto kRecheck = std::chrono::milliseconds(50);
+    static std::atomic<int64_t> next_check{0};
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (now < next_check.load(std::memory_order_relaxed)) return;
+    next_check.store(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(kRecheck)
+                               .count(),
+                     std::memory_order_relaxed);
     struct sigaction cur {};
     if (::sigaction(SIGINT, nullptr, &cur) != 0 || is_ours(cur)) return;
     if ((cur.sa_flags & SA_SIGINFO) == 0 && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN))

@@ -52,13 +52,22 @@ constexpr int kMaxOpenStalls = 12;
 }  // namespace
 
 std::size_t open_file_window() {
+    // getrlimit at most every 100 ms (a syscall per read otherwise); a window too large for
+    // a limit lowered meanwhile is handled by run's EMFILE retries.
+    static std::atomic<int64_t> next_check{0};
+    static std::atomic<std::size_t> window{256};
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (now < next_check.load(std::memory_order_relaxed)) return window.load();
     rlimit lim{};
     std::size_t soft = 1024;
-    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
-        soft = static_cast<std::size_t>(lim.rlim_cur);
-    else if (lim.rlim_cur == RLIM_INFINITY)
-        soft = SIZE_MAX;
-    return std::clamp<std::size_t>(soft / 8, 16, 256);
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0)
+        soft = lim.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<std::size_t>(lim.rlim_cur);
+    window.store(std::clamp<std::size_t>(soft / 8, 16, 256));
+    next_check.store(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::milliseconds(100))
+                               .count(),
+                     std::memory_order_relaxed);
+    return window.load();
 }
 
 CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)

@@ -98,7 +98,6 @@ CropPlan::CropPlan(const ArraySpec& spec, const std::vector<int64_t>& chunk_stri
       n_(n),
       crop_shape_(crop_shape),
       out_(out),
-      fill_outside_(fill_outside),
       fill_(fill),
       stream_(stream) {
     const std::size_t ndim = spec_.ndim();

@@ -74,7 +74,6 @@ private:
     uint8_t* out_;
     std::size_t crop_bytes_ = 0;
     std::size_t crop_stride_ = 0;
-    bool fill_outside_;
     const uint8_t* fill_;
     bool stream_;
     std::vector<int64_t> out_strides_;

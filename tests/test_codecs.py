@@ -298,7 +298,8 @@ def test_split_chunks_still_check_the_decoded_size(tmp_path, kind):
     extra = _split_gzip if kind == "gzip" else _split_zstd
     _rewrite_chunks(path, codec, lambda raw: extra(raw + raw[:8]))
     ca = zarrcrop.open(path)
-    with pytest.raises(zarrcrop.ChunkError, match=r"chunk '0\.0'"):
+    # Every chunk is bad; whichever worker fails first names its own chunk.
+    with pytest.raises(zarrcrop.ChunkError, match=r"chunk '\d+\.\d+'"):
         ca[...]
 
 

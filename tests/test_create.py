@@ -473,7 +473,9 @@ def test_frames_outside_a_shrunk_array_are_not_marked_done(tmp_path: Path) -> No
                     zarr.open_array(str(path), path="gt", mode="r+").resize((3, C, H, W))
                 yield data[t]
 
-    with pytest.raises(RuntimeError, match="outside the array's shape") as info:
+    # Frames ahead of the writer may land before or after the shrink: either check fires.
+    either = r"outside the array's shape|read back different"
+    with pytest.raises(RuntimeError, match=either) as info:
         zarrcrop.create_dataset(path, {"gt": Frames()}, workers=1, progress=False)
     assert type(info.value).__name__ == "WriteCheckError" and str(path) in str(info.value)
     done = {int(n) for n in os.listdir(path / "gt" / ".zarrcrop-done")}

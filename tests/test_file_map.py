@@ -198,16 +198,16 @@ def _file(tmp_path, size: int = 1 << 20) -> str:
 
 def test_probe_reads_through_the_mapping(tmp_path):
     p = _file(tmp_path)
-    assert _core._mapped_read_probe(p, 1000, 4) == bytes([232, 233, 234, 235])
+    assert _core._testing.mapped_read_probe(p, 1000, 4) == bytes([232, 233, 234, 235])
     assert zarrcrop.map_info()["files"] == 1
 
 
 def test_file_truncated_under_a_mapped_read_raises_chunk_error(tmp_path):
     p = _file(tmp_path)
     with pytest.raises(zarrcrop.ChunkError, match="changed size while it was read"):
-        _core._mapped_read_probe(p, 600_000, 64, shrink_to=4096)
+        _core._testing.mapped_read_probe(p, 600_000, 64, shrink_to=4096)
     # The damaged mapping is never handed out again: the next read maps the file anew.
-    assert _core._mapped_read_probe(p, 0, 4096) == bytes(range(256)) * 16
+    assert _core._testing.mapped_read_probe(p, 0, 4096) == bytes(range(256)) * 16
     assert zarrcrop.map_info()["mapped"] == 4096
 
 
@@ -222,7 +222,7 @@ def test_truncation_inside_the_last_page_raises_chunk_error(tmp_path):
     # Map the file at its full size (a read), then shrink it by a few bytes only, as if
     # between that read's open and its decoding: the probe stands in for the decoder.
     with pytest.raises(zarrcrop.ChunkError, match="changed size"):
-        _core._mapped_read_probe(target, size - 16, 16, shrink_to=size - 8)
+        _core._testing.mapped_read_probe(target, size - 16, 16, shrink_to=size - 8)
 
 
 _SIGBUS_SCRIPT = textwrap.dedent(
@@ -236,14 +236,14 @@ _SIGBUS_SCRIPT = textwrap.dedent(
     p = os.path.join(d, "f")
     with open(p, "wb") as f:
         f.write(b"x" * (1 << 20))
-    _core._mapped_read_probe(p, 0, 4)  # installs zarrcrop's SIGBUS handler
+    _core._testing.mapped_read_probe(p, 0, 4)  # installs zarrcrop's SIGBUS handler
     if mode == "faulthandler-after-foreign":
         faulthandler.enable()  # over zarrcrop's handler, with zarrcrop's as its previous
-        _core._mapped_read_probe(p, 0, 4)  # zarrcrop's goes back on top, faulthandler below
+        _core._testing.mapped_read_probe(p, 0, 4)  # zarrcrop's goes back on top, faulthandler below
     if mode == "faulthandler-after":
         faulthandler.enable()  # replaces it; the next mapped read puts it back on top
         try:
-            _core._mapped_read_probe(p, 600_000, 4, shrink_to=4096)
+            _core._testing.mapped_read_probe(p, 600_000, 4, shrink_to=4096)
         except zarrcrop.ChunkError:
             print("ChunkError", flush=True)
             sys.exit(0)

@@ -248,7 +248,7 @@ def test_stream_copy_kernel_every_alignment():
     src = rng.integers(0, 256, 400, dtype=np.uint8).tobytes()
     for offset in range(64):
         for n in (0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 400):
-            got = zarrcrop._core._stream_copy(src[:n], offset, 64)
+            got = zarrcrop._core._testing.stream_copy(src[:n], offset, 64)
             assert got[:offset] == b"\xaa" * offset, (offset, n)
             assert got[offset : offset + n] == src[:n], (offset, n)
             assert got[offset + n :] == b"\xaa" * 64, (offset, n)
@@ -258,7 +258,7 @@ def test_stream_copy_kernel_every_alignment():
 def big_array(tmp_path_factory):
     """An array a little larger than _stream_threshold() (the largest CPU cache), chunks of
     96 KiB in two Blosc blocks of 48 KiB."""
-    threshold = zarrcrop._core._stream_threshold()
+    threshold = zarrcrop._core._testing.stream_threshold()
     frames = threshold // (3 * 128 * 256) + 2
     if frames * 3 * 128 * 256 > 512 * 2**20:
         pytest.skip(f"the cache is {threshold} bytes: an array larger needs too much memory")
@@ -284,7 +284,7 @@ def test_read_crops_larger_than_the_cache_equal_per_crop_reads(big_array, bounda
     157 bytes cut by Blosc blocks, crops across chunks and frames, duplicates."""
     path, data = big_array
     shape = (2, 3, 37, 157)
-    n = zarrcrop._core._stream_threshold() // int(np.prod(shape)) + 64
+    n = zarrcrop._core._testing.stream_threshold() // int(np.prod(shape)) + 64
     arr = zarrcrop.open(path)
     rng = np.random.default_rng(11)
     lo = -9 if boundary == "fill" else 0

@@ -368,9 +368,13 @@ def flip():
 threading.Thread(target=flip, daemon=True).start()
 crop_a, crop_b = data[:64, :64], data[192:, 192:]
 bad = 0
-deadline = time.perf_counter() + 3.0
+t0 = time.perf_counter()
 calls = 0
-while time.perf_counter() < deadline and calls < 3000:
+# At least 20 calls (sanitizer builds on a slow machine make ~3 a second), at most 30 s.
+def more():
+    elapsed = time.perf_counter() - t0
+    return calls < 3000 and elapsed < 30.0 and (calls < 20 or elapsed < 3.0)
+while more():
     out = a.read_crops(starts, (64, 64))
     calls += 1
     # Every crop of one call comes from one snapshot of starts: all A or all B.
@@ -387,5 +391,5 @@ def test_read_crops_uses_a_private_copy_of_starts(tmp_path):
     # Before: the planner read the caller's starts again after checking them, with the GIL
     # released: a thread changing them gave misplaced output, then SIGSEGV / SIGABRT.
     result = run_script(STARTS_RACE, tmp_path)
-    assert result["calls"] > 10
+    assert result["calls"] >= 5, result
     assert result["bad"] == 0, result

@@ -44,7 +44,7 @@ def _mypy(tmp_path: Path, cache_dir: Path, *files: Path) -> str:
 def mypy_cache(request, tmp_path_factory):
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install mypy, or the dev extra)")
-    cache = request.config.cache  # absent under -p no:cacheprovider
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     return cache.mkdir("mypy") if cache is not None else tmp_path_factory.mktemp("mypy")
 
 

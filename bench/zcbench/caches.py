@@ -11,7 +11,7 @@ __all__ = ["CacheEvictor", "largest_cache_bytes"]
 def largest_cache_bytes() -> int:
     """The largest CPU cache, as zarrcrop sees it (sysfs; 32 MiB where unknown): outputs
     larger than this are the ones zarrcrop writes with non-temporal stores."""
-    return int(_core._stream_threshold())
+    return int(_core._testing.stream_threshold())
 
 
 class CacheEvictor:

@@ -9,3 +9,4 @@ namespace py = pybind11;
 void register_errors(py::module_& m);
 void register_reader(py::module_& m);
 void register_runtime(py::module_& m);
+void register_testing(py::module_& m);

@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
     zarrcrop_bindings::register_native_call(m);
     register_runtime(m);
     register_reader(m);
+    register_testing(m);
 }

@@ -10,7 +10,7 @@
 #include <exception>
 #include <thread>
 
-#include "../core/thread_pool.hpp"
+#include "../core/runtime/thread_pool.hpp"
 
 namespace zarrcrop_bindings {
 
@@ -177,14 +177,12 @@ void run_native(const std::function<void(const zarrcrop::CancelFlags&)>& work) {
     warn_thread_shortfall();
 }
 
-void register_native_call(py::module_& m) {
+void register_native_call(py::module_& /*m*/) {
     g_main_thread.store(
         py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>());
     static const int registered = pthread_atfork(nullptr, nullptr, after_fork_child);
     (void)registered;
     py::module_::import("atexit").attr("register")(py::cpp_function([] { at_exit(); }));
-    m.def("_exiting", [] { return g_exiting.load(); },
-          "Whether zarrcrop's exit hook has run (native work then keeps the GIL).");
 }
 
 }  // namespace zarrcrop_bindings

@@ -12,7 +12,7 @@
 
 #include <functional>
 
-#include "../core/cancel.hpp"
+#include "../core/runtime/cancel.hpp"
 #include "bindings.hpp"
 
 namespace zarrcrop_bindings {

@@ -11,11 +11,11 @@
 #include <string>
 #include <thread>
 
-#include "blosc_decoder.hpp"
+#include "codec/blosc_decoder.hpp"
 #include "errors.hpp"
-#include "stitcher.hpp"
-#include "thread_pool.hpp"
-#include "worker_scratch.hpp"
+#include "stitch/stitcher.hpp"
+#include "runtime/thread_pool.hpp"
+#include "runtime/worker_scratch.hpp"
 
 namespace zarrcrop {
 

@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "array_spec.hpp"
-#include "cancel.hpp"
-#include "chunk_cache.hpp"
-#include "chunk_decoder.hpp"
-#include "chunk_plan.hpp"
-#include "chunk_source.hpp"
-#include "crop_plan.hpp"
-#include "shard_index.hpp"
+#include "runtime/cancel.hpp"
+#include "decode/chunk_cache.hpp"
+#include "decode/chunk_decoder.hpp"
+#include "plan/chunk_plan.hpp"
+#include "io/chunk_source.hpp"
+#include "plan/crop_plan.hpp"
+#include "io/shard_index.hpp"
 
 namespace zarrcrop {
 

@@ -24,7 +24,7 @@
 #include "errors.hpp"
 #include "fuzz_input.hpp"
 #include "reader.hpp"
-#include "thread_pool.hpp"
+#include "runtime/thread_pool.hpp"
 
 namespace {
 

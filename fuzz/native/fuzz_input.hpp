@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "array_spec.hpp"
-#include "chunk_plan.hpp"
+#include "plan/chunk_plan.hpp"
 
 namespace zarrcrop_fuzz {
 

@@ -19,7 +19,7 @@
 
 #include "errors.hpp"
 #include "reader.hpp"
-#include "thread_pool.hpp"
+#include "runtime/thread_pool.hpp"
 
 using zarrcrop::ArraySpec;
 using zarrcrop::Codec;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zarr
 
@@ -93,16 +93,18 @@ class CropGroup:
             return f"{key!r}: no member {parts[depth]!r} in {inside}; {members}"
         return f"{key!r}: no such member in the group at {where}"  # pragma: no cover
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names the class lacks: say how to write instead of a bare
-        # AttributeError when a creation method is called on a read-only group.
-        if name in _WRITE_METHODS and "_group" in self.__dict__:
-            raise AttributeError(
-                f"{name}: the group at {describe_location(self._group)} is open read-only; "
-                "open it with zarrcrop.open_group(path, mode='r+') (or mode='a') to create "
-                "arrays and groups in it"
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # at run time only: type checkers still flag creation calls
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached for names the class lacks: say how to write instead of a bare
+            # AttributeError when a creation method is called on a read-only group.
+            if name in _WRITE_METHODS and "_group" in self.__dict__:
+                raise AttributeError(
+                    f"{name}: the group at {describe_location(self._group)} is open read-only; "
+                    "open it with zarrcrop.open_group(path, mode='r+') (or mode='a') to create "
+                    "arrays and groups in it"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._group

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "array_spec.hpp"
-#include "chunk_plan.hpp"
-#include "stitcher.hpp"
+#include "plan/chunk_plan.hpp"
+#include "stitch/stitcher.hpp"
 
 namespace zarrcrop {
 

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "cancel.hpp"
+#include "runtime/cancel.hpp"
 
 namespace zarrcrop {
 

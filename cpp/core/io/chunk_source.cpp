@@ -1,4 +1,4 @@
-#include "chunk_source.hpp"
+#include "io/chunk_source.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

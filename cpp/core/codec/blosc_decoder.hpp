@@ -14,6 +14,14 @@ struct blosc2_context_s;
 namespace zarrcrop {
 
 struct BloscHeader {
+    // The flags byte (header byte 2): bit meanings of the Blosc1 format.
+    static constexpr std::size_t kFlagsByte = 2;
+    static constexpr uint8_t kByteShuffle = 0x01;
+    static constexpr uint8_t kMemcpyed = 0x02;  // stored raw after the header
+    static constexpr uint8_t kBitShuffle = 0x04;
+    static constexpr uint8_t kDelta = 0x08;    // C-Blosc2's delta filter (zarr never writes it)
+    static constexpr uint8_t kNoSplit = 0x10;  // one stream per block, not one per byte of an item
+
     uint8_t version = 0;
     uint8_t flags = 0;
     uint8_t typesize = 0;
@@ -23,7 +31,12 @@ struct BloscHeader {
     int64_t blocksize = 0;
     int64_t cbytes = 0;
 
-    bool memcpyed() const { return (flags & 0x02) != 0; }
+    bool memcpyed() const { return (flags & kMemcpyed) != 0; }
+    bool byte_shuffle() const { return (flags & kByteShuffle) != 0; }
+    bool bit_shuffle() const { return (flags & kBitShuffle) != 0; }
+    bool delta() const { return (flags & kDelta) != 0; }
+    bool no_split() const { return (flags & kNoSplit) != 0; }
+    int codec() const { return flags >> 5; }  // 0 blosclz, 1 lz4, 3 zlib, 4 zstd
     // At least 1 for a validated header (0 < blocksize <= nbytes).
     int64_t nblocks() const { return (nbytes + blocksize - 1) / blocksize; }
 };
@@ -101,6 +114,17 @@ public:
 private:
     blosc2_context_s* ctx_;
 };
+
+// Clears the bit-shuffle flag in the header of the writable chunk copy at `chunk`: C-Blosc2
+// then stops before its own (scalar, for 1-byte items) unshuffle and the caller undoes it.
+inline void blosc_clear_bitshuffle(uint8_t* chunk, const BloscHeader& h) {
+    chunk[BloscHeader::kFlagsByte] = static_cast<uint8_t>(h.flags & ~BloscHeader::kBitShuffle);
+}
+// True when the chunk bytes at `chunk` (at least 3) are a memcpyed Blosc chunk.
+inline bool blosc_memcpyed(const uint8_t* chunk, std::size_t size) {
+    return size > BloscHeader::kFlagsByte &&
+           (chunk[BloscHeader::kFlagsByte] & BloscHeader::kMemcpyed) != 0;
+}
 
 // Must be called once per process before any decoding (idempotent).
 void blosc_library_init();

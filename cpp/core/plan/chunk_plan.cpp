@@ -1,4 +1,4 @@
-#include "chunk_plan.hpp"
+#include "plan/chunk_plan.hpp"
 
 #include <stdexcept>
 #include <string>

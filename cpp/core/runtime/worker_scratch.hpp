@@ -8,9 +8,9 @@
 #include <memory>
 #include <vector>
 
-#include "blosc_decoder.hpp"
-#include "byte_buffer.hpp"
-#include "codecs.hpp"
+#include "codec/blosc_decoder.hpp"
+#include "runtime/byte_buffer.hpp"
+#include "codec/codecs.hpp"
 
 namespace zarrcrop {
 

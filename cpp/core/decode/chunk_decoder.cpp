@@ -1,4 +1,4 @@
-#include "chunk_decoder.hpp"
+#include "decode/chunk_decoder.hpp"
 
 #include <algorithm>
 #include <ctime>
@@ -9,12 +9,12 @@
 #include <emmintrin.h>
 #endif
 
-#include "bitshuffle.hpp"
-#include "blosc_decoder.hpp"
-#include "codecs.hpp"
+#include "codec/bitshuffle.hpp"
+#include "codec/blosc_decoder.hpp"
+#include "codec/codecs.hpp"
 #include "errors.hpp"
-#include "thread_pool.hpp"
-#include "worker_scratch.hpp"
+#include "runtime/thread_pool.hpp"
+#include "runtime/worker_scratch.hpp"
 
 namespace zarrcrop {
 
@@ -395,13 +395,13 @@ std::size_t ChunkDecoder::plan_blocks(const BloscHeader& h, const Stitch* stitch
 
 ChunkDecoder::Filter ChunkDecoder::block_filter(const BloscHeader& h) {
     // Blosc1's precedence: byte shuffle when its flag is set and items have several bytes.
-    if ((h.flags & 0x01) != 0 && h.typesize > 1) return Filter::Byte;
-    return (h.flags & 0x04) != 0 ? Filter::Bit : Filter::None;
+    if (h.byte_shuffle() && h.typesize > 1) return Filter::Byte;
+    return h.bit_shuffle() ? Filter::Bit : Filter::None;
 }
 
 bool ChunkDecoder::streams_direct(const BloscHeader& h) {
-    // 0x08: C-Blosc2 would apply its delta filter (zarr never writes it): left to C-Blosc2.
-    return blosc_streams_decodable(h) && (h.flags & 0x08) == 0;
+    // Chunks with C-Blosc2's delta filter (zarr never writes it) are left to C-Blosc2.
+    return blosc_streams_decodable(h) && !h.delta();
 }
 
 void ChunkDecoder::decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len,
@@ -709,7 +709,7 @@ void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, st
     const bool own = own_unshuffle(h);
     uint8_t* target = final_dst;
     if (own) {
-        c.bytes[2] = static_cast<uint8_t>(h.flags & ~0x04);
+        blosc_clear_bitshuffle(c.bytes.data(), h);
         target = s.shuffled.get(chunk_bytes_);
     }
     const uint8_t* src = c.bytes.data();
@@ -728,7 +728,7 @@ void ChunkDecoder::decode_split(const LoadedChunk& c, const Stitch* stitches, st
 
 bool ChunkDecoder::own_unshuffle(const BloscHeader& h) {
     // Bit-shuffled 1-byte items: C-Blosc2 would unshuffle them with a scalar loop.
-    return (h.flags & 0x04) != 0 && (h.flags & 0x01) == 0 && h.typesize == 1;
+    return h.bit_shuffle() && !h.byte_shuffle() && h.typesize == 1;
 }
 
 void ChunkDecoder::unshuffle_block(const BloscHeader& h, int64_t b, const uint8_t* shuffled,
@@ -751,7 +751,7 @@ void ChunkDecoder::decode_blocks(const BloscHeader& h, MutableBytes file, uint8_
     // Bit-shuffled 1-byte items: clear the flag in our copy of the header so C-Blosc2 stops
     // before its scalar unshuffle, then unshuffle each block ourselves right after it is
     // decoded, while it is still in cache.
-    file[2] = static_cast<uint8_t>(h.flags & ~0x04);
+    blosc_clear_bitshuffle(file.data(), h);
     uint8_t* shuffled = s.shuffled.get(chunk_bytes_);
     const auto nblocks = static_cast<std::size_t>(h.nblocks());
     s.block_mask.assign(nblocks, 1);
@@ -782,7 +782,8 @@ double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
     // this thread spent waiting for a core.
     const double t0 = thread_cpu_seconds();
     const uint8_t* base = decode_needed(MutableBytes(file), stitches, n, /*stitch=*/false);
-    const bool raw = spec_.compressor == Compressor::None || (file.size() > 2 && (file[2] & 0x02));
+    const bool raw =
+        spec_.compressor == Compressor::None || blosc_memcpyed(file.data(), file.size());
     // Raw (uncompressed or memcpyed) chunks are "decoded" by copying the needed bytes out.
     if (raw && base != nullptr) stitch_all(base, stitches, n);
     return thread_cpu_seconds() - t0;

@@ -15,7 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fork_local.hpp"
+#include "runtime/fork_local.hpp"
 
 namespace zarrcrop {
 

@@ -1,4 +1,4 @@
-#include "stitcher.hpp"
+#include "stitch/stitcher.hpp"
 
 #include <cstring>
 #include <fstream>

@@ -1,4 +1,4 @@
-#include "worker_scratch.hpp"
+#include "runtime/worker_scratch.hpp"
 
 #include <sys/mman.h>
 

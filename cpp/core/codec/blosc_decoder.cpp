@@ -1,4 +1,4 @@
-#include "blosc_decoder.hpp"
+#include "codec/blosc_decoder.hpp"
 
 #include <blosc2.h>
 
@@ -7,7 +7,7 @@
 #include <utility>
 #include <mutex>
 
-#include "codecs.hpp"
+#include "codec/codecs.hpp"
 #include "errors.hpp"
 
 // LZ4's decoder, inside the static C-Blosc2 (LZ4's stable public API; C-Blosc2 ships no lz4.h).
@@ -19,9 +19,6 @@ namespace zarrcrop {
 namespace {
 
 constexpr std::size_t kHeaderSize = 16;
-constexpr uint8_t kFlagShuffle = 0x01;
-constexpr uint8_t kFlagBitshuffle = 0x04;
-constexpr uint8_t kFlagNoSplit = 0x10;
 constexpr int kCodecLz4 = 1;
 constexpr int kCodecZstd = 4;
 
@@ -52,7 +49,7 @@ BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
         bad("file has " + std::to_string(size) + " bytes, shorter than the 16-byte header");
     BloscHeader h;
     h.version = src[0];
-    h.flags = src[2];
+    h.flags = src[BloscHeader::kFlagsByte];
     h.typesize = src[3];
     h.nbytes = read_i32(src + 4);
     h.blocksize = read_i32(src + 8);
@@ -60,10 +57,10 @@ BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
 
     if (h.version != 2)
         bad("format version " + std::to_string(h.version) + " (expected 2, Blosc1 format)");
-    if ((h.flags & kFlagShuffle) && (h.flags & kFlagBitshuffle))
+    if (h.byte_shuffle() && h.bit_shuffle())
         bad("flags announce a Blosc2 extended header, which zarr never writes");
-    if (codec_name(h.flags >> 5) == nullptr)
-        bad("unsupported compressor code " + std::to_string(h.flags >> 5));
+    if (codec_name(h.codec()) == nullptr)
+        bad("unsupported compressor code " + std::to_string(h.codec()));
     if (h.cbytes < 0 || static_cast<std::size_t>(h.cbytes) != size)
         bad("header says " + std::to_string(h.cbytes) + " compressed bytes but the chunk has " +
             std::to_string(size));
@@ -131,7 +128,7 @@ StreamLayout stream_layout(const BloscHeader& h, int64_t b) {
     const int64_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
     const int64_t count =
-        ((h.flags & kFlagNoSplit) || leftover) ? 1 : static_cast<int64_t>(h.typesize);
+        (h.no_split() || leftover) ? 1 : static_cast<int64_t>(h.typesize);
     if (block_bytes % count != 0) bad("block size is not a multiple of the typesize");
     return {count, static_cast<std::size_t>(block_bytes / count)};
 }
@@ -177,7 +174,7 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
 }
 
 bool blosc_streams_decodable(const BloscHeader& h) {
-    const int codec = h.flags >> 5;
+    const int codec = h.codec();
     return codec == kCodecLz4 || codec == kCodecZstd;
 }
 
@@ -192,7 +189,7 @@ void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_
         uint8_t* out = dst + static_cast<std::size_t>(s) * stream_bytes;
         if (csize == stream_bytes) {
             std::memcpy(out, block + pos, stream_bytes);  // stored raw: did not compress
-        } else if ((h.flags >> 5) == kCodecLz4) {
+        } else if (h.codec() == kCodecLz4) {
             // Both sizes are below 2 GiB (validated); LZ4 never writes past dst_capacity.
             const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(block + pos),
                                               reinterpret_cast<char*>(out),

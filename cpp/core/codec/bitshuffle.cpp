@@ -1,4 +1,4 @@
-#include "bitshuffle.hpp"
+#include "codec/bitshuffle.hpp"
 
 #include <algorithm>
 #include <cstring>

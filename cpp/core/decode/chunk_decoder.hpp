@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "array_spec.hpp"
-#include "blosc_decoder.hpp"
-#include "cancel.hpp"
-#include "chunk_cache.hpp"
-#include "chunk_source.hpp"
-#include "file_map.hpp"
-#include "shard_index.hpp"
-#include "stitcher.hpp"
-#include "thread_pool.hpp"
+#include "codec/blosc_decoder.hpp"
+#include "runtime/cancel.hpp"
+#include "decode/chunk_cache.hpp"
+#include "io/chunk_source.hpp"
+#include "io/file_map.hpp"
+#include "io/shard_index.hpp"
+#include "stitch/stitcher.hpp"
+#include "runtime/thread_pool.hpp"
 
 namespace zarrcrop {
 

@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "array_spec.hpp"
-#include "chunk_source.hpp"
-#include "fork_local.hpp"
+#include "io/chunk_source.hpp"
+#include "runtime/fork_local.hpp"
 
 namespace zarrcrop {
 

@@ -5,7 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include "byte_buffer.hpp"
+#include "runtime/byte_buffer.hpp"
 
 namespace zarrcrop {
 

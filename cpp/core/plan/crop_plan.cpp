@@ -1,4 +1,4 @@
-#include "crop_plan.hpp"
+#include "plan/crop_plan.hpp"
 
 #include <algorithm>
 #include <numeric>

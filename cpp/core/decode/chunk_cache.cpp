@@ -1,4 +1,4 @@
-#include "chunk_cache.hpp"
+#include "decode/chunk_cache.hpp"
 
 #include <unistd.h>
 

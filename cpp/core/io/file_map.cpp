@@ -1,4 +1,4 @@
-#include "file_map.hpp"
+#include "io/file_map.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <vector>
 
-#include "chunk_source.hpp"
+#include "io/chunk_source.hpp"
 
 namespace zarrcrop {
 

@@ -1,4 +1,4 @@
-#include "codecs.hpp"
+#include "codec/codecs.hpp"
 
 #include <algorithm>
 #include <array>

@@ -1,6 +1,6 @@
-#include "thread_pool.hpp"
+#include "runtime/thread_pool.hpp"
 
-#include "worker_scratch.hpp"
+#include "runtime/worker_scratch.hpp"
 
 #include <pthread.h>
 #include <sched.h>

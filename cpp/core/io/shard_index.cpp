@@ -1,4 +1,4 @@
-#include "shard_index.hpp"
+#include "io/shard_index.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <limits>
 
-#include "codecs.hpp"
+#include "codec/codecs.hpp"
 #include "errors.hpp"
 
 namespace zarrcrop {

@@ -181,6 +181,7 @@ def render_extra(run: Run) -> list[str]:
                 "",
                 *_table(("Target", "Measured", "Required", "Result"), target_rows_, "lrrl"),
             ]
+    lines += render_cold(run)
     formats = _extra(run, "format")
     if formats:
         lines += ["", "### Zarr vs PNG / TIFF (the tutorial's comparison, 960x960 crops)", ""]
@@ -199,6 +200,57 @@ def render_extra(run: Run) -> list[str]:
             )
         lines += _table(("Format", "crops/s", "on disk", "zarrcrop is"), rows, "lrrr")
     return lines
+
+
+def render_cold(run: Run) -> list[str]:
+    """The cold page cache table (bench/test_cold.py), when it ran: crops/s per case and
+    reader, and zarrcrop's fraction of the disk's bound (its unique chunk files read whole
+    with 16 threads) in the same run."""
+    cases: dict[str, dict[str, float]] = {}
+    for bench in run.raw.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "cold_case" in info and info.get("crops_per_s"):
+            cases.setdefault(str(info["cold_case"]), {})[str(info["cold_reader"])] = float(
+                info["crops_per_s"]
+            )
+    if not cases:
+        return []
+    readers = [
+        "zarrcrop",
+        "zarrcrop-prefetch",
+        "zarrcrop-batch",
+        "zarr-python",
+        "tensorstore",
+        "disk-16-per-crop",
+        "disk-16",
+        "disk-1",
+    ]
+    # Each zarrcrop mode against the disk's bound for the same access pattern.
+    fractions = (
+        ("zarrcrop", "disk-16-per-crop"),
+        ("zarrcrop-prefetch", "disk-16-per-crop"),
+        ("zarrcrop-batch", "disk-16"),
+    )
+    rows = []
+    for case, rates in cases.items():
+        cells = [case, *(_cps(rates.get(r)) for r in readers)]
+        for r, bound in fractions:
+            disk = rates.get(bound)
+            cells.append(_pct(rates[r] / disk) if disk and r in rates else "-")
+        rows.append(tuple(cells))
+    header = (
+        "Case",
+        *readers,
+        "loop / disk per crop",
+        "prefetch loop / disk per crop",
+        "batch / disk-16",
+    )
+    return [
+        "",
+        "### Cold page cache (every file evicted before every round; crops/s)",
+        "",
+        *_table(header, rows, "l" + "r" * (len(header) - 1)),
+    ]
 
 
 def render_report(run: Run) -> str:

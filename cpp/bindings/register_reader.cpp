@@ -119,6 +119,18 @@ double decode_seconds(const zarrcrop::CropReader& reader, const py::buffer& star
     return seconds;
 }
 
+std::size_t prefetch(const zarrcrop::CropReader& reader, const py::buffer& starts,
+                     const std::vector<int64_t>& crop_shape, bool fill_outside,
+                     std::size_t budget) {
+    const Starts start = crop_starts(reader, starts);
+    std::size_t asked = 0;
+    zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags& cancel) {
+        asked = reader.prefetch(start.values.data(), start.n, crop_shape, fill_outside, budget,
+                                cancel);
+    });
+    return asked;
+}
+
 void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& starts,
                      const std::vector<int64_t>& crop_shape, const py::buffer& out,
                      bool fill_outside, const py::bytes& fill) {
@@ -151,6 +163,10 @@ void register_reader(py::module_& m) {
         .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),
              py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
              "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")
+        .def("prefetch", &prefetch, py::arg("starts"), py::arg("crop_shape"),
+             py::arg("fill_outside"), py::arg("budget"),
+             "Start reading ahead the uncached chunks these crops need (up to `budget` bytes); "
+             "returns the bytes asked for.")
         .def("decode_seconds", &decode_seconds, py::arg("starts"), py::arg("crop_shape"),
              py::arg("shared"), py::arg("fill_outside") = false,
              "Benchmark support: single-threaded seconds to validate and decode only what the "

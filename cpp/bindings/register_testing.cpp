@@ -8,6 +8,7 @@
 #include "../core/errors.hpp"
 #include "../core/io/chunk_source.hpp"
 #include "../core/io/file_map.hpp"
+#include "../core/io/read_ahead.hpp"
 #include "../core/stitch/stitcher.hpp"
 #include "bindings.hpp"
 #include "native_call.hpp"
@@ -63,6 +64,19 @@ void register_testing(py::module_& m) {
         },
         py::arg("data"), py::arg("offset"), py::arg("pad") = 64,
         "Test hook: copy with non-temporal stores into a 0xAA-filled buffer at offset.");
+    t.def(
+        "read_ahead_counts",
+        []() {
+            const zarrcrop::ReadAheadCounts c = zarrcrop::read_ahead_counts();
+            py::dict d;
+            d["cold_chunks"] = c.cold_chunks;
+            d["requests"] = c.requests;
+            d["bytes"] = c.bytes;
+            return d;
+        },
+        "Chunks found cold and read-ahead requests (and bytes) issued since the last reset.");
+    t.def("reset_read_ahead_counts", &zarrcrop::reset_read_ahead_counts,
+          "Zeroes read_ahead_counts().");
     t.def("stream_threshold", &zarrcrop::stream_threshold,
           "Outputs larger than this many bytes are written with non-temporal stores.");
     t.def(

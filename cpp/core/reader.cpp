@@ -181,28 +181,51 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
     // blocks over the pool themselves, one chunk at a time.
     const bool few = count < pool->size();
     std::vector<BlockJob> jobs(count);
+    std::vector<OpenedChunk> opened(count);
     enum : uint8_t { kDone = 0, kPlanned = 1, kRetry = 2 };
     std::vector<uint8_t> state(count, kDone);
-    const std::function<void(std::size_t)> open_task = [&](std::size_t i) {
+    // Round 1, the I/O stage: every file of the window is opened and what is not in the page
+    // cache starts to be read ahead, before any chunk waits for the device.
+    // Chunks whose file could not be opened for want of descriptors go to `retry`; without
+    // `retry` (run's last try) the error is the read's.
+    const auto or_retry = [&](std::size_t i, const auto& step) {
         try {
-            state[i] = decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n,
-                                                jobs[i], few ? pool.get() : nullptr, &cancel)
-                           ? kPlanned
-                           : kDone;
+            step();
         } catch (const ChunkIoError& e) {
-            // Without `retry` (run's last try) the error is the read's.
             if (retry == nullptr || !out_of_descriptors(e.error_number())) throw;
-            jobs[i] = BlockJob();  // closes anything it opened
+            opened[i] = OpenedChunk();  // closes anything it opened
+            jobs[i] = BlockJob();
             state[i] = kRetry;
         }
+    };
+    const std::function<void(std::size_t)> open_task = [&](std::size_t i) {
+        or_retry(i, [&] { decoder_.open_ahead(tasks[i].coords, opened[i]); });
+    };
+    // Round 2: headers and block offsets read and validated; chunks that are missing, small,
+    // raw or not zstd are done here; the others are planned into block jobs.
+    const std::function<void(std::size_t)> plan_task = [&](std::size_t i) {
+        if (state[i] == kRetry) return;
+        or_retry(i, [&] {
+            state[i] = decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n,
+                                                opened[i], jobs[i], few ? pool.get() : nullptr,
+                                                &cancel)
+                           ? kPlanned
+                           : kDone;
+        });
+        opened[i] = OpenedChunk();  // closes a file process_or_plan did not keep
     };
     if (few) {
         for (std::size_t i = 0; i < count; ++i) {
             cancel.check();
             open_task(i);
         }
+        for (std::size_t i = 0; i < count; ++i) {
+            cancel.check();
+            plan_task(i);
+        }
     } else {
         pool->parallel_for(count, open_task, &cancel);
+        pool->parallel_for(count, plan_task, &cancel);
     }
     // (job, block index) for every block to decode, the largest compressed block first: its
     // size predicts its decoding time, and longest-first keeps the last tasks short.
@@ -217,9 +240,23 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
             const BlockExtent& e = j.extents[static_cast<std::size_t>(j.blocks[w.second])];
             return e.end - e.start;
         };
-        std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
-            return compressed(x) > compressed(y);
-        });
+        bool reading_ahead = false;
+        for (const BlockJob& j : jobs) reading_ahead = reading_ahead || j.reading_ahead;
+        if (reading_ahead) {
+            // Blocks arrive from the device in the order their read-ahead was asked for
+            // (chunk by chunk, in file order): decoding in that order overlaps the reads
+            // still in flight instead of waiting for the last of them first.
+            std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
+                if (x.first != y.first) return x.first < y.first;
+                const BlockJob& j = jobs[x.first];
+                return j.extents[static_cast<std::size_t>(j.blocks[x.second])].start <
+                       j.extents[static_cast<std::size_t>(j.blocks[y.second])].start;
+            });
+        } else {
+            std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
+                return compressed(x) > compressed(y);
+            });
+        }
         // Blocks still to decode per chunk: the task that decodes a chunk's last block
         // finishes the chunk (checks its mapping, closes its file) rather than this thread.
         std::vector<std::atomic<std::size_t>> left(count);
@@ -251,6 +288,33 @@ void CropReader::read_crops(const int64_t* starts, std::size_t n,
         cancel.check();
         run(w.tasks.data(), w.tasks.size(), cancel);
     }
+}
+
+std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
+                                 const std::vector<int64_t>& crop_shape, bool fill_outside,
+                                 std::size_t budget, const CancelFlags& cancel) const {
+    std::size_t crop_bytes = spec_.itemsize;
+    for (int64_t c : crop_shape) {
+        if (c < 0) throw std::invalid_argument("crop shape must not be negative");
+        if (__builtin_mul_overflow(crop_bytes, static_cast<std::size_t>(c), &crop_bytes))
+            throw std::invalid_argument("crop is larger than 2**64 bytes");
+    }
+    // Planned over one crop's worth of address space that is never written (nothing is
+    // stitched): the plan yields each window's chunks once.
+    const std::unique_ptr<uint8_t[]> sink(new uint8_t[std::max<std::size_t>(crop_bytes, 1)]);
+    const std::vector<uint8_t> fill(spec_.itemsize, 0);
+    CropPlan plan(spec_, chunk_strides_, starts, n, crop_shape, sink.get(), crop_bytes,
+                  fill_outside, fill.data(), /*stream=*/false, /*overlay=*/true);
+    WorkWindow w;
+    std::size_t asked = 0;
+    while (asked < budget && plan.next(w, kWindowPieces)) {
+        for (const ChunkTask& t : w.tasks) {
+            cancel.check();
+            asked += decoder_.prefetch_chunk(t.coords);
+            if (asked >= budget) break;
+        }
+    }
+    return asked;
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,

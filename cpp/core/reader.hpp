@@ -51,6 +51,15 @@ public:
                     void* out, std::size_t out_nbytes, bool fill_outside, const uint8_t* fill,
                     const CancelFlags& cancel = {}) const;
 
+    // Starts reading ahead, into the page cache, the chunks these crops (as read_crops takes
+    // them) need that are not cached yet, each once, until `budget` bytes are asked for; then
+    // returns without waiting for the device. Returns the bytes asked for. Crops reaching
+    // outside the array throw std::out_of_range unless fill_outside. `starts` must not
+    // change during the call.
+    std::size_t prefetch(const int64_t* starts, std::size_t n,
+                         const std::vector<int64_t>& crop_shape, bool fill_outside,
+                         std::size_t budget, const CancelFlags& cancel = {}) const;
+
     // Benchmark support: single-threaded CPU seconds spent validating and decoding only what these
     // crops need (chunk files are read beforehand, untimed; nothing is stitched). With
     // `shared`, chunks shared by several crops count once, as in read_crops; otherwise each
@@ -65,8 +74,10 @@ private:
     // a window holds open), retrying chunks whose file could not be opened for want of file
     // descriptors (EMFILE) in smaller windows once the window's own files are closed.
     void run(const ChunkTask* tasks, std::size_t count, const CancelFlags& cancel) const;
-    // One window in two rounds: every chunk is opened and planned (chunks that are missing,
-    // small, raw or not zstd are done in this round), then the needed Blosc blocks of all
+    // One window in three rounds: every chunk's file is opened and, where its bytes are not in
+    // the page cache, read ahead (the I/O stage, io/read_ahead.hpp); every chunk is planned
+    // (chunks that are missing, small, raw or not zstd are done in this round); then the
+    // needed Blosc blocks of all
     // remaining chunks are decoded as separate tasks, largest first, so that the threads stay
     // evenly loaded however few chunks a crop touches. Tasks that hit EMFILE go to `retry`
     // (null: the error is thrown).

@@ -34,7 +34,7 @@ from ._api import (
     set_map_limit,
     set_num_threads,
 )
-from .array import CropArray
+from .array import DEFAULT_PREFETCH_BUDGET, CropArray
 from .create import create_dataset
 from .errors import ChunkError, DatasetLockedError, FallbackError, WriteCheckError
 from .group import CropGroup
@@ -44,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_INDEX_CACHE_LIMIT",
     "DEFAULT_MAP_LIMIT",
+    "DEFAULT_PREFETCH_BUDGET",
     "MAX_THREADS",
     "ChunkError",
     "CropArray",

@@ -27,7 +27,10 @@ from ._selection import (
 )
 from .errors import FallbackError
 
-__all__ = ["CropArray"]
+__all__ = ["DEFAULT_PREFETCH_BUDGET", "CropArray"]
+
+#: Bytes one :meth:`CropArray.prefetch` call asks the kernel to read ahead at most.
+DEFAULT_PREFETCH_BUDGET: int = 256 << 20
 
 
 class CropArray:
@@ -254,6 +257,36 @@ class CropArray:
                 raise FallbackError(f"{self.name}: {self._fallback_reason} (strict mode)")
             self._read_crops_fallback(start_arr, crop_shape, target, boundary, fill_value)
         return target if out is None else out
+
+    def prefetch(
+        self,
+        starts: Any,
+        shape: Any,
+        *,
+        boundary: str = "error",
+        budget: int = DEFAULT_PREFETCH_BUDGET,
+    ) -> int:
+        """Start reading, in the background, the chunks that crops to come will need.
+
+        Takes the arguments of :meth:`read_crops` (no output). Every chunk file those crops
+        touch that is not in the page cache is read ahead whole by the kernel, each once,
+        until ``budget`` bytes have been asked for; then it returns at once, without waiting
+        for the disk. Returns the bytes asked for (0 when everything is cached already, so
+        that warm data pays only a check per chunk). Call it for batch ``i + 1`` before
+        reading batch ``i``: the disk then works while batch ``i`` decodes (``CropLoader``
+        does this). Arrays read through zarr-python (not native) return 0.
+
+        The read-ahead lands in the page cache, which the kernel may reclaim under memory
+        pressure before the read comes: ``budget`` (default 256 MiB) bounds what one call
+        asks for.
+        """
+        start_arr, crop_shape = self._crop_args(starts, shape, boundary)
+        budget = operator.index(budget)
+        if budget < 0:
+            raise ValueError(f"budget must not be negative, got {budget}")
+        if self._reader is None or budget == 0:
+            return 0
+        return int(self._reader.prefetch(start_arr, list(crop_shape), boundary == "fill", budget))
 
     def _crop_args(
         self, starts: Any, shape: Any, boundary: str

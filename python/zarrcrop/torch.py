@@ -476,7 +476,10 @@ class CropLoader:
         Visit the sample indices in a random order (seeded by ``seed`` and the epoch) instead
         of 0, 1, 2, ...
     prefetch:
-        Batches read ahead of the one the training loop holds (>= 1).
+        Batches read ahead of the one the training loop holds (>= 1). Besides, before
+        reading a batch the loader asks the kernel to read ahead the uncached chunk files of
+        the batch after it (:meth:`zarrcrop.CropArray.prefetch`): with data larger than RAM
+        the disk works while a batch decodes.
     pin_memory:
         Allocate the buffers in pinned (page-locked) memory for fast host-to-GPU copies. Only
         when CUDA is available; otherwise a warning is issued and ordinary memory is used.
@@ -638,6 +641,7 @@ def _produce(
 ) -> None:
     arrays = dataset.arrays
     slots = len(ring.arrays)
+    ahead: tuple[SamplePlan, dict[str, np.ndarray]] | None = None
     try:
         for b, idx in enumerate(batches):
             while not state.free.acquire(timeout=0.05):
@@ -647,8 +651,17 @@ def _produce(
                 return
             slot = b % slots
             n = len(idx)
-            plan = dataset.sample_plan(idx, epoch)
-            starts = dataset.plan_starts(plan)
+            if ahead is None:
+                plan = dataset.sample_plan(idx, epoch)
+                ahead = (plan, dataset.plan_starts(plan))
+            plan, starts = ahead
+            ahead = None
+            if b + 1 < len(batches):
+                # The next batch's uncached chunks are read ahead while this one decodes.
+                next_plan = dataset.sample_plan(batches[b + 1], epoch)
+                ahead = (next_plan, dataset.plan_starts(next_plan))
+                for name in dataset.names:
+                    arrays[name].prefetch(ahead[1][name], dataset.crop_shapes[name])
             for name in dataset.names:
                 target = ring.arrays[slot][name][:n]
                 arrays[name].read_crops(starts[name], dataset.crop_shapes[name], out=target)

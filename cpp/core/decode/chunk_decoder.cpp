@@ -23,6 +23,9 @@ namespace {
 // Compressed chunks smaller than this are read with one pread; larger ones read only the
 // blocks that the destinations need.
 constexpr std::size_t kPartialReadMin = 64 * 1024;
+// What a cold chunk read piecewise has read ahead before its header is parsed: the header and
+// the block offsets of any chunk with up to about 8,000 blocks.
+constexpr std::size_t kPrefixAhead = 32 * 1024;
 
 void mark_span(int64_t lo, int64_t hi, int64_t blocksize, std::vector<uint8_t>& need) {
     // [lo, hi) in bytes, hi > lo.
@@ -204,14 +207,15 @@ ChunkFile ChunkDecoder::open_chunk(const int64_t* coords) const {
     return source_.open(chunk_key(spec_.keys, coords, spec_.ndim()), max_file_bytes());
 }
 
-void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches,
-                                 std::size_t n) const {
+void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                                 OpenedChunk& opened) const {
     const std::string key = label(coords);
     WorkerScratch& s = scratch();
     const bool caching = cache_ != nullptr && cache_->enabled();
     try {
         if (!caching) {
-            process_open(open_chunk(coords), stitches, n);
+            process_open(opened.opened ? std::move(opened.file) : open_chunk(coords), stitches,
+                         n);
             return;
         }
         ChunkBytes cached = cache_->get(key);
@@ -511,8 +515,16 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
     return decode_planned(h, file, extents, stitches, n, whole, needed, stitch);
 }
 
+std::vector<ByteRange> ChunkDecoder::needed_ranges(const std::vector<BlockExtent>& extents,
+                                                   const std::vector<uint8_t>& skip, bool all) {
+    std::vector<ByteRange> ranges;
+    for (std::size_t b = 0; b < extents.size(); ++b)
+        if (all || !skip[b]) ranges.push_back(ByteRange{extents[b].start, extents[b].end});
+    return ranges;
+}
+
 ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
-                                                    std::size_t n) const {
+                                                    std::size_t n, bool cold) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
     uint8_t* buf = s.file.get(size);
@@ -551,9 +563,11 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
         if (!s.skip[b]) needed_bytes += extents[b].end - extents[b].start;
     const bool all = c.needed == nblocks;
     if (all || needed_bytes * 5 >= (size - prefix) * 4) {
+        if (cold) read_ahead(file, {ByteRange{prefix, size}});
         file.read_at(prefix, size - prefix, buf + prefix);
     } else {
         // Needed blocks in file order, adjacent ones merged into one read.
+        if (cold) read_ahead(file, needed_ranges(extents, s.skip, false));
         std::vector<BlockExtent> ranges;
         for (std::size_t b = 0; b < nblocks; ++b)
             if (!s.skip[b]) ranges.push_back(extents[b]);
@@ -605,21 +619,56 @@ void ChunkDecoder::stream_raw(const ChunkFile& file, std::size_t data_offset,
     }
 }
 
+void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened) const {
+    if (cache_ != nullptr && cache_->enabled()) return;
+    try {
+        opened.file = open_chunk(coords);
+        opened.opened = true;
+        const ChunkFile& f = opened.file;
+        if (!f.is_open() || f.size() == 0) return;
+        uint8_t head[16];
+        if (read_if_cached(f, 0, std::min(f.size(), sizeof head), head) != Residency::NotCached)
+            return;
+        opened.cold = true;
+        count_cold_chunk();
+        // Raw chunks are streamed in order (the kernel's own read-ahead serves that).
+        if (spec_.compressor == Compressor::None) return;
+        const bool whole = spec_.compressor != Compressor::Blosc || f.size() < kPartialReadMin;
+        read_ahead(f, {ByteRange{0, whole ? f.size() : std::min(f.size(), kPrefixAhead)}});
+    } catch (...) {
+        rethrow_in_context(label(coords));
+    }
+}
+
+std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords) const {
+    try {
+        const ChunkFile f = open_chunk(coords);
+        if (!f.is_open() || f.size() == 0) return 0;
+        uint8_t head[16];
+        if (read_if_cached(f, 0, std::min(f.size(), sizeof head), head) != Residency::NotCached)
+            return 0;
+        read_ahead(f, {ByteRange{0, f.size()}});
+        return f.size();
+    } catch (...) {
+        rethrow_in_context(label(coords));
+    }
+}
+
 bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                                   BlockJob& job, ThreadPool* split_pool,
+                                   OpenedChunk& opened, BlockJob& job, ThreadPool* split_pool,
                                    const CancelFlags* cancel) const {
     if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
-        process_whole(coords, stitches, n);
+        process_whole(coords, stitches, n, opened);
         return false;
     }
     std::string key = label(coords);
     try {
-        ChunkFile file = open_chunk(coords);
+        ChunkFile file = opened.opened ? std::move(opened.file) : open_chunk(coords);
         if (!file.is_open() || file.size() < kPartialReadMin) {
             process_open(file, stitches, n);  // missing or small: read whole, nothing to spread
             return false;
         }
-        LoadedChunk c = load_needed(file, stitches, n);
+        LoadedChunk c = load_needed(file, stitches, n, opened.cold);
         if (c.kind == LoadedChunk::RawCopied) return false;
         if (c.deferred) {
             WorkerScratch& s = scratch();
@@ -639,6 +688,7 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
                 job.mapped = job.mapping->data() + job.file.base();
             else
                 job.mapping.reset();
+            read_ahead_blocks(job, opened.cold);
             return true;
         }
         if (split_pool != nullptr && c.needed >= 2) {
@@ -652,6 +702,28 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
     } catch (...) {
         rethrow_in_context(key);
     }
+}
+
+void ChunkDecoder::read_ahead_blocks(BlockJob& job, bool cold) const {
+    if (job.blocks.empty()) return;
+    std::vector<ByteRange> ranges;
+    ranges.reserve(job.blocks.size());
+    std::size_t lo = SIZE_MAX;
+    std::size_t hi = 0;
+    for (const int32_t b : job.blocks) {
+        const BlockExtent& e = job.extents[static_cast<std::size_t>(b)];
+        ranges.push_back(ByteRange{e.start, e.end});
+        lo = std::min<std::size_t>(lo, e.start);
+        hi = std::max<std::size_t>(hi, e.end);
+    }
+    // A warm header says little about the blocks (an earlier crop may have read only some):
+    // a mapped chunk's pages are checked, one syscall over the needed span.
+    if (!cold && (job.mapped == nullptr ||
+                  mapped_residency(job.mapping->data(), job.mapped, lo, hi - lo) !=
+                      Residency::NotCached))
+        return;
+    read_ahead(job.file, std::move(ranges));
+    job.reading_ahead = true;
 }
 
 void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {

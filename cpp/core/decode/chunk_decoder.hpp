@@ -13,6 +13,7 @@
 #include "decode/chunk_cache.hpp"
 #include "io/chunk_source.hpp"
 #include "io/file_map.hpp"
+#include "io/read_ahead.hpp"
 #include "io/shard_index.hpp"
 #include "stitch/stitcher.hpp"
 #include "runtime/thread_pool.hpp"
@@ -52,6 +53,16 @@ struct BlockJob {
     // blocks are then read with pread.
     MappingRef mapping;
     const uint8_t* mapped = nullptr;
+    bool reading_ahead = false;  // its blocks are being read ahead: decode them in file order
+};
+
+// A chunk file opened by the I/O stage's first round (ChunkDecoder::open_ahead), before any
+// chunk of the window is read: whether its first bytes were in the page cache and, when not,
+// the read-ahead of what is read first is under way.
+struct OpenedChunk {
+    ChunkFile file;
+    bool opened = false;  // false: process_or_plan opens the file itself
+    bool cold = false;    // its first bytes had to come from the device
 };
 
 class ChunkDecoder {
@@ -68,9 +79,22 @@ public:
     // threads, in any order. With `split_pool`, other Blosc chunks have their blocks decoded
     // in parallel on it (for reads that touch fewer chunks than there are threads).
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
+    // `opened` is the chunk as open_ahead left it (its file moves into `job`).
     bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                         BlockJob& job, ThreadPool* split_pool,
+                         OpenedChunk& opened, BlockJob& job, ThreadPool* split_pool,
                          const CancelFlags* cancel = nullptr) const;
+    // The I/O stage's first round for one chunk: opens its file and checks, without waiting
+    // for the device, whether its first bytes are in the page cache; when they are not, starts
+    // reading ahead what process_or_plan reads first (the whole chunk when it is read whole,
+    // else its header and block offsets). Leaves `opened` unopened for arrays with a decoded-
+    // chunk cache (a cached chunk needs no file). Throws ChunkIoError (EMFILE included) and
+    // ChunkError naming the chunk.
+    void open_ahead(const int64_t* coords, OpenedChunk& opened) const;
+    // For reads to come (CropReader::prefetch): when the chunk's first bytes are not in the
+    // page cache, starts reading the whole chunk ahead. Returns the bytes asked for (0 when
+    // missing or cached). Never waits for the device, except for a sharded array's index
+    // the first time it is needed.
+    std::size_t prefetch_chunk(const int64_t* coords) const;
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
@@ -104,7 +128,13 @@ private:
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch. Blocks that decode_block decodes itself
     // (streams_direct) are not read (`deferred`): each is read just before it is decoded.
-    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
+    // With `cold`, the ranges it reads are read ahead first, all together.
+    LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
+                            bool cold) const;
+    // The byte ranges of the blocks the worker's skip mask keeps (all with `all`), in file
+    // order.
+    static std::vector<ByteRange> needed_ranges(const std::vector<BlockExtent>& extents,
+                                                const std::vector<uint8_t>& skip, bool all);
     // For raw chunk bytes starting at data_offset in the file: reads the runs of pages that
     // hold needed bytes through one cache-sized window buffer, copying each window to the
     // destinations right after it is read.
@@ -157,7 +187,11 @@ private:
                       const Stitch* stitches, std::size_t n, bool whole, bool stitch) const;
     // process_or_plan for chunks not split into blocks: the decoded-chunk cache, and codecs
     // other than Blosc.
-    void process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+    void process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                       OpenedChunk& opened) const;
+    // Reads ahead the job's blocks when its file was cold, or when its mapped pages are not
+    // all resident.
+    void read_ahead_blocks(BlockJob& job, bool cold) const;
     // Writes the stitches from an open chunk file read whole (or, uncompressed, through a
     // window): missing (fill value), small Blosc chunks, uncompressed and codec chains.
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;

@@ -1,6 +1,9 @@
-// Turns one chunk file into bytes in the output: read, validate, decode only what the
-// destinations need, and stitch. A chunk may feed several destinations (batch crops sharing
-// it); it is read and decoded once for all of them.
+// The router of the decode path: for each chunk, one choice of route (missing, small or
+// whole, decoded-chunk cache, codec chain, raw window, Blosc blocks read whole or piecewise,
+// block jobs decoded on the pool) over the stages: the I/O stage (io/read_ahead.hpp), block
+// planning (block_plan.hpp), Blosc block decoding (block_decode.hpp), the codec chain
+// (codec_chain.hpp), raw windows (raw_window.hpp) and the stitcher. A chunk may feed several
+// destinations (batch crops sharing it); it is read and decoded once for all of them.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +12,7 @@
 
 #include "array_spec.hpp"
 #include "codec/blosc_decoder.hpp"
+#include "decode/block_decode.hpp"
 #include "runtime/cancel.hpp"
 #include "decode/chunk_cache.hpp"
 #include "io/chunk_source.hpp"
@@ -19,23 +23,6 @@
 #include "runtime/thread_pool.hpp"
 
 namespace zarrcrop {
-
-// A chunk file's bytes in memory, writable because decoding
-// may patch the copy of the header (see bitshuffle.hpp).
-struct MutableBytes {
-    uint8_t* ptr = nullptr;
-    std::size_t len = 0;
-    MutableBytes() = default;
-    MutableBytes(uint8_t* p, std::size_t n) : ptr(p), len(n) {}
-    explicit MutableBytes(std::vector<uint8_t>& v) : ptr(v.data()), len(v.size()) {}
-    uint8_t* data() const { return ptr; }
-    std::size_t size() const { return len; }
-    uint8_t& operator[](std::size_t i) const { return ptr[i]; }
-};
-
-// Marks in `need` (one entry per Blosc block of `blocksize` bytes) the blocks that hold any
-// byte the stitch reads.
-void mark_needed_blocks(const Stitch& stitch, int64_t blocksize, std::vector<uint8_t>& need);
 
 // A chunk whose needed Blosc blocks are decoded one at a time, each on any thread
 // (ChunkDecoder::process_or_plan, then decode_block): the file is open and its header and
@@ -85,8 +72,9 @@ public:
                          const CancelFlags* cancel = nullptr) const;
     // The I/O stage's first round for one chunk: opens its file and checks, without waiting
     // for the device, whether its first bytes are in the page cache; when they are not, starts
-    // reading ahead what process_or_plan reads first (the whole chunk when it is read whole,
-    // else its header and block offsets). Leaves `opened` unopened for arrays with a decoded-
+    // reading ahead what process_or_plan reads first: the whole chunk when it is read whole,
+    // else its header and block offsets (reading whole chunks the stitches need most of
+    // measured slower: PROFILE.md). Leaves `opened` unopened for arrays with a decoded-
     // chunk cache (a cached chunk needs no file). Throws ChunkIoError (EMFILE included) and
     // ChunkError naming the chunk.
     void open_ahead(const int64_t* coords, OpenedChunk& opened) const;
@@ -131,64 +119,33 @@ private:
     // With `cold`, the ranges it reads are read ahead first, all together.
     LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
                             bool cold) const;
-    // The byte ranges of the blocks the worker's skip mask keeps (all with `all`), in file
-    // order.
-    static std::vector<ByteRange> needed_ranges(const std::vector<BlockExtent>& extents,
-                                                const std::vector<uint8_t>& skip, bool all);
-    // For raw chunk bytes starting at data_offset in the file: reads the runs of pages that
-    // hold needed bytes through one cache-sized window buffer, copying each window to the
-    // destinations right after it is read.
-    void stream_raw(const ChunkFile& file, std::size_t data_offset, const Stitch* stitches,
-                    std::size_t n) const;
-    static bool own_unshuffle(const BloscHeader& h);
-    static void unshuffle_block(const BloscHeader& h, int64_t b, const uint8_t* shuffled,
-                                uint8_t* dst);
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
     // Called from a catch block: rethrows a ChunkError / ChunkIoError with the array and the
     // chunk named in its message, anything else unchanged.
     [[noreturn]] void rethrow_in_context(const std::string& key) const;
     // Largest chunk file this array can have; larger files are refused unread.
     std::size_t max_file_bytes() const;
-    // Decodes a chunk file through the codec chain (and byte swap); returns the raw chunk
-    // bytes, which live in the file buffer or the worker's scratch. Only the first `want`
-    // bytes are guaranteed: a final zstd step stops decoding there.
-    uint8_t* decode_chain(MutableBytes file, std::size_t want = SIZE_MAX) const;
     void check_uncompressed_size(std::size_t size) const;
     // Validates a chunk held whole in `file` and decodes what the stitches need. Returns the
     // decoded chunk's base address (only needed blocks valid), or nullptr when it was decoded
     // straight into the only destination.
-    const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches, std::size_t n,
-                                 bool stitch = true) const;
-    // Marks the blocks to skip in the worker's mask; returns how many are needed.
-    std::size_t plan_blocks(const BloscHeader& h, const Stitch* stitches, std::size_t n,
-                            bool whole) const;
+    const uint8_t* decode_needed(MutableBytes file, const Stitch* stitches, std::size_t n) const;
     // Decodes the planned blocks. Returns the decoded chunk's base address for the caller to
     // stitch from, or nullptr when nothing is left to do: decoded straight into the only
     // destination, or (zstd chunks, see streams_direct) decoded block by block with each block
-    // copied to the destinations while it is in cache (skipped when !stitch: benchmarks).
+    // copied to the destinations while it is in cache. With n == 0 it only decodes
+    // (benchmarks; stitches[0] is still the destination when `whole`).
     const uint8_t* decode_planned(const BloscHeader& h, MutableBytes file,
                                   const std::vector<BlockExtent>& extents, const Stitch* stitches,
-                                  std::size_t n, bool whole, std::size_t needed,
-                                  bool stitch = true) const;
-    // True when decode_block_to decodes this chunk's blocks itself (zstd or lz4 streams, any
-    // shuffle filter; not the delta filter) instead of C-Blosc2.
-    static bool streams_direct(const BloscHeader& h);
-    // The shuffle filter a block of this chunk went through.
-    enum class Filter { None, Byte, Bit };
-    static Filter block_filter(const BloscHeader& h);
-    // Decodes block b (its `len` validated bytes at `block`) into `out`, which receives its
-    // decoded, unshuffled bytes.
-    void decode_block_to(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
-                         uint8_t* out) const;
-    // Decodes block b (as decode_block_to) into its place in the only destination (`whole`),
-    // or through one block-sized buffer, still in cache, into the parts of the stitches it
-    // holds (unless !stitch: benchmarks).
-    void finish_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
-                      const Stitch* stitches, std::size_t n, bool whole, bool stitch) const;
+                                  std::size_t n, bool whole, std::size_t needed) const;
     // process_or_plan for chunks not split into blocks: the decoded-chunk cache, and codecs
     // other than Blosc.
     void process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n,
                        OpenedChunk& opened) const;
+    // Turns a loaded, deferred chunk into a block job: its needed blocks, its file (mapped
+    // when the mapping cache allows) and their read-ahead.
+    void make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* stitches, std::size_t n,
+                        std::string key, const OpenedChunk& opened, BlockJob& job) const;
     // Reads ahead the job's blocks when its file was cold, or when its mapped pages are not
     // all resident.
     void read_ahead_blocks(BlockJob& job, bool cold) const;
@@ -198,10 +155,6 @@ private:
     // Decodes the needed blocks of a loaded (non-deferred) chunk in parallel on `pool`.
     void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
                       ThreadPool& pool, const CancelFlags* cancel) const;
-    // Decodes the blocks of a validated Blosc chunk not marked in `skip` (null: all) into dst.
-    // May modify `file` (see bitshuffle.hpp).
-    void decode_blocks(const BloscHeader& h, MutableBytes file, uint8_t* dst,
-                       const std::vector<uint8_t>* skip) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
     ChunkBytes decode_whole(MutableBytes file) const;
 

@@ -28,6 +28,10 @@ def long_array(root):
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_script(code: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     script = tmp_path / "case.py"
     script.write_text(LONG_ARRAY + textwrap.dedent(code))
@@ -36,6 +40,9 @@ def run_script(code: str, tmp_path: Path, timeout: float = 120) -> subprocess.Co
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background of a shell inherits SIGINT ignored, and Python
+        # then installs no handler: the child starts with the default, as from a terminal.
+        preexec_fn=_default_sigint,
     )
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -1,6 +1,8 @@
 """Compare builds of zarrcrop's extension in one process, batch by batch (A/B without drift).
 
     python bench/ab_builds.py OLD.so NEW.so [--case photo-v2-960] [--threads 2] [--reps 6]
+    python bench/ab_builds.py OLD.so NEW.so --cold --batch 1   # cold page cache, single crops
+    python bench/ab_builds.py NEW.so NEW.so --cold --io-threads 1 8   # one build, two settings
 
 Loads each ``_core`` shared library given (copies of
 ``zarrcrop/_core.cpython-*.so`` from two builds), opens a benchmark case's array with each, and
@@ -8,14 +10,18 @@ reads the suite's ``read_crops`` batches of that case (16 crops each) with all o
 batch i with A then B, batch i+1 with B then A, and so on. Every build has its own output
 buffer. On a shared machine whose speed drifts by several percent over seconds to minutes,
 this puts the same drift on every build; separate runs of ``profile_crops.py`` cannot
-resolve differences of 1-2%. Prints the cumulative crops/s of each build after every pass
-over the batches, and checks once that all builds return the same bytes.
+resolve differences of 1-2%. With ``--cold`` every read starts with the case's files evicted
+from the page cache (every build's mappings cleared first), as in ``test_cold.py``.
+``--io-threads`` gives each build its I/O thread count (builds that have the setting).
+Prints the cumulative crops/s of each build after every pass over the batches, and checks
+once that all builds return the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,7 +54,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="crops per read_crops call")
     parser.add_argument("--batches", type=int, default=40, help="batches per pass")
     parser.add_argument("--reps", type=int, default=6, help="passes over the batches")
+    parser.add_argument("--cold", action="store_true", help="evict the files before every read")
+    parser.add_argument("--io-threads", type=int, nargs="+", help="per build, in order")
     args = parser.parse_args()
+    if args.io_threads is not None and len(args.io_threads) != len(args.builds):
+        raise SystemExit("--io-threads takes one count per build")
 
     case = next(c for c in CASES if c.id == args.case)
     cache = DataCache(default_data_root())
@@ -60,10 +70,28 @@ def main() -> None:
     if layout is None:
         raise SystemExit(f"{arr.name}: not native ({arr.fallback_reason})")
     readers = []
+    cores = []
     for k, path in enumerate(args.builds):
         core = load_build(path, "zarrcrop._core")
         core.set_num_threads(args.threads)
+        cores.append(core)
         readers.append(core.CropReader(**{**layout.reader_args(), "name": f"{arr.name} [{k}]"}))
+    files = sorted(p for p in cache.group_path(case.spec).rglob("*") if p.is_file())
+
+    def prepare(k: int) -> None:
+        """Before build k reads: its I/O threads; with --cold, the files evicted."""
+        if args.io_threads is not None and hasattr(cores[k], "set_io_threads"):
+            cores[k].set_io_threads(args.io_threads[k])
+        if args.cold:
+            for core in cores:
+                core.clear_maps()
+            for path in files:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
     batches = crop_batches(case, args.batches, args.batch)  # the suite's crops of this case
     shape = list(case.crop_shape)
     fill = np.zeros(1, arr.dtype).tobytes()
@@ -75,6 +103,7 @@ def main() -> None:
             if (i + rep) % 2:
                 order.reverse()
             for k in order:
+                prepare(k)
                 t0 = time.perf_counter()
                 readers[k].read_crops(starts, shape, outs[k], False, fill)
                 seconds[k] += time.perf_counter() - t0

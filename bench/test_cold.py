@@ -12,7 +12,16 @@ the disk itself, in the same run:
   the bound for a loop of single reads.
 
 ``zarrcrop-prefetch`` is the loop with ``CropArray.prefetch`` of crop i + 1 before crop i is
-read (what ``CropLoader`` does batch by batch).
+read. ``zarrcrop-loader`` is ``CropLoader`` (batches of ``--bench-per-round`` crops, prefetch
+on): a round is LOADER_BATCHES batches of a fresh iterator over a new epoch, so its crops are
+its own; its bounds (the round's unique chunk files read with 16 threads after an eviction,
+and its batches' shared decode bound) are measured in the same test.
+
+The decode bound of every zarrcrop reader (``CropArray.decode_seconds``: single-thread CPU
+seconds to decode what the crops need, each crop alone for loops, chunks shared within a batch
+for batches) is measured between the rounds, before the eviction, and recorded with the
+benchmark: a cold read can be no faster than the lower of the device's bound and the decode
+bound, and the targets compare with that lower one.
 
 Run: ``python -m pytest bench/test_cold.py`` (``--bench-rounds``, ``--bench-per-round``,
 ``--bench-threads`` apply; at most MAX_ROUNDS rounds). Skipped where eviction has no effect
@@ -22,6 +31,7 @@ Run: ``python -m pytest bench/test_cold.py`` (``--bench-rounds``, ``--bench-per-
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,7 @@ READERS = (
     "zarrcrop",
     "zarrcrop-prefetch",
     "zarrcrop-batch",
+    "zarrcrop-loader",
     "zarr-python",
     "tensorstore",
     "disk-16-per-crop",
@@ -47,6 +58,7 @@ READERS = (
     "disk-1",
 )
 MAX_ROUNDS = 12
+LOADER_BATCHES = 4
 
 
 def dataset_files(root: Path) -> list[Path]:
@@ -104,6 +116,38 @@ class PrefetchLoop(ZarrcropLoop):
             if i + 1 < len(starts):
                 self.array.prefetch(starts[i + 1 : i + 2], shape)
             self.crop(t, y, x)
+
+
+class LoaderRounds(RoundReader):
+    """``CropLoader`` (batch = ``per_round`` crops, prefetch on), a fresh iterator over epoch k
+    for round k, LOADER_BATCHES batches per round."""
+
+    name = "zarrcrop-loader"
+
+    def __init__(self, path: Path, size: int, per_round: int) -> None:
+        super().__init__(size)
+        import zarrcrop
+        from zarrcrop.torch import CropDataset, CropLoader
+
+        self.array = zarrcrop.open(path, strict=True)
+        self.per_round = per_round
+        self.dataset = CropDataset(self.array, size, length=per_round * LOADER_BATCHES, seed=0)
+        self.loader = CropLoader(self.dataset, per_round, shuffle=False, prefetch=2)
+        self.epoch = 0
+
+    def crop(self, t: int, y: int, x: int) -> np.ndarray:  # pragma: no cover - not a reader
+        raise NotImplementedError
+
+    def round_batches(self, epoch: int) -> list[np.ndarray]:
+        """The (per_round, 4) starts of each batch of round `epoch`."""
+        starts = self.dataset.sample_starts(range(self.per_round * LOADER_BATCHES), epoch)
+        flat = np.asarray(starts["__single__"], dtype=np.int64)
+        return [flat[i : i + self.per_round] for i in range(0, len(flat), self.per_round)]
+
+    def read_round(self, starts: np.ndarray, starts_list: list[list[int]]) -> None:
+        self.loader.set_epoch(self.epoch)
+        for _ in self.loader:
+            pass
 
 
 class DiskRead(RoundReader):
@@ -165,6 +209,10 @@ def test_cold(
     elif reader_name == "zarrcrop-prefetch":
         reader = PrefetchLoop(path, case.size)
         mode = "loop"
+    elif reader_name == "zarrcrop-loader":
+        pytest.importorskip("torch")
+        reader = LoaderRounds(path, case.size, settings.per_round)
+        mode = "loader"
     else:
         try:
             reader = open_reader(reader_name, path, case.size, case.zarr_format, settings.threads)
@@ -177,22 +225,69 @@ def test_cold(
                 assert np.array_equal(reader.crop(t, y, x), reference.crop(t, y, x))
     lists = [b.tolist() for b in batches]
     calls = iter(range(10**9))
+    # The decode bound of the zarrcrop readers: per batch (a loader round: per round), the
+    # fastest of its measurements, taken before the eviction of the round after it.
+    array = getattr(reader, "array", None)
+    shared = mode in ("batch", "loader")
+    decode: dict[int, float] = {}
+    crop_shape = (1, 3, case.size, case.size)
+
+    def measure(i: int) -> None:
+        if array is None:
+            return
+        if isinstance(reader, LoaderRounds):
+            parts = reader.round_batches(i)
+        else:
+            parts = [batches[i % len(batches)]]
+        seconds = sum(array.decode_seconds(b, crop_shape, shared=shared) for b in parts)
+        decode[i] = min(decode.get(i, seconds), seconds)
+
+    loader_rounds: list[int] = []
 
     def next_round() -> tuple[tuple[np.ndarray, list[list[int]]], dict[str, Any]]:
-        i = next(calls) % len(batches)
+        i = next(calls)
+        if i > 0:
+            measure(i - 1 if isinstance(reader, LoaderRounds) else (i - 1) % len(batches))
+        if isinstance(reader, LoaderRounds):
+            reader.epoch = i
+            loader_rounds.append(i)
         evict(group)
-        return (batches[i], lists[i]), {}
+        return (batches[i % len(batches)], lists[i % len(batches)]), {}
 
     benchmark.pedantic(
         reader.read_round, setup=next_round, rounds=rounds, iterations=1, warmup_rounds=1
     )
     stats = getattr(benchmark, "stats", None)
     mean = stats.stats.mean if stats is not None else None
-    benchmark.extra_info.update(
+    crops_per_round = settings.per_round * (LOADER_BATCHES if mode == "loader" else 1)
+    info: dict[str, Any] = dict(
         cold_case=case.id,
         cold_reader=reader_name,
         mode=mode,
         threads=settings.threads,
-        crops_per_round=settings.per_round,
-        crops_per_s=settings.per_round / mean if mean else None,
+        crops_per_round=crops_per_round,
+        crops_per_s=crops_per_round / mean if mean else None,
     )
+    if array is not None:
+        timed = loader_rounds[1:] if loader_rounds else list(range(len(batches)))
+        for i in timed:
+            if i not in decode:
+                measure(i)
+        seconds = sum(decode[i] for i in timed)
+        crops = crops_per_round * len(timed)
+        info.update(
+            decode_shared=shared,
+            decode_bound_crops_per_s=crops / (seconds / settings.threads) if seconds else None,
+        )
+    if isinstance(reader, LoaderRounds):
+        # Its own device bound: each timed round's unique chunk files, read whole with 16
+        # threads after an eviction, as disk-16 does for a batch.
+        disk = DiskRead(case, path, 16)
+        seconds = 0.0
+        for i in loader_rounds[1:]:
+            evict(group)
+            t0 = time.perf_counter()
+            disk.read_round(np.concatenate(reader.round_batches(i)), [])
+            seconds += time.perf_counter() - t0
+        info["disk_bound_crops_per_s"] = crops_per_round * len(loader_rounds[1:]) / seconds
+    benchmark.extra_info.update(info)

@@ -202,54 +202,129 @@ def render_extra(run: Run) -> list[str]:
     return lines
 
 
-def render_cold(run: Run) -> list[str]:
-    """The cold page cache table (bench/test_cold.py), when it ran: crops/s per case and
-    reader, and zarrcrop's fraction of the disk's bound (its unique chunk files read whole
-    with 16 threads) in the same run."""
-    cases: dict[str, dict[str, float]] = {}
+COLD_READERS = (
+    "zarrcrop",
+    "zarrcrop-prefetch",
+    "zarrcrop-batch",
+    "zarrcrop-loader",
+    "zarr-python",
+    "tensorstore",
+    "disk-16-per-crop",
+    "disk-16",
+    "disk-1",
+)
+# Each zarrcrop mode and the device's bound for its access pattern (None: measured by the
+# benchmark itself, "disk_bound_crops_per_s").
+COLD_BOUNDS = (
+    ("zarrcrop", "disk-16-per-crop"),
+    ("zarrcrop-prefetch", "disk-16-per-crop"),
+    ("zarrcrop-batch", "disk-16"),
+    ("zarrcrop-loader", None),
+)
+#: Cold targets of issue 15 (case photo-v2-960): (label, reader, kind, threshold); kind
+#: "tensorstore" is the ratio to tensorstore, "bound" the fraction of the lower of the device's
+#: and the decode bound.
+COLD_TARGETS = (
+    ("cold single loop: zarrcrop / tensorstore", "zarrcrop", "tensorstore", 2.5),
+    ("cold single loop: zarrcrop / lower of I/O and decode bound", "zarrcrop", "bound", 0.60),
+    ("cold read_crops batch: zarrcrop / lower of I/O and decode bound", "zarrcrop-batch",
+     "bound", 0.85),
+    ("cold CropLoader (prefetch on): zarrcrop / lower of I/O and decode bound",
+     "zarrcrop-loader", "bound", 0.85),
+)  # fmt: skip
+COLD_TARGET_CASE = "photo-v2-960"
+
+
+def _cold_results(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
+    """case -> reader -> extra_info of bench/test_cold.py's benchmarks."""
+    cases: dict[str, dict[str, dict[str, Any]]] = {}
     for bench in run.raw.get("benchmarks", []):
         info = bench.get("extra_info", {})
         if "cold_case" in info and info.get("crops_per_s"):
-            cases.setdefault(str(info["cold_case"]), {})[str(info["cold_reader"])] = float(
-                info["crops_per_s"]
-            )
+            cases.setdefault(str(info["cold_case"]), {})[str(info["cold_reader"])] = info
+    return cases
+
+
+def _cold_bounds(
+    readers: dict[str, dict[str, Any]], reader: str, disk: str | None
+) -> tuple[float | None, float | None, float | None]:
+    """(device bound, decode bound, the lower) of a zarrcrop reader, crops/s."""
+    info = readers.get(reader, {})
+    if disk is None:
+        io = info.get("disk_bound_crops_per_s")
+    else:
+        io = readers.get(disk, {}).get("crops_per_s")
+    dec = info.get("decode_bound_crops_per_s")
+    known = [float(v) for v in (io, dec) if v]
+    return (
+        float(io) if io else None,
+        float(dec) if dec else None,
+        min(known) if known else None,
+    )
+
+
+def cold_target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
+    """(target, case, value, required, PASS/FAIL/n/a) for each cold target."""
+    readers = _cold_results(run).get(COLD_TARGET_CASE, {})
+    bounds = dict(COLD_BOUNDS)
+    rows = []
+    for label, reader, kind, threshold in COLD_TARGETS:
+        rate = readers.get(reader, {}).get("crops_per_s")
+        value: float | None = None
+        if rate and kind == "tensorstore":
+            peer = readers.get("tensorstore", {}).get("crops_per_s")
+            value = float(rate) / float(peer) if peer else None
+        elif rate:
+            lower = _cold_bounds(readers, reader, bounds[reader])[2]
+            value = float(rate) / lower if lower else None
+        fmt = _ratio if kind == "tensorstore" else _pct
+        status = "n/a (not measured)" if value is None else (
+            "PASS" if value >= threshold else "FAIL")  # fmt: skip
+        rows.append((label, COLD_TARGET_CASE, fmt(value), ">= " + fmt(threshold), status))
+    return rows
+
+
+def render_cold(run: Run) -> list[str]:
+    """The cold page cache tables (bench/test_cold.py), when it ran: crops/s per case and
+    reader; each zarrcrop mode against the device's bound for its access pattern and its
+    decode bound, measured in the same run; the cold targets."""
+    cases = _cold_results(run)
     if not cases:
         return []
-    readers = [
-        "zarrcrop",
-        "zarrcrop-prefetch",
-        "zarrcrop-batch",
-        "zarr-python",
-        "tensorstore",
-        "disk-16-per-crop",
-        "disk-16",
-        "disk-1",
-    ]
-    # Each zarrcrop mode against the disk's bound for the same access pattern.
-    fractions = (
-        ("zarrcrop", "disk-16-per-crop"),
-        ("zarrcrop-prefetch", "disk-16-per-crop"),
-        ("zarrcrop-batch", "disk-16"),
-    )
     rows = []
-    for case, rates in cases.items():
-        cells = [case, *(_cps(rates.get(r)) for r in readers)]
-        for r, bound in fractions:
-            disk = rates.get(bound)
-            cells.append(_pct(rates[r] / disk) if disk and r in rates else "-")
-        rows.append(tuple(cells))
-    header = (
-        "Case",
-        *readers,
-        "loop / disk per crop",
-        "prefetch loop / disk per crop",
-        "batch / disk-16",
-    )
+    for case, readers in cases.items():
+        rows.append((case, *(_cps(readers.get(r, {}).get("crops_per_s")) for r in COLD_READERS)))
+    bound_rows = []
+    for case, readers in cases.items():
+        for reader, disk in COLD_BOUNDS:
+            rate = readers.get(reader, {}).get("crops_per_s")
+            if not rate:
+                continue
+            io, dec, lower = _cold_bounds(readers, reader, disk)
+            fraction = _pct(rate / lower if lower else None)
+            bound_rows.append((case, reader, _cps(rate), _cps(io), _cps(dec), fraction))
     return [
         "",
         "### Cold page cache (every file evicted before every round; crops/s)",
         "",
-        *_table(header, rows, "l" + "r" * (len(header) - 1)),
+        *_table(("Case", *COLD_READERS), rows, "l" + "r" * len(COLD_READERS)),
+        "",
+        "Cold reads against their bounds, same run (I/O bound: the chunk files read whole with"
+        " 16 threads, `disk-16-per-crop` for loops, `disk-16` for a batch, the loader's own"
+        " rounds for the loader; decode bound: single-thread decode seconds / threads, chunks"
+        " shared within a batch for batch and loader):",
+        "",
+        *_table(
+            ("Case", "Reader", "crops/s", "I/O bound", "decode bound", "of the lower"),
+            bound_rows,
+            "llrrrr",
+        ),
+        "",
+        "### Cold targets",
+        "",
+        *_table(
+            ("Target", "Case", "Measured", "Required", "Result"), cold_target_rows(run), "llrrl"
+        ),
     ]
 
 

@@ -9,6 +9,7 @@
 #include "../core/io/chunk_source.hpp"
 #include "../core/errors.hpp"
 #include "../core/io/file_map.hpp"
+#include "../core/io/read_queue.hpp"
 #include "../core/stitch/stitcher.hpp"
 #include "../core/runtime/thread_pool.hpp"
 #include "../core/io/shard_index.hpp"
@@ -73,6 +74,20 @@ void register_runtime(py::module_& m) {
     m.def(
         "clear_index_cache", [] { zarrcrop::process_shard_indexes().clear(); },
         "Drop every parsed shard index held and reset the counters.");
+    m.def(
+        "set_io_threads",
+        [](std::size_t n) {
+            if (n < 1 || n > zarrcrop::kMaxThreads)
+                throw std::invalid_argument("number of I/O threads must be between 1 and " +
+                                            std::to_string(zarrcrop::kMaxThreads));
+            zarrcrop::ReadQueueSettings s = zarrcrop::get_read_queue();
+            s.threads = n;
+            zarrcrop::set_read_queue(s);
+        },
+        py::arg("n"), "Reads from the device in flight at most (the I/O threads).");
+    m.def(
+        "get_io_threads", [] { return zarrcrop::get_read_queue().threads; },
+        "Reads from the device in flight at most (the I/O threads).");
     m.attr("SCRATCH_KEEP_BYTES") = zarrcrop::kKeepScratchBytes;
     m.attr("blosc_version") = zarrcrop::blosc_library_version();
     m.def("gzip_available", &zarrcrop::gzip_available,

@@ -9,6 +9,7 @@
 #include "../core/io/chunk_source.hpp"
 #include "../core/io/file_map.hpp"
 #include "../core/io/read_ahead.hpp"
+#include "../core/io/read_queue.hpp"
 #include "../core/stitch/stitcher.hpp"
 #include "bindings.hpp"
 #include "native_call.hpp"
@@ -74,7 +75,26 @@ void register_testing(py::module_& m) {
             d["bytes"] = c.bytes;
             return d;
         },
-        "Chunks found cold and read-ahead requests (and bytes) issued since the last reset.");
+        "Chunks found cold and requests to the device (read-ahead advice and queued reads) and "
+        "their bytes since the last reset.");
+    t.def(
+        "read_queue_counts",
+        []() {
+            const zarrcrop::ReadQueueCounts c = zarrcrop::read_queue_counts();
+            py::dict d;
+            d["reads"] = c.reads;
+            d["bytes"] = c.bytes;
+            d["max_in_flight"] = c.max_in_flight;
+            d["max_buffered"] = c.max_buffered;
+            return d;
+        },
+        "Reads of the I/O stage's queue since the last reset: reads, bytes, most in flight and "
+        "most bytes held at once.");
+    t.def("reset_read_queue_counts", &zarrcrop::reset_read_queue_counts,
+          "Zeroes read_queue_counts().");
+    t.def(
+        "read_budget", [] { return zarrcrop::get_read_queue().budget_bytes; },
+        "Most bytes the I/O stage holds read ahead of decoding, over all reads.");
     t.def("reset_read_ahead_counts", &zarrcrop::reset_read_ahead_counts,
           "Zeroes read_ahead_counts().");
     t.def("stream_threshold", &zarrcrop::stream_threshold,

@@ -13,6 +13,7 @@
 
 #include "codec/blosc_decoder.hpp"
 #include "errors.hpp"
+#include "io/read_queue.hpp"
 #include "stitch/stitcher.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/worker_scratch.hpp"
@@ -182,6 +183,9 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
     const bool few = count < pool->size();
     std::vector<BlockJob> jobs(count);
     std::vector<OpenedChunk> opened(count);
+    // The window's reads from the device. Declared after the files it reads: it ends first,
+    // waiting for any read still in flight.
+    ReadBatch batch(cancel);
     enum : uint8_t { kDone = 0, kPlanned = 1, kRetry = 2 };
     std::vector<uint8_t> state(count, kDone);
     // Round 1, the I/O stage: every file of the window is opened and what is not in the page
@@ -199,7 +203,7 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
         }
     };
     const std::function<void(std::size_t)> open_task = [&](std::size_t i) {
-        or_retry(i, [&] { decoder_.open_ahead(tasks[i].coords, opened[i]); });
+        or_retry(i, [&] { decoder_.open_ahead(tasks[i].coords, opened[i], batch); });
     };
     // Round 2: headers and block offsets read and validated; chunks that are missing, small,
     // raw or not zstd are done here; the others are planned into block jobs.
@@ -207,8 +211,8 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
         if (state[i] == kRetry) return;
         or_retry(i, [&] {
             state[i] = decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n,
-                                                opened[i], jobs[i], few ? pool.get() : nullptr,
-                                                &cancel)
+                                                opened[i], batch, jobs[i],
+                                                few ? pool.get() : nullptr, &cancel)
                            ? kPlanned
                            : kDone;
         });
@@ -227,49 +231,61 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
         pool->parallel_for(count, open_task, &cancel);
         pool->parallel_for(count, plan_task, &cancel);
     }
-    // (job, block index) for every block to decode, the largest compressed block first: its
-    // size predicts its decoding time, and longest-first keeps the last tasks short.
-    std::vector<std::pair<uint32_t, uint32_t>> blocks;
-    for (std::size_t i = 0; i < jobs.size(); ++i)
-        if (state[i] == kPlanned)
-            for (std::size_t k = 0; k < jobs[i].blocks.size(); ++k)
-                blocks.emplace_back(static_cast<uint32_t>(i), static_cast<uint32_t>(k));
-    if (!blocks.empty()) {
+    // Round 3, decoding. Blocks in the page cache first (read through the mapping or with
+    // pread), the largest compressed block first: its size predicts its decoding time, and
+    // longest-first keeps the last tasks short. Then the blocks read from the device, a read
+    // (a piece of one chunk: one or a few blocks) at a time in the order the reads arrive:
+    // decoding follows the device instead of waiting for any one read.
+    std::vector<std::pair<uint32_t, uint32_t>> blocks;  // (job, block index), in the cache
+    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> by_read;  // per ticket
+    std::size_t reads = 0;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        if (state[i] != kPlanned) continue;
+        const BlockJob& j = jobs[i];
+        for (std::size_t k = 0; k < j.blocks.size(); ++k) {
+            const auto item = std::make_pair(static_cast<uint32_t>(i), static_cast<uint32_t>(k));
+            if (j.reads.empty()) {
+                blocks.push_back(item);
+                continue;
+            }
+            const std::size_t t = j.reads[k].ticket;
+            if (t >= by_read.size()) by_read.resize(batch.size());
+            if (by_read[t].empty()) ++reads;
+            by_read[t].push_back(item);
+        }
+    }
+    if (!blocks.empty() || reads > 0) {
         const auto compressed = [&](const std::pair<uint32_t, uint32_t>& w) {
             const BlockJob& j = jobs[w.first];
             const BlockExtent& e = j.extents[static_cast<std::size_t>(j.blocks[w.second])];
             return e.end - e.start;
         };
-        bool reading_ahead = false;
-        for (const BlockJob& j : jobs) reading_ahead = reading_ahead || j.reading_ahead;
-        if (reading_ahead) {
-            // Blocks arrive from the device in the order their read-ahead was asked for
-            // (chunk by chunk, in file order): decoding in that order overlaps the reads
-            // still in flight instead of waiting for the last of them first.
-            std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
-                if (x.first != y.first) return x.first < y.first;
-                const BlockJob& j = jobs[x.first];
-                return j.extents[static_cast<std::size_t>(j.blocks[x.second])].start <
-                       j.extents[static_cast<std::size_t>(j.blocks[y.second])].start;
-            });
-        } else {
-            std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
-                return compressed(x) > compressed(y);
-            });
-        }
+        std::stable_sort(blocks.begin(), blocks.end(), [&](const auto& x, const auto& y) {
+            return compressed(x) > compressed(y);
+        });
         // Blocks still to decode per chunk: the task that decodes a chunk's last block
-        // finishes the chunk (checks its mapping, closes its file) rather than this thread.
+        // finishes the chunk (checks its mapping, releases its reads, closes its file)
+        // rather than this thread.
         std::vector<std::atomic<std::size_t>> left(count);
         for (std::size_t i = 0; i < count; ++i)
             left[i].store(state[i] == kPlanned ? jobs[i].blocks.size() : 0,
                           std::memory_order_relaxed);
-        const std::function<void(std::size_t)> block_task = [&](std::size_t i) {
-            BlockJob& job = jobs[blocks[i].first];
-            decoder_.decode_block(job, blocks[i].second);
-            if (left[blocks[i].first].fetch_sub(1, std::memory_order_acq_rel) == 1)
+        const auto decode = [&](const std::pair<uint32_t, uint32_t>& w) {
+            BlockJob& job = jobs[w.first];
+            decoder_.decode_block(job, w.second);
+            if (left[w.first].fetch_sub(1, std::memory_order_acq_rel) == 1)
                 decoder_.finish_job(job);
         };
-        pool->parallel_for(blocks.size(), block_task, &cancel);
+        const std::function<void(std::size_t)> block_task = [&](std::size_t i) {
+            if (i < blocks.size()) {
+                decode(blocks[i]);
+                return;
+            }
+            const std::size_t t = batch.next_arrived();
+            if (t == ReadBatch::kNone || t >= by_read.size()) return;
+            for (const auto& w : by_read[t]) decode(w);
+        };
+        pool->parallel_for(blocks.size() + reads, block_task, &cancel);
     }
     for (std::size_t i = 0; i < count; ++i)
         if (state[i] == kRetry) retry->push_back(tasks[i]);

@@ -24,6 +24,7 @@ from ._api import (
     clear_index_cache,
     clear_maps,
     get_index_cache_limit,
+    get_io_threads,
     get_map_limit,
     get_num_threads,
     index_cache_info,
@@ -31,6 +32,7 @@ from ._api import (
     open,
     open_group,
     set_index_cache_limit,
+    set_io_threads,
     set_map_limit,
     set_num_threads,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "clear_maps",
     "create_dataset",
     "get_index_cache_limit",
+    "get_io_threads",
     "get_map_limit",
     "get_num_threads",
     "index_cache_info",
@@ -64,6 +67,7 @@ __all__ = [
     "open",
     "open_group",
     "set_index_cache_limit",
+    "set_io_threads",
     "set_map_limit",
     "set_num_threads",
 ]

@@ -270,6 +270,27 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
+def set_io_threads(n: int) -> None:
+    """Read at most ``n`` byte ranges from the device at once (the I/O threads), per process.
+
+    Chunks that are not in the page cache are read by I/O threads of their own, separate
+    from the decode threads, into buffers of their own, and each piece is decoded as soon as it
+    has arrived. The default, twice :func:`get_num_threads` within ``[4, 64]``, keeps the
+    decode threads fed on local disks; deeper queues (fast NVMe arrays, network file systems)
+    may want more. At most 64 MiB is held read ahead of decoding, over all reads.
+    ``1 <= n <= 1024``.
+    """
+    n = operator.index(n)
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"number of I/O threads must be between 1 and {MAX_THREADS}, got {n}")
+    _core.set_io_threads(n)
+
+
+def get_io_threads() -> int:
+    """The most byte ranges read from the device at once (see :func:`set_io_threads`)."""
+    return int(_core.get_io_threads())
+
+
 #: Default of set_map_limit: 64 MiB of chunk files kept mapped per process.
 DEFAULT_MAP_LIMIT: int = _core.DEFAULT_MAP_LIMIT
 

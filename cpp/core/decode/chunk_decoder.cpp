@@ -1,6 +1,10 @@
 #include "decode/chunk_decoder.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
@@ -19,9 +23,14 @@ namespace {
 // Compressed chunks smaller than this are read with one pread; larger ones read only the
 // blocks that the destinations need.
 constexpr std::size_t kPartialReadMin = 64 * 1024;
-// What a cold chunk read piecewise has read ahead before its header is parsed: the header and
-// the block offsets of any chunk with up to about 8,000 blocks.
-constexpr std::size_t kPrefixAhead = 32 * 1024;
+// The first read of a cold chunk read piecewise by the I/O stage: its header and the offsets
+// of up to about 2,000 blocks (more are read when the header says so).
+constexpr std::size_t kHeadRead = 8 * 1024;
+// Cold blocks are read in pieces of at most this many bytes (a block larger than that alone):
+// each decoded as soon as it has arrived.
+constexpr std::size_t kReadPiece = 256 * 1024;
+// Needed blocks closer than this are read in one piece, the gap included.
+constexpr std::size_t kReadMergeGap = 16 * 1024;
 
 }  // namespace
 
@@ -94,7 +103,13 @@ void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
 
 namespace {
 
+// A mapped read faulted (SIGBUS): the file shrank, or the device failed to deliver a page.
 [[noreturn]] void throw_shrank(const ChunkFile& file) {
+    struct stat st {};
+    if (::fstat(file.fd(), &st) == 0 && static_cast<std::size_t>(st.st_size) == file.file_size())
+        throw ChunkIoError("cannot read chunk file " + file.path() + ": " + std::strerror(EIO) +
+                               " (a mapped page could not be read)",
+                           EIO);
     throw ChunkError("chunk file " + file.path() + " changed size while it was read (was " +
                      std::to_string(file.file_size()) + " bytes)");
 }
@@ -200,11 +215,21 @@ const uint8_t* ChunkDecoder::decode_needed(MutableBytes file, const Stitch* stit
 }
 
 ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const Stitch* stitches,
-                                                    std::size_t n, bool cold) const {
+                                                    std::size_t n, OpenedChunk& opened,
+                                                    ReadBatch& batch) const {
     WorkerScratch& s = scratch();
     const std::size_t size = file.size();
+    const bool cold = opened.cold;
     uint8_t* buf = s.file.get(size);
-    file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
+    std::size_t have = 16;  // bytes of the file in buf
+    if (opened.head != kNoTicket) {
+        have = std::min(size, kHeadRead);
+        std::memcpy(buf, batch.wait(opened.head), have);
+        batch.release(opened.head);
+        opened.head = kNoTicket;
+    } else {
+        file.read_at(0, 16, buf);  // size >= kPartialReadMin > 16
+    }
     LoadedChunk c;
     c.bytes = MutableBytes(buf, size);
     c.h = validate_blosc_header(buf, size, chunk_bytes_);
@@ -225,7 +250,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     }
 
     const std::size_t prefix = blosc_prefix_bytes(h);
-    file.read_at(16, prefix - 16, buf + 16);
+    if (prefix > have) file.read_at(have, prefix - have, buf + have);
     c.extents = blosc_block_extents(h, buf, size);
     const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole, s.skip);
@@ -261,7 +286,8 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     return c;
 }
 
-void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened) const {
+void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened,
+                              ReadBatch& batch) const {
     if (cache_ != nullptr && cache_->enabled()) return;
     try {
         opened.file = open_chunk(coords);
@@ -269,14 +295,28 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened) const 
         const ChunkFile& f = opened.file;
         if (!f.is_open() || f.size() == 0) return;
         uint8_t head[16];
-        if (read_if_cached(f, 0, std::min(f.size(), sizeof head), head) != Residency::NotCached)
-            return;
+        Residency r = read_if_cached(f, 0, std::min(f.size(), sizeof head), head);
+        if (r == Residency::Unknown) {
+            // The file system cannot say without waiting (RWF_NOWAIT unsupported: FUSE, NFS,
+            // old kernels): the mapping's page tables can (mincore).
+            const MappingRef m = process_mappings().get(f);
+            if (m && f.base() + f.size() <= m->size())
+                r = mapped_residency(m->data(), m->data() + f.base(), 0,
+                                     std::min(f.size(), sizeof head));
+        }
+        if (r != Residency::NotCached) return;
         opened.cold = true;
         count_cold_chunk();
         // Raw chunks are streamed in order (the kernel's own read-ahead serves that).
         if (spec_.compressor == Compressor::None) return;
-        const bool whole = spec_.compressor != Compressor::Blosc || f.size() < kPartialReadMin;
-        read_ahead(f, {ByteRange{0, whole ? f.size() : std::min(f.size(), kPrefixAhead)}});
+        if (spec_.compressor != Compressor::Blosc || f.size() < kPartialReadMin) {
+            read_ahead(f, {ByteRange{0, f.size()}});  // read whole
+            return;
+        }
+        // Read piecewise, by the I/O stage: no kernel read-ahead around the pieces (it would
+        // read blocks the stitches do not need).
+        (void)::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_RANDOM);
+        opened.head = batch.submit(f, 0, std::min(f.size(), kHeadRead));
     } catch (...) {
         rethrow_in_context(label(coords));
     }
@@ -304,8 +344,8 @@ std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords) const {
 // - other Blosc codecs: the needed blocks read, then decoded here (decode_planned), or spread
 //   over the pool when the read has fewer chunks than threads (decode_split).
 bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                                   OpenedChunk& opened, BlockJob& job, ThreadPool* split_pool,
-                                   const CancelFlags* cancel) const {
+                                   OpenedChunk& opened, ReadBatch& batch, BlockJob& job,
+                                   ThreadPool* split_pool, const CancelFlags* cancel) const {
     if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
         process_whole(coords, stitches, n, opened);
         return false;
@@ -317,10 +357,10 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
             process_open(file, stitches, n);  // missing or small: read whole, nothing to spread
             return false;
         }
-        LoadedChunk c = load_needed(file, stitches, n, opened.cold);
+        LoadedChunk c = load_needed(file, stitches, n, opened, batch);
         if (c.kind == LoadedChunk::RawCopied) return false;
         if (c.deferred) {
-            make_block_job(c, std::move(file), stitches, n, std::move(key), opened, job);
+            make_block_job(c, std::move(file), stitches, n, std::move(key), opened, batch, job);
             return true;
         }
         if (split_pool != nullptr && c.needed >= 2) {
@@ -338,7 +378,7 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
 
 void ChunkDecoder::make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* stitches,
                                   std::size_t n, std::string key, const OpenedChunk& opened,
-                                  BlockJob& job) const {
+                                  ReadBatch& batch, BlockJob& job) const {
     WorkerScratch& s = scratch();
     const auto nblocks = static_cast<std::size_t>(c.h.nblocks());
     job.blocks.clear();
@@ -351,34 +391,55 @@ void ChunkDecoder::make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* 
     job.n = n;
     job.whole = c.whole;
     job.key = std::move(key);
-    job.mapping = process_mappings().get(job.file);
-    if (job.mapping && job.file.base() + job.file.size() <= job.mapping->size())
-        job.mapped = job.mapping->data() + job.file.base();
-    else
+    if (job.blocks.empty()) return;
+    if (!opened.cold) {
+        job.mapping = process_mappings().get(job.file);
+        if (job.mapping && job.file.base() + job.file.size() <= job.mapping->size())
+            job.mapped = job.mapping->data() + job.file.base();
+        else
+            job.mapping.reset();
+        // A warm header says little about the blocks (an earlier crop may have read only
+        // some): a mapped chunk's pages are checked, one syscall over the needed span.
+        if (job.mapped == nullptr) return;  // pread, block by block
+        std::size_t lo = SIZE_MAX;
+        std::size_t hi = 0;
+        for (const int32_t b : job.blocks) {
+            lo = std::min<std::size_t>(lo, job.extents[static_cast<std::size_t>(b)].start);
+            hi = std::max<std::size_t>(hi, job.extents[static_cast<std::size_t>(b)].end);
+        }
+        if (mapped_residency(job.mapping->data(), job.mapped, lo, hi - lo) !=
+            Residency::NotCached)
+            return;
         job.mapping.reset();
-    read_ahead_blocks(job, opened.cold);
+        job.mapped = nullptr;
+    }
+    queue_block_reads(job, batch);
 }
 
-void ChunkDecoder::read_ahead_blocks(BlockJob& job, bool cold) const {
-    if (job.blocks.empty()) return;
-    std::vector<ByteRange> ranges;
-    ranges.reserve(job.blocks.size());
-    std::size_t lo = SIZE_MAX;
-    std::size_t hi = 0;
-    for (const int32_t b : job.blocks) {
-        const BlockExtent& e = job.extents[static_cast<std::size_t>(b)];
-        ranges.push_back(ByteRange{e.start, e.end});
-        lo = std::min<std::size_t>(lo, e.start);
-        hi = std::max<std::size_t>(hi, e.end);
+void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
+    // Blocks in file order; runs of them become reads.
+    std::vector<std::size_t> order(job.blocks.size());
+    for (std::size_t k = 0; k < order.size(); ++k) order[k] = k;
+    const auto extent = [&](std::size_t k) -> const BlockExtent& {
+        return job.extents[static_cast<std::size_t>(job.blocks[k])];
+    };
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t x, std::size_t y) { return extent(x).start < extent(y).start; });
+    job.batch = &batch;
+    job.reads.assign(job.blocks.size(), BlockJob::BlockRead{});
+    for (std::size_t i = 0; i < order.size();) {
+        const std::size_t lo = extent(order[i]).start;
+        std::size_t hi = extent(order[i]).end;
+        std::size_t j = i + 1;
+        while (j < order.size() && extent(order[j]).start <= hi + kReadMergeGap &&
+               std::max<std::size_t>(hi, extent(order[j]).end) - lo <= kReadPiece) {
+            hi = std::max<std::size_t>(hi, extent(order[j]).end);
+            ++j;
+        }
+        const std::size_t ticket = batch.submit(job.file, lo, hi - lo, /*claimable=*/true);
+        job.tickets.push_back(ticket);
+        for (; i < j; ++i) job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo};
     }
-    // A warm header says little about the blocks (an earlier crop may have read only some):
-    // a mapped chunk's pages are checked, one syscall over the needed span.
-    if (!cold && (job.mapped == nullptr ||
-                  mapped_residency(job.mapping->data(), job.mapped, lo, hi - lo) !=
-                      Residency::NotCached))
-        return;
-    read_ahead(job.file, std::move(ranges));
-    job.reading_ahead = true;
 }
 
 void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
@@ -387,6 +448,12 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     const std::size_t len = e.end - e.start;
     WorkerScratch& s = scratch();
     try {
+        if (!job.reads.empty()) {
+            const BlockJob::BlockRead& r = job.reads[k];
+            finish_block(job.h, job.batch->wait(r.ticket) + r.offset, len, b, job.stitches,
+                         job.n, job.whole);
+            return;
+        }
         if (job.mapped != nullptr) {
             // Straight from the page cache: no copy. decode_block_streams checks every size
             // where it uses it, as the file may change under the mapping.
@@ -418,6 +485,7 @@ void ChunkDecoder::finish_job(BlockJob& job) const {
             rethrow_in_context(job.key);
         }
     }
+    for (const std::size_t t : job.tickets) job.batch->release(t);
     job.file = ChunkFile();
 }
 

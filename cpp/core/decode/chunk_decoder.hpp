@@ -18,6 +18,7 @@
 #include "io/chunk_source.hpp"
 #include "io/file_map.hpp"
 #include "io/read_ahead.hpp"
+#include "io/read_queue.hpp"
 #include "io/shard_index.hpp"
 #include "stitch/stitcher.hpp"
 #include "runtime/thread_pool.hpp"
@@ -40,8 +41,19 @@ struct BlockJob {
     // blocks are then read with pread.
     MappingRef mapping;
     const uint8_t* mapped = nullptr;
-    bool reading_ahead = false;  // its blocks are being read ahead: decode them in file order
+    // Blocks not in the page cache are read by the I/O stage: reads[k] says where
+    // blocks[k]'s bytes arrive (a ticket of `batch`, and the block's offset in it). Empty:
+    // the blocks are read from the mapping, or with pread.
+    struct BlockRead {
+        std::size_t ticket = 0;
+        std::size_t offset = 0;
+    };
+    ReadBatch* batch = nullptr;
+    std::vector<BlockRead> reads;
+    std::vector<std::size_t> tickets;  // every ticket of the job, released when it is done
 };
+
+constexpr std::size_t kNoTicket = static_cast<std::size_t>(-1);
 
 // A chunk file opened by the I/O stage's first round (ChunkDecoder::open_ahead), before any
 // chunk of the window is read: whether its first bytes were in the page cache and, when not,
@@ -50,6 +62,9 @@ struct OpenedChunk {
     ChunkFile file;
     bool opened = false;  // false: process_or_plan opens the file itself
     bool cold = false;    // its first bytes had to come from the device
+    // Cold Blosc chunks read piecewise: the ticket (of the window's ReadBatch) of the read of
+    // their first kHeadRead bytes, header and block offsets.
+    std::size_t head = kNoTicket;
 };
 
 class ChunkDecoder {
@@ -66,18 +81,19 @@ public:
     // threads, in any order. With `split_pool`, other Blosc chunks have their blocks decoded
     // in parallel on it (for reads that touch fewer chunks than there are threads).
     // Throws ChunkError / ChunkIoError naming the array and the chunk key.
-    // `opened` is the chunk as open_ahead left it (its file moves into `job`).
+    // `opened` is the chunk as open_ahead left it (its file moves into `job`); `batch` the
+    // window's reads (its tickets), which must outlive `job`.
     bool process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
-                         OpenedChunk& opened, BlockJob& job, ThreadPool* split_pool,
-                         const CancelFlags* cancel = nullptr) const;
+                         OpenedChunk& opened, ReadBatch& batch, BlockJob& job,
+                         ThreadPool* split_pool, const CancelFlags* cancel = nullptr) const;
     // The I/O stage's first round for one chunk: opens its file and checks, without waiting
     // for the device, whether its first bytes are in the page cache; when they are not, starts
-    // reading ahead what process_or_plan reads first: the whole chunk when it is read whole,
-    // else its header and block offsets (reading whole chunks the stitches need most of
-    // measured slower: PROFILE.md). Leaves `opened` unopened for arrays with a decoded-
-    // chunk cache (a cached chunk needs no file). Throws ChunkIoError (EMFILE included) and
-    // ChunkError naming the chunk.
-    void open_ahead(const int64_t* coords, OpenedChunk& opened) const;
+    // reading what process_or_plan reads first: the whole chunk when it is read whole (kernel
+    // read-ahead), else its header and block offsets (a ticket of `batch`; reading whole
+    // chunks the stitches need most of measured slower: PROFILE.md). Leaves `opened`
+    // unopened for arrays with a decoded-chunk cache (a cached chunk needs no file). Throws
+    // ChunkIoError (EMFILE included) and ChunkError naming the chunk.
+    void open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBatch& batch) const;
     // For reads to come (CropReader::prefetch): when the chunk's first bytes are not in the
     // page cache, starts reading the whole chunk ahead. Returns the bytes asked for (0 when
     // missing or cached). Never waits for the device, except for a sharded array's index
@@ -115,10 +131,11 @@ private:
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch. Blocks that decode_block decodes itself
-    // (streams_direct) are not read (`deferred`): each is read just before it is decoded.
-    // With `cold`, the ranges it reads are read ahead first, all together.
+    // (streams_direct) are not read (`deferred`). The header comes from `opened.head` when
+    // open_ahead asked for it (the ticket is released); for a cold chunk the other ranges it
+    // reads are read ahead first, all together.
     LoadedChunk load_needed(const ChunkFile& file, const Stitch* stitches, std::size_t n,
-                            bool cold) const;
+                            OpenedChunk& opened, ReadBatch& batch) const;
     void stitch_all(const uint8_t* chunk, const Stitch* stitches, std::size_t n) const;
     // Called from a catch block: rethrows a ChunkError / ChunkIoError with the array and the
     // chunk named in its message, anything else unchanged.
@@ -142,13 +159,15 @@ private:
     // other than Blosc.
     void process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n,
                        OpenedChunk& opened) const;
-    // Turns a loaded, deferred chunk into a block job: its needed blocks, its file (mapped
-    // when the mapping cache allows) and their read-ahead.
+    // Turns a loaded, deferred chunk into a block job: its needed blocks and where they are
+    // read from: the mapping (when the mapping cache allows and they are in the page cache),
+    // or reads queued on `batch` (cold).
     void make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* stitches, std::size_t n,
-                        std::string key, const OpenedChunk& opened, BlockJob& job) const;
-    // Reads ahead the job's blocks when its file was cold, or when its mapped pages are not
-    // all resident.
-    void read_ahead_blocks(BlockJob& job, bool cold) const;
+                        std::string key, const OpenedChunk& opened, ReadBatch& batch,
+                        BlockJob& job) const;
+    // Queues the reads of the job's blocks on `batch`: in file order, adjacent blocks merged
+    // into reads of up to kReadPiece bytes.
+    void queue_block_reads(BlockJob& job, ReadBatch& batch) const;
     // Writes the stitches from an open chunk file read whole (or, uncompressed, through a
     // window): missing (fill value), small Blosc chunks, uncompressed and codec chains.
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;

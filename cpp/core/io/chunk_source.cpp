@@ -38,21 +38,35 @@ ChunkFile::~ChunkFile() {
     if (fd_ >= 0) ::close(fd_);
 }
 
-void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+namespace {
+
+// Exactly `len` bytes at `offset` of the chunk at [base, base + size) of `fd`.
+void read_range(int fd, std::size_t base, std::size_t size, const std::string& path,
+                std::size_t offset, std::size_t len, uint8_t* dst) {
     std::size_t done = 0;
     while (done < len) {
         const ssize_t n =
-            ::pread(fd_, dst + done, len - done, static_cast<off_t>(base_ + offset + done));
+            ::pread(fd, dst + done, len - done, static_cast<off_t>(base + offset + done));
         if (n < 0) {
             if (errno == EINTR) continue;
-            io_fail(path_, "cannot read chunk file", errno);
+            io_fail(path, "cannot read chunk file", errno);
         }
         if (n == 0)
-            throw ChunkError("chunk file " + path_ + " shrank while it was read (now " +
+            throw ChunkError("chunk file " + path + " shrank while it was read (now " +
                              std::to_string(offset + done) + " bytes, was " +
-                             std::to_string(size_) + ")");
+                             std::to_string(size) + ")");
         done += static_cast<std::size_t>(n);
     }
+}
+
+}  // namespace
+
+void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+    read_range(fd_, base_, size_, path_, offset, len, dst);
+}
+
+void ChunkFile::Ref::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+    read_range(fd, base, size, path, offset, len, dst);
 }
 
 FileChunkSource::FileChunkSource(std::string root) : root_(std::move(root)) {

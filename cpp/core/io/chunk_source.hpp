@@ -48,6 +48,16 @@ public:
     // Reads exactly `len` bytes at `offset` into dst. Throws ChunkIoError on I/O errors and
     // ChunkError when the file is shorter than its size at open time (it was truncated).
     void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
+    // What read_at needs, by value: a read that outlives moves of this object (the I/O
+    // stage's queued reads) reads through it while the descriptor stays open.
+    struct Ref {
+        int fd = -1;
+        std::size_t base = 0;
+        std::size_t size = 0;
+        std::string path;
+        void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
+    };
+    Ref ref() const { return Ref{fd_, base_, size_, path_}; }
 
 private:
     int fd_ = -1;

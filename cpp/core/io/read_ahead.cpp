@@ -46,6 +46,11 @@ void reset_read_ahead_counts() {
 
 void count_cold_chunk() { g_cold_chunks.fetch_add(1, std::memory_order_relaxed); }
 
+void count_device_read(std::size_t bytes) {
+    g_requests.fetch_add(1, std::memory_order_relaxed);
+    g_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
 Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t len,
                          uint8_t* dst) {
     if (len == 0) return Residency::Cached;

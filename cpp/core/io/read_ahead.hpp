@@ -44,13 +44,15 @@ void read_ahead(const ChunkFile& file, std::vector<ByteRange> ranges);
 // cold reads touch them).
 struct ReadAheadCounts {
     uint64_t cold_chunks = 0;  // chunks whose first bytes were not in the page cache
-    uint64_t requests = 0;     // read-ahead requests issued (after merging)
+    uint64_t requests = 0;     // requests to the device: read-ahead advice and queued reads
     uint64_t bytes = 0;        // bytes they asked for
 };
 ReadAheadCounts read_ahead_counts();
 void reset_read_ahead_counts();
 // Counts a chunk found cold by its caller.
 void count_cold_chunk();
+// Counts a read of `bytes` from the device issued by the I/O stage's queue (read_queue.hpp).
+void count_device_read(std::size_t bytes);
 
 // Gaps up to this many bytes between ranges are read too, in one request (the device spends
 // about as long on a seek as on this many bytes).

@@ -1,0 +1,397 @@
+#include "io/read_queue.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "io/chunk_source.hpp"
+#include "io/read_ahead.hpp"
+#include "runtime/byte_buffer.hpp"
+#include "runtime/fork_local.hpp"
+#include "runtime/thread_pool.hpp"
+
+namespace zarrcrop {
+
+struct ReadBatch::Ticket {
+    enum State : uint8_t { Queued, Running, Done, Failed, Cancelled, Released };
+    ChunkFile::Ref file;
+    std::size_t index = 0;
+    std::size_t offset = 0;
+    std::size_t len = 0;
+    std::unique_ptr<ByteBuffer> buf;
+    std::exception_ptr error;
+    State state = Queued;
+    bool claimable = false;
+    bool budgeted = false;  // its bytes count against the budget until released
+};
+
+// The I/O threads and their FIFO of (batch, ticket). Lock order: the queue's mutex, then a
+// batch's; never the other way round.
+class ReadQueue {
+public:
+    ReadQueue(std::size_t threads, std::size_t budget)
+        : budget_(budget), asked_(threads), wanted_(threads) {}
+    std::size_t threads() const { return asked_; }  // as asked for
+    ~ReadQueue() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        for (std::thread& t : threads_) t.join();
+    }
+    ReadQueue(const ReadQueue&) = delete;
+    ReadQueue& operator=(const ReadQueue&) = delete;
+
+    void push(ReadBatch* batch, ReadBatch::Ticket* t) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            start_threads();
+            queue_.emplace_back(batch, t);
+        }
+        wake_.notify_one();
+    }
+
+    // Drops the batch's reads that have not started. Reads being read stay the batch's to
+    // wait for.
+    void cancel(ReadBatch* batch) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::lock_guard<std::mutex> bl(batch->mutex_);
+        const auto end = std::remove_if(queue_.begin(), queue_.end(), [&](const auto& e) {
+            if (e.first != batch) return false;
+            e.second->state = ReadBatch::Ticket::Cancelled;
+            return true;
+        });
+        queue_.erase(end, queue_.end());
+    }
+
+    // A read's bytes are no longer needed: `bytes` leave the budget and its buffer is kept
+    // for the next read (buffers faulted in once, not for every read).
+    void give_back(std::unique_ptr<ByteBuffer> buf, std::size_t bytes) {
+        std::unique_ptr<ByteBuffer> drop;
+        bool wake = false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            buffered_ -= std::min(buffered_, bytes);
+            wake = over_budget_;  // a thread waits for room (else nobody needs waking)
+            if (buf) {
+                if (pooled_ + buf->capacity() <= kKeepBuffers) {
+                    pooled_ += buf->capacity();
+                    free_.push_back(std::move(buf));
+                } else {
+                    drop = std::move(buf);  // freed outside the lock
+                }
+            }
+        }
+        if (wake) wake_.notify_one();
+    }
+
+private:
+    void start_threads() {
+        // With mutex_ held. Runs with the threads it could start (at least one: a queue
+        // without threads would never finish a read).
+        while (threads_.size() < wanted_) {
+            try {
+                threads_.emplace_back([this] { loop(); });
+            } catch (const std::system_error&) {
+                if (threads_.empty()) throw;
+                wanted_ = threads_.size();
+            }
+        }
+    }
+
+    void loop();
+
+    // With mutex_ held: a kept buffer of at least `len` bytes (the smallest), or a new one
+    // (allocated by the caller outside the lock).
+    std::unique_ptr<ByteBuffer> take_buffer(std::size_t len) {
+        std::size_t best = free_.size();
+        for (std::size_t i = 0; i < free_.size(); ++i)
+            if (free_[i]->capacity() >= len &&
+                (best == free_.size() || free_[i]->capacity() < free_[best]->capacity()))
+                best = i;
+        if (best == free_.size()) return std::make_unique<ByteBuffer>();
+        std::unique_ptr<ByteBuffer> b = std::move(free_[best]);
+        free_[best] = std::move(free_.back());
+        free_.pop_back();
+        pooled_ -= b->capacity();
+        return b;
+    }
+
+    // Buffers kept between reads, at most this many bytes.
+    static constexpr std::size_t kKeepBuffers = 16u << 20;
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::pair<ReadBatch*, ReadBatch::Ticket*>> queue_;
+    std::vector<std::thread> threads_;
+    std::vector<std::unique_ptr<ByteBuffer>> free_;  // kept buffers
+    std::size_t pooled_ = 0;                         // their bytes
+    std::size_t buffered_ = 0;  // bytes of reads started and not yet released
+    std::size_t in_flight_ = 0;
+    bool over_budget_ = false;  // the next read waits for room in the budget
+    bool held_back_ = false;    // reads wait for their batch's window
+    const std::size_t budget_;
+    const std::size_t asked_;
+    std::size_t wanted_;  // asked_, or fewer when the system refused to start some
+    bool stopping_ = false;
+};
+
+namespace {
+
+std::atomic<uint64_t> g_reads{0};
+std::atomic<uint64_t> g_bytes{0};
+std::atomic<uint64_t> g_max_in_flight{0};
+std::atomic<uint64_t> g_max_buffered{0};
+
+void raise_max(std::atomic<uint64_t>& m, uint64_t v) {
+    uint64_t cur = m.load(std::memory_order_relaxed);
+    while (v > cur && !m.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+}
+
+struct QueueState {
+    std::mutex mutex;
+    ReadQueueSettings settings;
+    std::shared_ptr<ReadQueue> queue;
+};
+
+ForkLocal<QueueState>& queue_state() {
+    static ForkLocal<QueueState>* state = new ForkLocal<QueueState>();  // never destroyed
+    return *state;
+}
+
+std::size_t threads_of(const ReadQueueSettings& s) {
+    if (s.threads != 0) return s.threads;
+    return std::clamp<std::size_t>(2 * get_num_threads(), kMinReadThreads, kMaxReadThreads);
+}
+std::size_t budget_of(const ReadQueueSettings& s) {
+    return s.budget_bytes == 0 ? kDefaultReadBudget : s.budget_bytes;
+}
+
+std::shared_ptr<ReadQueue> process_read_queue() {
+    QueueState& st = queue_state().get();
+    std::lock_guard<std::mutex> lock(st.mutex);
+    // The default follows the decode threads (set_num_threads may have changed them).
+    const std::size_t threads = threads_of(st.settings);
+    if (!st.queue || st.queue->threads() != threads)
+        st.queue = std::make_shared<ReadQueue>(threads, budget_of(st.settings));
+    return st.queue;
+}
+
+}  // namespace
+
+void ReadQueue::loop() {
+    for (;;) {
+        ReadBatch* batch = nullptr;
+        ReadBatch::Ticket* t = nullptr;
+        std::unique_ptr<ByteBuffer> buf;
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            std::size_t pick = 0;
+            wake_.wait(lock, [&] {
+                over_budget_ = false;
+                held_back_ = false;
+                if (stopping_) return true;
+                // The first read whose batch may have one more in flight.
+                for (pick = 0; pick < queue_.size(); ++pick) {
+                    const ReadBatch* b = queue_[pick].first;
+                    if (b->q_running_ < b->q_window_) break;
+                }
+                if (pick == queue_.size()) {
+                    held_back_ = !queue_.empty();
+                    return false;
+                }
+                // len is fixed at submission: readable without the batch's lock.
+                const std::size_t len = queue_[pick].second->len;
+                // Within the budget; a read larger than all of it runs alone.
+                over_budget_ = buffered_ != 0 && buffered_ + len > budget_;
+                return !over_budget_;
+            });
+            if (stopping_) return;
+            batch = queue_[pick].first;
+            t = queue_[pick].second;
+            queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(pick));
+            ++batch->q_running_;
+            buf = take_buffer(t->len);
+            buffered_ += t->len;
+            ++in_flight_;
+            raise_max(g_max_in_flight, in_flight_);
+            raise_max(g_max_buffered, buffered_);
+            // Marked running under this lock: a batch ending now waits for it (cancel()
+            // can no longer find it in the queue).
+            std::lock_guard<std::mutex> bl(batch->mutex_);
+            t->state = ReadBatch::Ticket::Running;
+            t->budgeted = true;
+            ++batch->running_;
+        }
+        std::exception_ptr error;
+        try {
+            t->file.read_at(t->offset, t->len, buf->get(std::max<std::size_t>(t->len, 1)));
+        } catch (...) {
+            error = std::current_exception();
+        }
+        count_device_read(t->len);
+        g_reads.fetch_add(1, std::memory_order_relaxed);
+        g_bytes.fetch_add(t->len, std::memory_order_relaxed);
+        bool wake = false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --in_flight_;
+            --batch->q_running_;
+            ++batch->q_window_;  // each read that arrives lets the batch have one more in flight
+            wake = held_back_;
+        }
+        if (wake) wake_.notify_one();
+        {
+            std::lock_guard<std::mutex> bl(batch->mutex_);
+            t->buf = std::move(buf);
+            t->error = error;
+            t->state = error ? ReadBatch::Ticket::Failed : ReadBatch::Ticket::Done;
+            if (t->claimable) batch->arrived_claimable_.push_back(t->index);
+            --batch->running_;
+            // Under the lock: once running_ is 0 the batch may end, condition variable and all.
+            batch->arrived_.notify_all();
+        }
+    }
+}
+
+ReadBatch::ReadBatch(const CancelFlags& cancel) : cancel_(cancel) {}
+
+ReadBatch::~ReadBatch() {
+    if (!queue_) return;
+    queue_->cancel(this);
+    std::unique_lock<std::mutex> lock(mutex_);
+    arrived_.wait(lock, [this] { return running_ == 0; });
+    for (const std::unique_ptr<Ticket>& t : tickets_) {
+        if (!t->budgeted || t->state == Ticket::Released) continue;
+        // Nothing else uses the batch now: give back without holding its lock (the queue's
+        // lock comes first).
+        lock.unlock();
+        queue_->give_back(std::move(t->buf), t->len);
+        t->state = Ticket::Released;
+        lock.lock();
+    }
+}
+
+std::size_t ReadBatch::size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return tickets_.size();
+}
+
+ReadBatch::Ticket& ReadBatch::ticket(std::size_t t) {
+    // With mutex_ held.
+    if (t >= tickets_.size()) throw std::out_of_range("no such read ticket");
+    return *tickets_[t];
+}
+
+std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::size_t len,
+                              bool claimable) {
+    std::size_t index = 0;
+    Ticket* ticket = nullptr;
+    std::shared_ptr<ReadQueue> queue;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!queue_) queue_ = process_read_queue();
+        queue = queue_;
+        ticket = tickets_.emplace_back(std::make_unique<Ticket>()).get();
+        ticket->file = file.ref();
+        ticket->offset = offset;
+        ticket->len = len;
+        index = tickets_.size() - 1;
+        ticket->index = index;
+        ticket->claimable = claimable;
+        if (claimable) ++unclaimed_;
+    }
+    queue->push(this, ticket);
+    return index;
+}
+
+const uint8_t* ReadBatch::wait(std::size_t t) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        Ticket& k = ticket(t);
+        switch (k.state) {
+            case Ticket::Done: return k.buf->data();
+            case Ticket::Failed: std::rethrow_exception(k.error);
+            case Ticket::Cancelled:
+            case Ticket::Released: throw std::logic_error("read ticket waited for after it ended");
+            default: break;
+        }
+        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
+            lock.unlock();
+            cancel_.check();
+            lock.lock();
+        }
+    }
+}
+
+std::size_t ReadBatch::next_arrived() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        if (next_ < arrived_claimable_.size()) {
+            --unclaimed_;
+            return arrived_claimable_[next_++];
+        }
+        if (unclaimed_ == 0) return kNone;
+        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
+            lock.unlock();
+            cancel_.check();
+            lock.lock();
+        }
+    }
+}
+
+void ReadBatch::release(std::size_t t) {
+    std::size_t bytes = 0;
+    std::unique_ptr<ByteBuffer> buf;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Ticket& k = ticket(t);
+        if (k.state != Ticket::Done && k.state != Ticket::Failed) return;
+        buf = std::move(k.buf);
+        k.state = Ticket::Released;
+        if (k.budgeted) bytes = k.len;
+    }
+    queue_->give_back(std::move(buf), bytes);
+}
+
+void set_read_queue(const ReadQueueSettings& s) {
+    QueueState& st = queue_state().get();
+    std::shared_ptr<ReadQueue> old;
+    {
+        std::lock_guard<std::mutex> lock(st.mutex);
+        st.settings = s;
+        old.swap(st.queue);  // batches in progress keep theirs; joined by the last of them
+    }
+}
+
+ReadQueueSettings get_read_queue() {
+    QueueState& st = queue_state().get();
+    std::lock_guard<std::mutex> lock(st.mutex);
+    ReadQueueSettings s = st.settings;
+    s.threads = threads_of(s);
+    s.budget_bytes = budget_of(s);
+    return s;
+}
+
+ReadQueueCounts read_queue_counts() {
+    return ReadQueueCounts{g_reads.load(std::memory_order_relaxed),
+                           g_bytes.load(std::memory_order_relaxed),
+                           g_max_in_flight.load(std::memory_order_relaxed),
+                           g_max_buffered.load(std::memory_order_relaxed)};
+}
+
+void reset_read_queue_counts() {
+    g_reads.store(0, std::memory_order_relaxed);
+    g_bytes.store(0, std::memory_order_relaxed);
+    g_max_in_flight.store(0, std::memory_order_relaxed);
+    g_max_buffered.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace zarrcrop

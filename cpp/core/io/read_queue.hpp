@@ -1,0 +1,108 @@
+// The I/O stage's reads for data that is not in the page cache: byte ranges of chunk files
+// read by I/O threads of their own (separate from the decode threads: they spend their time
+// waiting for the device, not on a core), into buffers of their own, started in the order they
+// were asked for, a bounded number at a time, each completing on its own. A read of cold
+// chunks asks for all its ranges at once and decodes each as soon as it has arrived: the
+// device gets a queue deep enough to deliver its best, and decoding overlaps the reads still
+// in flight (bench/PROFILE.md, session 8).
+//
+// Ranges in, bytes out, completion per range: decode and stitch never see where bytes came
+// from (files here; object stores plug in behind the same ReadBatch).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "io/chunk_source.hpp"
+#include "runtime/cancel.hpp"
+
+namespace zarrcrop {
+
+class ReadQueue;
+
+// The reads of one read call (a window of chunks), which owns their buffers. Thread-safe:
+// any thread may submit, wait or release. Its destructor cancels what has not started and
+// waits for what has, so the files it reads must outlive it.
+class ReadBatch {
+public:
+    explicit ReadBatch(const CancelFlags& cancel);
+    ~ReadBatch();
+    ReadBatch(const ReadBatch&) = delete;
+    ReadBatch& operator=(const ReadBatch&) = delete;
+
+    // Queues a read of [offset, offset + len) of the chunk in `file` (offsets from the chunk's
+    // first byte) and returns its ticket; tickets count up from 0 in the order of submission,
+    // the order in which their reads start. The file's descriptor must stay open until the
+    // batch ends (the ChunkFile object itself may move).
+    // With `claimable`, the ticket is also handed out by next_arrived.
+    std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len,
+                       bool claimable = false);
+    // Waits until ticket t has arrived and returns its bytes, valid until release(t) or the
+    // batch ends. Rethrows the read's error: ChunkIoError (EIO, ...), ChunkError when the file
+    // ended early (it was truncated). Polls the cancel flags while it waits (throws Cancelled).
+    const uint8_t* wait(std::size_t t);
+    // Waits until a claimable ticket not handed out yet has arrived (or failed) and returns
+    // it, in the order they arrive; kNone when every claimable ticket has been handed out.
+    // Polls the cancel flags while it waits.
+    std::size_t next_arrived();
+    static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    // Ticket t's bytes are no longer needed: its buffer is freed and leaves the budget.
+    void release(std::size_t t);
+    std::size_t size() const;
+
+private:
+    friend class ReadQueue;
+    struct Ticket;
+    Ticket& ticket(std::size_t t);
+
+    std::shared_ptr<ReadQueue> queue_;
+    const CancelFlags cancel_;
+    mutable std::mutex mutex_;
+    std::condition_variable arrived_;
+    // Tickets keep their address as more are added (reads in flight point at them). Nothing
+    // is allocated until the first submit: a read of data in the page cache pays nothing.
+    std::vector<std::unique_ptr<Ticket>> tickets_;
+    std::vector<std::size_t> arrived_claimable_;  // arrived, in order; handed out up to next_
+    std::size_t next_ = 0;
+    std::size_t unclaimed_ = 0;                  // claimable tickets not handed out yet
+    std::size_t running_ = 0;     // tickets an I/O thread is reading (guarded by mutex_)
+    // Guarded by the queue's mutex: reads in flight, and how many may be. The window starts
+    // small, so that the first reads arrive soon (decoding can start), and grows by one with
+    // each read that arrives, up to the I/O threads (a deep queue for the device).
+    std::size_t q_running_ = 0;
+    std::size_t q_window_ = kStartWindow;
+    static constexpr std::size_t kStartWindow = 2;
+};
+
+// I/O threads for this process (fresh after fork(), like the decode pool).
+struct ReadQueueSettings {
+    std::size_t threads = 0;        // reads in flight at most; 0: the default
+    std::size_t budget_bytes = 0;   // bytes read but not yet released, at most; 0: default
+};
+// Reads in flight by default: twice the decode threads, within [kMinReadThreads,
+// kMaxReadThreads]. Enough to keep the decode threads fed; more only splits the device's
+// bandwidth so that every read arrives later, and costs CPU (bench/PROFILE.md, session 8).
+constexpr std::size_t kMinReadThreads = 4;
+constexpr std::size_t kMaxReadThreads = 64;
+// Bytes read ahead of decoding by default, over all reads of the process.
+constexpr std::size_t kDefaultReadBudget = 64u << 20;
+void set_read_queue(const ReadQueueSettings& s);
+ReadQueueSettings get_read_queue();
+
+// Process-wide counts since the last reset (tests and benchmarks).
+struct ReadQueueCounts {
+    uint64_t reads = 0;      // ranges read
+    uint64_t bytes = 0;      // bytes read
+    uint64_t max_in_flight = 0;
+    uint64_t max_buffered = 0;  // most bytes held at once
+};
+ReadQueueCounts read_queue_counts();
+void reset_read_queue_counts();
+
+}  // namespace zarrcrop

@@ -227,7 +227,7 @@ def test_cold(
     calls = iter(range(10**9))
     # The decode bound of the zarrcrop readers: per batch (a loader round: per round), the
     # fastest of its measurements, taken before the eviction of the round after it.
-    array = getattr(reader, "array", None)
+    array = reader.array if isinstance(reader, (ZarrcropLoop, LoaderRounds)) else None
     shared = mode in ("batch", "loader")
     decode: dict[int, float] = {}
     crop_shape = (1, 3, case.size, case.size)

@@ -326,7 +326,7 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
     while (asked < budget && plan.next(w, kWindowPieces)) {
         for (const ChunkTask& t : w.tasks) {
             cancel.check();
-            asked += decoder_.prefetch_chunk(t.coords);
+            asked += decoder_.prefetch_chunk(t.coords, t.stitches, t.n);
             if (asked >= budget) break;
         }
     }

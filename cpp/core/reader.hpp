@@ -51,11 +51,12 @@ public:
                     void* out, std::size_t out_nbytes, bool fill_outside, const uint8_t* fill,
                     const CancelFlags& cancel = {}) const;
 
-    // Starts reading ahead, into the page cache, the chunks these crops (as read_crops takes
-    // them) need that are not cached yet, each once, until `budget` bytes are asked for; then
-    // returns without waiting for the device. Returns the bytes asked for. Crops reaching
-    // outside the array throw std::out_of_range unless fill_outside. `starts` must not
-    // change during the call.
+    // Starts reading ahead, into the page cache, what these crops (as read_crops takes them)
+    // will need that is not cached yet (ChunkDecoder::prefetch_chunk: chunks read piecewise
+    // get their header first, their needed blocks once the header is cached), each chunk
+    // once, until `budget` bytes are asked for; then returns without waiting for the device.
+    // Returns the bytes asked for. Crops reaching outside the array throw std::out_of_range
+    // unless fill_outside. `starts` must not change during the call.
     std::size_t prefetch(const int64_t* starts, std::size_t n,
                          const std::vector<int64_t>& crop_shape, bool fill_outside,
                          std::size_t budget, const CancelFlags& cancel = {}) const;

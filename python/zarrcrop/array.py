@@ -266,15 +266,19 @@ class CropArray:
         boundary: str = "error",
         budget: int = DEFAULT_PREFETCH_BUDGET,
     ) -> int:
-        """Start reading, in the background, the chunks that crops to come will need.
+        """Start reading, in the background, what crops to come will need.
 
-        Takes the arguments of :meth:`read_crops` (no output). Every chunk file those crops
-        touch that is not in the page cache is read ahead whole by the kernel, each once,
-        until ``budget`` bytes have been asked for; then it returns at once, without waiting
-        for the disk. Returns the bytes asked for (0 when everything is cached already, so
-        that warm data pays only a check per chunk). Call it for batch ``i + 1`` before
-        reading batch ``i``: the disk then works while batch ``i`` decodes (``CropLoader``
-        does this). Arrays read through zarr-python (not native) return 0.
+        Takes the arguments of :meth:`read_crops` (no output) and asks the kernel to read
+        ahead, into the page cache, the parts of the chunk files those crops touch that are
+        not cached yet, each chunk once, until ``budget`` bytes have been asked for; then it
+        returns at once, without waiting for the disk. Large Blosc chunks are read in pieces:
+        while a chunk's header (its block offsets) is not cached, the header is asked for;
+        once it is, the blocks the crops need. Other chunks are read ahead whole. Returns the
+        bytes asked for (0 when everything is cached already, so that warm data pays only a
+        check per chunk). Call it for the batches to come before reading the current one:
+        ``CropLoader`` asks for batch ``i + 2`` (headers) and ``i + 1`` (blocks) before
+        reading batch ``i``, so the disk works while batch ``i`` decodes. Arrays read through
+        zarr-python (not native) return 0.
 
         The read-ahead lands in the page cache, which the kernel may reclaim under memory
         pressure before the read comes: ``budget`` (default 256 MiB) bounds what one call

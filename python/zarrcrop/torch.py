@@ -477,9 +477,10 @@ class CropLoader:
         of 0, 1, 2, ...
     prefetch:
         Batches read ahead of the one the training loop holds (>= 1). Besides, before
-        reading a batch the loader asks the kernel to read ahead the uncached chunk files of
-        the batch after it (:meth:`zarrcrop.CropArray.prefetch`): with data larger than RAM
-        the disk works while a batch decodes.
+        reading a batch the loader asks the kernel to read ahead what the next batches need
+        that is not cached (:meth:`zarrcrop.CropArray.prefetch`: the headers of the batch
+        after next, the blocks of the next one): with data larger than RAM the disk works
+        while a batch decodes.
     pin_memory:
         Allocate the buffers in pinned (page-locked) memory for fast host-to-GPU copies. Only
         when CUDA is available; otherwise a warning is issued and ordinary memory is used.
@@ -657,10 +658,16 @@ def _produce(
             plan, starts = ahead
             ahead = None
             if b + 1 < len(batches):
-                # The next batch's uncached chunks are read ahead while this one decodes.
+                # Read ahead while this batch decodes: the headers of the batch after next,
+                # then the blocks of the next one (its headers were asked for a batch ago).
                 next_plan = dataset.sample_plan(batches[b + 1], epoch)
                 ahead = (next_plan, dataset.plan_starts(next_plan))
+                later = None
+                if b + 2 < len(batches):
+                    later = dataset.plan_starts(dataset.sample_plan(batches[b + 2], epoch))
                 for name in dataset.names:
+                    if later is not None:
+                        arrays[name].prefetch(later[name], dataset.crop_shapes[name])
                     arrays[name].prefetch(ahead[1][name], dataset.crop_shapes[name])
             for name in dataset.names:
                 target = ring.arrays[slot][name][:n]

@@ -322,15 +322,46 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened,
     }
 }
 
-std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords) const {
+std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords, const Stitch* stitches,
+                                         std::size_t n) const {
     try {
         const ChunkFile f = open_chunk(coords);
         if (!f.is_open() || f.size() == 0) return 0;
         uint8_t head[16];
-        if (read_if_cached(f, 0, std::min(f.size(), sizeof head), head) != Residency::NotCached)
+        const std::size_t probe = std::min(f.size(), sizeof head);
+        const bool head_cached = read_if_cached(f, 0, probe, head) == Residency::Cached;
+        const auto ask = [&](std::vector<ByteRange> ranges) {
+            std::size_t bytes = 0;
+            for (const ByteRange& r : ranges) bytes += r.end - r.start;
+            read_ahead(f, std::move(ranges));
+            return bytes;
+        };
+        // Chunks read whole: the whole file, unless its first bytes are cached already.
+        if (spec_.compressor != Compressor::Blosc || f.size() < kPartialReadMin)
+            return head_cached ? 0 : ask({ByteRange{0, f.size()}});
+        // Read piecewise: the header and block offsets first (a read to come then needs no
+        // round trip for them); once they are cached, the blocks the stitches need.
+        if (!head_cached) return ask({ByteRange{0, std::min(f.size(), kHeadRead)}});
+        const BloscHeader h = validate_blosc_header(head, f.size(), chunk_bytes_);
+        if (h.memcpyed()) return 0;  // raw bytes are streamed in order (kernel read-ahead)
+        const std::size_t prefix = blosc_prefix_bytes(h);
+        WorkerScratch& s = scratch();
+        uint8_t* buf = s.file.get(prefix);
+        if (read_if_cached(f, 0, prefix, buf) != Residency::Cached)
+            return ask({ByteRange{0, prefix}});
+        const std::vector<BlockExtent> extents = blosc_block_extents(h, buf, f.size());
+        const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+        const std::size_t needed = plan_blocks(h, stitches, n, whole, s.skip);
+        std::vector<ByteRange> ranges =
+            needed_ranges(extents, s.skip, needed == static_cast<std::size_t>(h.nblocks()));
+        if (ranges.empty()) return 0;
+        // Nothing to ask for when the needed span is resident already (a warm chunk).
+        const MappingRef m = process_mappings().get(f);
+        if (m && f.base() + f.size() <= m->size() &&
+            mapped_residency(m->data(), m->data() + f.base(), ranges.front().start,
+                             ranges.back().end - ranges.front().start) == Residency::Cached)
             return 0;
-        read_ahead(f, {ByteRange{0, f.size()}});
-        return f.size();
+        return ask(std::move(ranges));
     } catch (...) {
         rethrow_in_context(label(coords));
     }

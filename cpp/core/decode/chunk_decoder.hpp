@@ -94,11 +94,14 @@ public:
     // unopened for arrays with a decoded-chunk cache (a cached chunk needs no file). Throws
     // ChunkIoError (EMFILE included) and ChunkError naming the chunk.
     void open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBatch& batch) const;
-    // For reads to come (CropReader::prefetch): when the chunk's first bytes are not in the
-    // page cache, starts reading the whole chunk ahead. Returns the bytes asked for (0 when
-    // missing or cached). Never waits for the device, except for a sharded array's index
-    // the first time it is needed.
-    std::size_t prefetch_chunk(const int64_t* coords) const;
+    // For reads to come (CropReader::prefetch), without waiting for the device: starts
+    // reading ahead what a read of these stitches will need that is not in the page cache.
+    // Chunks read whole: the whole file. Chunks read piecewise: their header and block
+    // offsets while those are not cached, else the needed blocks. Returns the bytes asked for
+    // (0 when missing or cached). Waits only for a sharded array's index the first time it is
+    // needed.
+    std::size_t prefetch_chunk(const int64_t* coords, const Stitch* stitches,
+                               std::size_t n) const;
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;

@@ -55,7 +55,7 @@ def test_create_round_trip(dataset: tuple[Path, np.ndarray]) -> None:
     g = zarrcrop.open_group(out)
     assert g["gt"].chunks == (1, 3, 32, 32) and g["gt"].native
     np.testing.assert_array_equal(g["gt"][:], data)
-    assert g["lr/32x48/rgb"].shape == (T, 3, 32, 48)
+    assert g["lr/32p/rgb"].shape == (T, 3, 32, 48)
 
 
 def test_create_v3_sharded_lz4(tmp_path: Path, images: tuple[Path, np.ndarray]) -> None:
@@ -101,7 +101,7 @@ def test_bench(dataset: tuple[Path, np.ndarray]) -> None:
     assert res.returncode == 0, res.stderr
     assert "crops/s" in res.stdout and "decode bound" in res.stdout
     assert "OK: all 10 crops are identical" in res.stdout
-    res = run("bench", str(out), "--array", "lr/32x48/rgb", "--crop", "64", "--crops", "5")
+    res = run("bench", str(out), "--array", "lr/32p/rgb", "--crop", "64", "--crops", "5")
     assert res.returncode == 0, res.stderr
     assert "32x48" in res.stdout
     res = run("bench", str(out), "--crop", "200", "--crops", "3")  # chunks 32 << crop

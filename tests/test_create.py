@@ -165,7 +165,7 @@ def test_levels(tmp_path: Path) -> None:
         tmp_path / "d", {"gt": data}, levels=(2, 3), crop_size=48, progress=False
     )
     g = zarrcrop.open_group(tmp_path / "d")
-    half, third = g["lr/32x48/rgb"], g["lr/21x32/rgb"]
+    half, third = g["lr/32p/rgb"], g["lr/21p/rgb"]
     assert half.shape == (3, C, 32, 48) and third.shape == (3, C, 21, 32)
     assert half.chunks == (1, C, 24, 24)
     for t in range(3):
@@ -174,9 +174,34 @@ def test_levels(tmp_path: Path) -> None:
     expected = data[0, :, :2, :2].astype(float).mean(axis=(1, 2))
     np.testing.assert_array_equal(half[0, :, 0, 0], np.rint(expected).astype(np.uint8))
     assert half.attrs["zarrcrop"]["scale"] == 2
-    assert g["lr/32x48"].attrs["zarrcrop"]["scale"] == 2
+    assert g["lr/32p"].attrs["zarrcrop"]["scale"] == 2
     assert {lv["scale"] for lv in g.attrs["zarrcrop"]["levels"]} == {2, 3}
-    assert set(report.arrays) == {"gt", "lr/32x48/rgb", "lr/21x32/rgb"}
+    assert set(report.arrays) == {"gt", "lr/32p/rgb", "lr/21p/rgb"}
+
+
+def test_level_names_follow_the_tutorial(tmp_path: Path) -> None:
+    """Levels are named by frame height, as the tutorial's lr/720p/rgb: 4K / 3 is 720p."""
+    uhd = np.broadcast_to(np.uint8(7), (1, 3, 2160, 3840))  # one 4K frame, no 25 MB copy
+    report = zarrcrop.create_dataset(tmp_path / "d", {"gt": uhd}, levels=(2, 3), progress=False)
+    assert set(report.arrays) == {"gt", "lr/1080p/rgb", "lr/720p/rgb"}
+    g = zarrcrop.open_group(tmp_path / "d")
+    assert g["lr/720p/rgb"].shape == (1, 3, 720, 1280)
+    assert g["lr/1080p/rgb"].shape == (1, 3, 1080, 1920)
+    assert [lv["array"] for lv in g.attrs["zarrcrop"]["levels"]] == ["lr/1080p/rgb", "lr/720p/rgb"]
+
+
+def test_level_name_clashes_are_refused(tmp_path: Path) -> None:
+    tiny = np.zeros((1, 3, 3, 40), np.uint8)  # 3 // 2 == 3 // 3: both levels are 1 pixel high
+    with pytest.raises(
+        ValueError, match=r"levels 2 and 3 of 'gt' would both be written to 'lr/1p/rgb'"
+    ):
+        zarrcrop.create_dataset(tmp_path / "d", {"gt": tiny}, levels=(2, 3), progress=False)
+    with pytest.raises(ValueError, match=r"'lr/32p/rgb', which is also an array given to write"):
+        zarrcrop.create_dataset(
+            tmp_path / "d", {"gt": frames(1), "lr/32p/rgb": frames(1)}, levels=(2,),
+            progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "d").exists()
 
 
 def _png_frames(tmp_path: Path, data: np.ndarray) -> Path:
@@ -308,7 +333,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     g = zarrcrop.open_group(path)
     np.testing.assert_array_equal(g["gt"][:], data)
     for t in range(12):
-        np.testing.assert_array_equal(g["lr/32x48/rgb"][t], downscale_area(data[t], 2))
+        np.testing.assert_array_equal(g["lr/32p/rgb"][t], downscale_area(data[t], 2))
     assert g.attrs["zarrcrop"]["complete"] is True
 
 
@@ -333,7 +358,7 @@ def test_dask_local_cluster(tmp_path: Path) -> None:
     g = zarrcrop.open_group(tmp_path / "d")
     np.testing.assert_array_equal(g["gt"][:], data)
     np.testing.assert_array_equal(g["flow"][:], flow.astype(np.float16))
-    np.testing.assert_array_equal(g["lr/32x48/rgb"][1], downscale_area(data[1], 2))
+    np.testing.assert_array_equal(g["lr/32p/rgb"][1], downscale_area(data[1], 2))
     assert report.arrays["gt"].frames_written == 6
     assert report.arrays["flow"].max_abs_error == pytest.approx(
         float(np.abs(flow.astype(np.float16).astype(np.float64) - flow).max())
@@ -343,6 +368,12 @@ def test_dask_local_cluster(tmp_path: Path) -> None:
 def test_compressor_preset_values() -> None:
     lz4 = compressor_preset("lz4")
     assert (lz4.cname, lz4.clevel, lz4.shuffle) == ("lz4", 5, numcodecs.Blosc.SHUFFLE)
+    # one definition, in zarrcrop.presets, for create_dataset and the writable groups
+    import zarrcrop.presets
+    import zarrcrop.writable
+
+    assert compressor_preset is zarrcrop.presets.compressor_preset
+    assert zarrcrop.writable.v3_compressor is zarrcrop.presets.v3_compressor
 
 
 def test_dask_scheduler_address(tmp_path: Path) -> None:

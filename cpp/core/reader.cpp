@@ -352,7 +352,7 @@ double CropReader::decode_seconds(const int64_t* starts, std::size_t n,
     double total = 0.0;
     while (plan.next(w, kWindowPieces, /*one_crop=*/!shared))
         for (const ChunkTask& t : w.tasks)
-            total += decoder_.time_decode(t.coords, t.stitches, t.n);
+            total += decoder_.decode_seconds(t.coords, t.stitches, t.n);
     return total;
 }
 

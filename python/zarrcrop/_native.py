@@ -12,7 +12,7 @@ import importlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import zarr
@@ -190,19 +190,21 @@ def _swap_width(dtype: np.dtype) -> int:
     return dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
 
 
-class _Layout:
-    def __init__(self, codecs: tuple[str, ...], prefix: str, separator: str) -> None:
-        self.codecs = codecs
-        self.prefix = prefix
-        self.separator = separator
-        self.swap_width = 0
-        self.order = "C"
-        self.shard_shape: tuple[int, ...] = ()
-        self.shard_index_location = "end"
-        self.shard_index_crc32c = True
+class _Encoding(TypedDict, total=False):
+    """How a format's metadata says chunks are keyed and encoded: the NativeLayout fields
+    that _layout_v2 / _layout_v3 decide (the others come from the array itself)."""
+
+    codecs: tuple[str, ...]
+    key_prefix: str
+    key_separator: str
+    swap_width: int
+    order: str
+    shard_shape: tuple[int, ...]
+    shard_index_location: str
+    shard_index_crc32c: bool
 
 
-def _layout_v2(meta: Any, dtype: np.dtype) -> _Layout:
+def _layout_v2(meta: Any, dtype: np.dtype) -> _Encoding:
     if meta.order not in ("C", "F"):
         raise Unsupported(f"order {meta.order!r} is not supported natively")
     if meta.filters:
@@ -222,12 +224,12 @@ def _layout_v2(meta: Any, dtype: np.dtype) -> _Layout:
             raise Unsupported(f"compressor {codec_id} is not supported natively")
     separator = meta.dimension_separator or "."
     # v2 big-endian dtypes read back big-endian (the stored bytes), so no swap is needed.
-    layout = _Layout(codecs, "", str(_plain(separator)))
-    layout.order = str(meta.order)
-    return layout
+    return _Encoding(
+        codecs=codecs, key_prefix="", key_separator=str(_plain(separator)), order=str(meta.order)
+    )
 
 
-def _layout_v3(meta: Any, dtype: np.dtype) -> _Layout:
+def _layout_v3(meta: Any, dtype: np.dtype) -> _Encoding:
     if getattr(meta, "storage_transformers", ()):
         raise Unsupported("storage transformers are not supported natively")
     grid = meta.chunk_grid.to_dict()
@@ -248,18 +250,20 @@ def _layout_v3(meta: Any, dtype: np.dtype) -> _Layout:
     separator = str(_plain((encoding.get("configuration") or {}).get("separator", "/")))
     if name not in ("default", "v2"):
         raise Unsupported(f"chunk key encoding {name} is not supported natively")
-    layout = _Layout(chain, "c" if name == "default" else "", separator)
+    layout = _Encoding(
+        codecs=chain, key_prefix="c" if name == "default" else "", key_separator=separator
+    )
     if endian == "big":  # zarr-python returns native (little-endian) arrays: swap
-        layout.swap_width = _swap_width(dtype)
+        layout["swap_width"] = _swap_width(dtype)
     if sharding is not None:
-        layout.shard_shape = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
-        layout.shard_index_location = str(_plain(sharding.get("index_location", "end")))
+        layout["shard_shape"] = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
+        layout["shard_index_location"] = str(_plain(sharding.get("index_location", "end")))
         index_chain, index_endian = _bytes_chain(
             [_codec_dict(c) for c in sharding.get("index_codecs", ())]
         )
         if index_endian == "big" or index_chain not in ((), ("crc32c",)):
             raise Unsupported("shard index codecs other than bytes + crc32c are not supported")
-        layout.shard_index_crc32c = index_chain == ("crc32c",)
+        layout["shard_index_crc32c"] = index_chain == ("crc32c",)
     return layout
 
 
@@ -298,23 +302,17 @@ def native_layout(array: zarr.Array[Any]) -> NativeLayout:
         layout = _layout_v3(meta, dtype)
     else:  # pragma: no cover - future formats
         raise Unsupported(f"zarr format {meta.zarr_format} is not supported natively")
-    if layout.separator not in (".", "/"):
-        raise Unsupported(f"chunk key separator {layout.separator!r} is not supported natively")
+    if layout["key_separator"] not in (".", "/"):
+        separator = layout["key_separator"]
+        raise Unsupported(f"chunk key separator {separator!r} is not supported natively")
     shape = tuple(int(n) for n in array.shape)
     chunks = tuple(int(n) for n in array.chunks)
-    _check_geometry(shape, chunks, dtype.itemsize, layout.shard_shape)
+    _check_geometry(shape, chunks, dtype.itemsize, layout.get("shard_shape", ()))
     return NativeLayout(
         root=root,
         shape=shape,
         chunks=chunks,
         dtype=dtype,
-        codecs=layout.codecs,
-        key_prefix=layout.prefix,
-        key_separator=layout.separator,
         fill_value=_fill_bytes(meta.fill_value, dtype),
-        swap_width=layout.swap_width,
-        order=layout.order,
-        shard_shape=layout.shard_shape,
-        shard_index_location=layout.shard_index_location,
-        shard_index_crc32c=layout.shard_index_crc32c,
+        **layout,
     )

@@ -22,16 +22,17 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     NumPy aligns large arrays to 16 bytes; then every row of a crop whose row length is a
     multiple of 64 bytes (960 RGB pixels) starts and ends inside a cache line, and outputs
     larger than the CPU cache, written with whole-line non-temporal stores, need a plain
-    read-modify-write for those lines (0.4-0.5% of a read_crops batch of 16 960x960 crops).
-    torch's CPU allocator aligns to 64 bytes too.
+    read-modify-write for those lines (bench/PROFILE.md, session 5). torch's CPU allocator
+    aligns to 64 bytes too.
     """
     dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize  # not np.prod: 3 us, on every read()
+    nbytes = math.prod(shape) * dtype.itemsize  # math.prod: np.prod is slow on small tuples
     if nbytes < ALIGN_FROM or dtype.hasobject:  # small (stays in cache), or Python objects
         return np.empty(shape, dtype=dtype)
     raw = np.empty(nbytes + LINE, dtype=np.uint8)
     start = -raw.ctypes.data % LINE
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
+    aligned: np.ndarray = raw[start : start + nbytes].view(dtype).reshape(shape)
+    return aligned
 
 
 def _to_numpy(out: Any) -> np.ndarray:
@@ -43,7 +44,8 @@ def _to_numpy(out: Any) -> np.ndarray:
         if device is not None and getattr(device, "type", "cpu") != "cpu":
             raise ValueError(f"out must be a CPU tensor, got a tensor on {device}")
         try:
-            return out.detach().numpy()  # shares memory with the tensor
+            view: np.ndarray = out.detach().numpy()  # shares memory with the tensor
+            return view
         except (TypeError, RuntimeError) as exc:
             raise ValueError(f"out: cannot view this tensor as a numpy array ({exc})") from exc
     if hasattr(out, "__array_interface__") or hasattr(out, "__array_struct__"):

@@ -91,7 +91,7 @@ def normalize_selection(selection: object, shape: tuple[int, ...]) -> BasicSelec
             counts.append(count)
             dropped.append(False)
         else:
-            index = operator.index(item)  # type: ignore[arg-type]
+            index = operator.index(item)
             if not -extent <= index < extent:
                 raise IndexError(
                     f"index {index} is out of bounds for axis {dim} with size {extent}"

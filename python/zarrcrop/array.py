@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -43,7 +43,7 @@ class CropArray:
     """
 
     def __init__(
-        self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
+        self, array: zarr.Array[Any], *, strict: bool | None = None, cache_bytes: int = 0
     ) -> None:
         cache_bytes = operator.index(cache_bytes)  # TypeError for floats and strings
         if not 0 <= cache_bytes < 2**63:
@@ -71,7 +71,7 @@ class CropArray:
     # -- metadata -------------------------------------------------------------------------
 
     @property
-    def zarr(self) -> zarr.Array:
+    def zarr(self) -> zarr.Array[Any]:
         """The underlying zarr-python array (used for metadata and fallbacks)."""
         return self._array
 
@@ -200,7 +200,7 @@ class CropArray:
             self._reader.read(list(sel.starts), list(sel.steps), list(sel.counts), buf)
             return buf
         zsel, flip = positive_step_equivalent(sel)
-        data = np.asarray(self._array[zsel])
+        data = np.asarray(self._array[cast(Any, zsel)])
         if flip:
             data = np.flip(data, axis=flip)
         # "equiv": zarr-python may hand back native byte order for big-endian arrays.
@@ -213,10 +213,10 @@ class CropArray:
                 f"{self.name}: selection of type {type(selection).__name__} is not a basic "
                 "selection and would be read by zarr-python (strict mode)"
             )
-        data = self._array[_copy_index_arrays(selection)]
+        result = self._array[_copy_index_arrays(selection)]
         if out is None:
-            return data
-        data = np.asarray(data)
+            return result
+        data = np.asarray(result)
         target = as_output_array(out, data.shape, self.dtype)
         np.copyto(target, data, casting="equiv")
         return out
@@ -357,7 +357,7 @@ class CropArray:
                 continue
             src = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
             dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))
-            target[(i, *dst)] = np.asarray(self._array[src])
+            target[cast(Any, (i, *dst))] = np.asarray(self._array[src])
 
     def decode_seconds(
         self, starts: Any, shape: Any, *, shared: bool = False, boundary: str = "error"
@@ -432,5 +432,5 @@ class _CopyingIndexer:
         self._inner[_copy_index_arrays(selection)] = value
 
 
-def _rebuild(array: zarr.Array, strict: bool, cache_bytes: int) -> CropArray:
+def _rebuild(array: zarr.Array[Any], strict: bool, cache_bytes: int) -> CropArray:
     return CropArray(array, strict=strict, cache_bytes=cache_bytes)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import numcodecs
+import numpy as np
 import zarr
-import zarr.codecs
 
 from .array import CropArray
 from .group import CropGroup
+from .presets import compressor_preset, v3_compressor
 
 __all__ = ["WritableArray", "WritableGroup", "open_writable_group", "v3_compressor"]
 
@@ -34,30 +34,31 @@ class WritableArray(CropArray):
     are forwarded to the underlying ``zarr.Array``.
     """
 
-    def __setitem__(self, selection: Any, value: Any) -> None:
-        self.zarr[selection] = value
-
-    def resize(self, *shape: Any) -> None:
-        """Resize like ``zarr.Array.resize``; the native reader is rebuilt for the new shape."""
-        new_shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        self.zarr.resize(tuple(new_shape))
-        self._rebuild()
-
-    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
-        """Append like ``zarr.Array.append``; returns the new shape."""
-        result = self.zarr.append(data, axis=axis)
-        self._rebuild()
-        return tuple(result)
-
-    def _rebuild(self) -> None:
-        CropArray.__init__(self, self.zarr, strict=self.strict, cache_bytes=self._cache_bytes)
-
     def __init__(
-        self, array: zarr.Array, *, strict: bool | None = None, cache_bytes: int = 0
+        self, array: zarr.Array[Any], *, strict: bool | None = None, cache_bytes: int = 0
     ) -> None:
         _refuse_read_only(array, "zarr.Array")
         self._cache_bytes = cache_bytes
         super().__init__(array, strict=strict, cache_bytes=cache_bytes)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self.zarr[selection] = value
+
+    def resize(self, *shape: Any) -> None:
+        """Resize like ``zarr.Array.resize``; the native reader is reopened for the new shape."""
+        new_shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        self.zarr.resize(tuple(new_shape))
+        self._reopen()
+
+    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Append like ``zarr.Array.append``; returns the new shape."""
+        result = self.zarr.append(data, axis=axis)
+        self._reopen()
+        return tuple(result)
+
+    def _reopen(self) -> None:
+        """Reopen the native reader after a resize or append (it holds the old shape)."""
+        CropArray.__init__(self, self.zarr, strict=self.strict, cache_bytes=self._cache_bytes)
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes CropArray does not define: hand them to zarr-python.
@@ -81,34 +82,6 @@ def _refuse_read_only(node: Any, kind: str) -> None:
         )
 
 
-def v3_compressor(codec: Any) -> Any:
-    """Translate a numcodecs compressor to the zarr v3 codec zarrcrop reads natively.
-
-    ``numcodecs.Blosc``, ``numcodecs.Zstd`` and ``numcodecs.GZip`` become ``zarr.codecs``'
-    ``BloscCodec``, ``ZstdCodec`` and ``GzipCodec``; anything else is returned unchanged.
-    """
-    if isinstance(codec, numcodecs.Blosc):
-        shuffle: Any = {
-            numcodecs.Blosc.NOSHUFFLE: "noshuffle",
-            numcodecs.Blosc.SHUFFLE: "shuffle",
-            numcodecs.Blosc.BITSHUFFLE: "bitshuffle",
-        }.get(codec.shuffle, "shuffle")
-        return zarr.codecs.BloscCodec(
-            cname=codec.cname, clevel=codec.clevel, shuffle=shuffle, blocksize=codec.blocksize
-        )
-    if isinstance(codec, numcodecs.Zstd):
-        return zarr.codecs.ZstdCodec(level=codec.level)
-    if isinstance(codec, numcodecs.GZip):
-        return zarr.codecs.GzipCodec(level=codec.level)
-    return codec
-
-
-def _default_compressor() -> Any:
-    from .create import compressor_preset
-
-    return compressor_preset("zstd")
-
-
 class WritableGroup(CropGroup):
     """A writable zarr group with the zarr-python 2 creation API the tutorial uses.
 
@@ -124,12 +97,18 @@ class WritableGroup(CropGroup):
         _refuse_read_only(group, "zarr.Group")
         super().__init__(group, strict=strict, cache_bytes=cache_bytes)
 
-    def _wrap(self, node: Any) -> WritableArray | WritableGroup:  # type: ignore[override]
+    def _wrap(self, node: Any) -> WritableArray | WritableGroup:
         if isinstance(node, zarr.Array):
-            return WritableArray(node, strict=self._strict, cache_bytes=self._cache_bytes)
-        return WritableGroup(node, strict=self._strict, cache_bytes=self._cache_bytes)
+            return self._wrap_array(node)
+        return self._wrap_group(node)
 
-    def __getitem__(self, key: str) -> WritableArray | WritableGroup:  # type: ignore[override]
+    def _wrap_array(self, array: zarr.Array[Any]) -> WritableArray:
+        return WritableArray(array, strict=self._strict, cache_bytes=self._cache_bytes)
+
+    def _wrap_group(self, group: zarr.Group) -> WritableGroup:
+        return WritableGroup(group, strict=self._strict, cache_bytes=self._cache_bytes)
+
+    def __getitem__(self, key: str) -> WritableArray | WritableGroup:
         return self._wrap(self._group[key])
 
     def __getattr__(self, name: str) -> Any:
@@ -150,7 +129,7 @@ class WritableGroup(CropGroup):
         if has_compressor:
             kw["compressors"] = compressor
         elif "compressors" not in kw:
-            kw["compressors"] = _default_compressor()
+            kw["compressors"] = compressor_preset("zstd")
         if fmt == 3 and kw["compressors"] is not None:
             comps = kw["compressors"]
             if isinstance(comps, (list, tuple)):
@@ -186,8 +165,7 @@ class WritableGroup(CropGroup):
                 kwargs.pop("shape")
             if kwargs["dtype"] is None:
                 kwargs.pop("dtype")
-        node = self._group.create_array(name, **self._array_kwargs(kwargs))
-        return self._wrap(node)  # type: ignore[return-value]
+        return self._wrap_array(self._group.create_array(name, **self._array_kwargs(kwargs)))
 
     def create_dataset(self, name: str, **kwargs: Any) -> WritableArray:
         """zarr-python 2's ``create_dataset``: same as :meth:`create_array`."""
@@ -205,30 +183,30 @@ class WritableGroup(CropGroup):
                 raise TypeError(f"{name!r}: shape {node.shape} does not match {tuple(shape)}")
             if dtype is not None and node.dtype != zarr_dtype(dtype):
                 raise TypeError(f"{name!r}: dtype {node.dtype} does not match {dtype}")
-            return self._wrap(node)  # type: ignore[return-value]
+            return self._wrap_array(node)
         return self.create_array(name, shape=shape, dtype=dtype, **kwargs)
 
     require_array = require_dataset
 
     def create_group(self, name: str, **kwargs: Any) -> WritableGroup:
         """Create a subgroup (``name`` may contain "/")."""
-        return self._wrap(self._group.create_group(name, **kwargs))  # type: ignore[return-value]
+        return self._wrap_group(self._group.create_group(name, **kwargs))
 
     def require_group(self, name: str, **kwargs: Any) -> WritableGroup:
         """Open or create a subgroup (``name`` may contain "/", e.g. ``"lr/720p"``)."""
-        return self._wrap(self._group.require_group(name, **kwargs))  # type: ignore[return-value]
+        return self._wrap_group(self._group.require_group(name, **kwargs))
 
     def array_items(self) -> Iterator[tuple[str, WritableArray]]:
-        for key in self.array_keys():
-            yield key, self[key]  # type: ignore[misc]
+        """(name, array) for each array directly in this group."""
+        for key, array in self._group.arrays():
+            yield key, self._wrap_array(array)
 
     def __repr__(self) -> str:
         return f"<zarrcrop.WritableGroup {self.name!r} (zarr v{self.zarr_format})>"
 
 
 def zarr_dtype(dtype: Any) -> Any:
-    import numpy as np
-
+    """``dtype`` as a numpy dtype, to compare with an existing array's."""
     return np.dtype(dtype)
 
 

@@ -99,6 +99,6 @@ def fast_layout(depth_array: np.ndarray[Any, np.dtype[np.float32]]) -> None:
         },
         crop_size=960,  # chunks (1, C, 960, 960)
         dtypes={"lr/720p/flow": "float16"},  # explicit, reported lossy conversion
-        levels=(2, 3),  # also lr/1080x1920/rgb and lr/720x1280/rgb from gt
+        levels=(2, 3),  # also lr/1080p/rgb and lr/720p/rgb from gt (4K frames)
     )
     print(report.arrays["lr/720p/flow"].max_abs_error)

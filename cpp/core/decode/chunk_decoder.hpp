@@ -113,7 +113,7 @@ public:
     // Benchmark support: reads the chunk (untimed), then returns the CPU seconds spent validating
     // and decoding exactly what a read would decode for these stitches (nothing is
     // stitched; a whole-chunk stitch may be decoded into its destination).
-    double time_decode(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+    double decode_seconds(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
 
 private:
     // The chunk's name in messages: its key, or the shard key and inner chunk.

@@ -38,7 +38,7 @@ double thread_cpu_seconds() {
 
 }  // namespace
 
-double ChunkDecoder::time_decode(const int64_t* coords, const Stitch* stitches,
+double ChunkDecoder::decode_seconds(const int64_t* coords, const Stitch* stitches,
                                  std::size_t n) const {
     std::vector<uint8_t> file;
     {

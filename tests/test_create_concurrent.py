@@ -22,20 +22,27 @@ import zarrcrop
 N_FRAMES = 10
 SHAPE = (N_FRAMES, 3, 48, 64)
 
-# argv: path, seconds per frame, start time (time.time(); 0: now), wait seconds, source kind.
+# argv: path, seconds per frame, start time (time.time(); 0: now), wait seconds, source kind,
+# and optionally a file whose creation lets the writer yield its last frame (it holds the lock
+# until then, however slowly the machine runs the other process).
 _WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import numpy as np
     import zarrcrop
 
     path, kind = sys.argv[1], sys.argv[5]
     slow, start_at, wait = map(float, sys.argv[2:5])
+    hold = sys.argv[6] if len(sys.argv) > 6 else ""
     data = np.random.default_rng(5).integers(1, 256, SHAPE, dtype=np.uint8)  # no zero value
 
     def gen():
         for t in range(len(data)):
             time.sleep(slow)
+            if hold and t == len(data) - 1:
+                deadline = time.monotonic() + 120
+                while not os.path.exists(hold) and time.monotonic() < deadline:
+                    time.sleep(0.01)
             yield data[t]
 
     class Frames:  # a known length: a finished dataset is recognised and skipped
@@ -73,9 +80,11 @@ def _start(
     start_at: float = 0.0,
     wait: float = 0.0,
     kind: str = "known",
+    hold: Path | None = None,
 ) -> subprocess.Popen[str]:
+    args = [str(path), str(slow), str(start_at), str(wait), kind]
     return subprocess.Popen(
-        [sys.executable, str(script), str(path), str(slow), str(start_at), str(wait), kind],
+        [sys.executable, str(script), *args, *([str(hold)] if hold else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -123,10 +132,12 @@ def _assert_complete_and_correct(path: Path) -> None:
 def test_second_writer_is_refused_while_the_first_runs(tmp_path: Path) -> None:
     script = _script(tmp_path)
     path = tmp_path / "d"
-    first = _start(script, path, slow=0.15)
+    release = tmp_path / "release"
+    first = _start(script, path, slow=0.15, hold=release)
     try:
         _wait_for_markers(path, first, 2)
         rc, out, err = _finish(_start(script, path, slow=0.0))
+        release.touch()
         assert rc != 0, f"the second writer ran alongside the first: {out}"
         assert "DatasetLockedError" in err and f"pid {first.pid}" in err, err[-2000:]
         assert str(path) in err

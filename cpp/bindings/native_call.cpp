@@ -59,12 +59,13 @@ void ensure_sigint_handler() {
     static std::atomic<int64_t> next_check{0};
     const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
     if (now < next_check.load(std::memory_order_relaxed)) return;
-    next_check.store(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(kRecheck)
-                               .count(),
-                     std::memory_order_relaxed);
+    next_check.store(
+        now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(kRecheck).count(),
+        std::memory_order_relaxed);
     struct sigaction cur {};
     if (::sigaction(SIGINT, nullptr, &cur) != 0 || is_ours(cur)) return;
-    if ((cur.sa_flags & SA_SIGINFO) == 0 && (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN))
+    if ((cur.sa_flags & SA_SIGINFO) == 0 &&
+        (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN))
         return;
     const int idle = 1 - g_prev_slot.load(std::memory_order_acquire);
     g_prev[idle] = cur;

@@ -12,14 +12,12 @@
 
 namespace {
 
-std::unique_ptr<zarrcrop::CropReader> make_reader(std::string name, std::string root, std::vector<int64_t> shape,
-                                 std::vector<int64_t> chunks, std::size_t itemsize,
-                                 const std::vector<std::string>& codecs, std::string key_prefix,
-                                 const std::string& key_separator, const py::bytes& fill,
-                                 std::size_t cache_bytes, std::size_t swap_width,
-                                 const std::string& order, std::vector<int64_t> shard_shape,
-                                 const std::string& shard_index_location,
-                                 bool shard_index_crc32c) {
+std::unique_ptr<zarrcrop::CropReader> make_reader(
+    std::string name, std::string root, std::vector<int64_t> shape, std::vector<int64_t> chunks,
+    std::size_t itemsize, const std::vector<std::string>& codecs, std::string key_prefix,
+    const std::string& key_separator, const py::bytes& fill, std::size_t cache_bytes,
+    std::size_t swap_width, const std::string& order, std::vector<int64_t> shard_shape,
+    const std::string& shard_index_location, bool shard_index_crc32c) {
     zarrcrop::ArraySpec spec;
     spec.name = std::move(name);
     spec.root = std::move(root);
@@ -84,9 +82,8 @@ void read_into(const zarrcrop::CropReader& reader, const std::vector<int64_t>& s
     py::buffer_info info = out.request(/*writable=*/true);
     check_contiguous(info, reader.spec().itemsize);
     const auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
-    zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags& cancel) {
-        reader.read(sel, info.ptr, nbytes, cancel);
-    });
+    zarrcrop_bindings::run_native(
+        [&](const zarrcrop::CancelFlags& cancel) { reader.read(sel, info.ptr, nbytes, cancel); });
 }
 
 // A private copy of `starts`, a C-contiguous int64 (N, ndim) buffer: the caller may change
@@ -113,8 +110,8 @@ double decode_seconds(const zarrcrop::CropReader& reader, const py::buffer& star
     const Starts start = crop_starts(reader, starts);
     double seconds = 0.0;
     zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags&) {
-        seconds = reader.decode_seconds(start.values.data(), start.n, crop_shape, shared,
-                                        fill_outside);
+        seconds =
+            reader.decode_seconds(start.values.data(), start.n, crop_shape, shared, fill_outside);
     });
     return seconds;
 }
@@ -125,8 +122,8 @@ std::size_t prefetch(const zarrcrop::CropReader& reader, const py::buffer& start
     const Starts start = crop_starts(reader, starts);
     std::size_t asked = 0;
     zarrcrop_bindings::run_native([&](const zarrcrop::CancelFlags& cancel) {
-        asked = reader.prefetch(start.values.data(), start.n, crop_shape, fill_outside, budget,
-                                cancel);
+        asked =
+            reader.prefetch(start.values.data(), start.n, crop_shape, fill_outside, budget, cancel);
     });
     return asked;
 }
@@ -158,8 +155,7 @@ void register_reader(py::module_& m) {
              py::arg("shard_shape") = std::vector<int64_t>{},
              py::arg("shard_index_location") = "end", py::arg("shard_index_crc32c") = true)
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
-             py::arg("out"),
-             "Read a strided selection into `out` (C-contiguous, shape = counts).")
+             py::arg("out"), "Read a strided selection into `out` (C-contiguous, shape = counts).")
         .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),
              py::arg("out"), py::arg("fill_outside"), py::arg("fill_value"),
              "Read N same-shape crops (starts: int64 (N, ndim)) into `out` (N, *crop_shape).")

@@ -26,8 +26,7 @@ void register_runtime(py::module_& m) {
     m.def("available_cpus", &zarrcrop::available_cpus,
           "CPUs this process may run on (sched_getaffinity).");
     m.def(
-        "set_map_limit",
-        [](std::size_t nbytes) { zarrcrop::process_mappings().set_limit(nbytes); },
+        "set_map_limit", [](std::size_t nbytes) { zarrcrop::process_mappings().set_limit(nbytes); },
         py::arg("nbytes"),
         "Most bytes of chunk files kept mapped between reads (0: read with pread only).");
     m.def(

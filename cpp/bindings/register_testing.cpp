@@ -130,8 +130,8 @@ void register_testing(py::module_& m) {
             const std::size_t planes = src.size() / 8;
             if (impl == "auto") {
                 zarrcrop::bitunshuffle_u8_range(in, planes, start, stop, out);
-            } else if (!zarrcrop::bitunshuffle_u8_range_with(impl.c_str(), in, planes, start,
-                                                             stop, out)) {
+            } else if (!zarrcrop::bitunshuffle_u8_range_with(impl.c_str(), in, planes, start, stop,
+                                                             out)) {
                 return py::none();
             }
             return py::bytes(dst);

@@ -22,10 +22,8 @@ void ArraySpec::validate() {
     const std::size_t limit = static_cast<std::size_t>(std::numeric_limits<int32_t>::max());
     std::size_t n = itemsize;
     for (std::size_t d = 0; d < shape.size(); ++d) {
-        if (shape[d] < 0)
-            throw std::invalid_argument(name + ": negative shape");
-        if (chunks[d] <= 0)
-            throw std::invalid_argument(name + ": chunk shape must be positive");
+        if (shape[d] < 0) throw std::invalid_argument(name + ": negative shape");
+        if (chunks[d] <= 0) throw std::invalid_argument(name + ": chunk shape must be positive");
         if (static_cast<std::size_t>(chunks[d]) > limit / n)
             throw std::invalid_argument(name + ": chunk is larger than 2 GiB");
         n *= static_cast<std::size_t>(chunks[d]);

@@ -29,9 +29,9 @@ struct ArraySpec {
     std::vector<int64_t> shape;
     std::vector<int64_t> chunks;
     std::size_t itemsize = 1;
-    std::vector<Codec> codecs;      // in encoding order; decoded last to first
-    std::size_t swap_width = 0;     // > 0: stored in the other byte order, swap units this wide
-    bool fortran_order = false;     // chunks laid out in Fortran (column-major) order
+    std::vector<Codec> codecs;   // in encoding order; decoded last to first
+    std::size_t swap_width = 0;  // > 0: stored in the other byte order, swap units this wide
+    bool fortran_order = false;  // chunks laid out in Fortran (column-major) order
     // Sharding (zarr v3 sharding_indexed): `chunks` is then the inner chunk shape and files hold
     // shards of `shard_shape` (a multiple of `chunks`); empty when unsharded.
     std::vector<int64_t> shard_shape;

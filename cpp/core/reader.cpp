@@ -45,7 +45,9 @@ struct ScratchRelease {
     ~ScratchRelease() { release_thread_scratch(); }
 };
 
-bool out_of_descriptors(int err) { return err == EMFILE || err == ENFILE; }
+bool out_of_descriptors(int err) {
+    return err == EMFILE || err == ENFILE;
+}
 
 // Windows of chunks that could not open a file in a row before a read gives up with EMFILE.
 constexpr int kMaxOpenStalls = 12;
@@ -90,8 +92,8 @@ CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)
     }
 }
 
-void CropReader::read(const std::vector<DimSelection>& selection, void* out,
-                      std::size_t out_nbytes, const CancelFlags& cancel) const {
+void CropReader::read(const std::vector<DimSelection>& selection, void* out, std::size_t out_nbytes,
+                      const CancelFlags& cancel) const {
     const ScratchRelease release;
     ChunkPlan plan(spec_, selection);
     std::size_t expected = spec_.itemsize;
@@ -127,9 +129,9 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
         w.stitches.reserve(last - first);
         for (std::size_t i = first; i < last; ++i) {
             plan.task_pieces(i, pieces);
-            Stitch st = make_stitch(pieces, steps.data(), ndim, spec_.itemsize,
-                                    chunk_strides_.data(), dst, out_strides.data(), stream,
-                                    w.arena);
+            Stitch st =
+                make_stitch(pieces, steps.data(), ndim, spec_.itemsize, chunk_strides_.data(), dst,
+                            out_strides.data(), stream, w.arena);
             if (st.dst == nullptr) continue;
             for (std::size_t d = 0; d < ndim; ++d) w.coords.push_back(pieces[d].chunk);
             w.stitches.push_back(st);
@@ -140,8 +142,7 @@ void CropReader::read(const std::vector<DimSelection>& selection, void* out,
     }
 }
 
-void CropReader::run(const ChunkTask* tasks, std::size_t count,
-                     const CancelFlags& cancel) const {
+void CropReader::run(const ChunkTask* tasks, std::size_t count, const CancelFlags& cancel) const {
     std::size_t window = open_file_window();
     std::vector<ChunkTask> retry;
     for (std::size_t first = 0; first < count; first += window) {
@@ -210,11 +211,11 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
     const std::function<void(std::size_t)> plan_task = [&](std::size_t i) {
         if (state[i] == kRetry) return;
         or_retry(i, [&] {
-            state[i] = decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n,
-                                                opened[i], batch, jobs[i],
-                                                few ? pool.get() : nullptr, &cancel)
-                           ? kPlanned
-                           : kDone;
+            state[i] =
+                decoder_.process_or_plan(tasks[i].coords, tasks[i].stitches, tasks[i].n, opened[i],
+                                         batch, jobs[i], few ? pool.get() : nullptr, &cancel)
+                    ? kPlanned
+                    : kDone;
         });
         opened[i] = OpenedChunk();  // closes a file process_or_plan did not keep
     };

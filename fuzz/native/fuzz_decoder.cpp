@@ -112,8 +112,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     if (size < zarrcrop_fuzz::kHeaderBytes) return -1;  // not added to the corpus
     // One directory per kind of key ("0.1", "c/0/1", ...): a key of one dimensionality may be a
     // directory of another.
-    const std::string dir = g_root + "/" + std::to_string(data[0] % 6 == 5 ? 10 : 0) +
-                            std::to_string(1 + data[2] % 3);
+    const std::string dir =
+        g_root + "/" + std::to_string(data[0] % 6 == 5 ? 10 : 0) + std::to_string(1 + data[2] % 3);
     // No file of the previous input survives.
     for (const std::string& path : g_written) ::unlink(path.c_str());
     g_written.clear();

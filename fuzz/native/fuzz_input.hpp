@@ -55,11 +55,20 @@ inline FuzzCase decode_header(const uint8_t* h, const std::string& root) {
     const int inner = h[7] % 4;  // sharded: 0 Blosc, 1 zstd, 2 none, 3 zstd + crc32c
     const int codec = sharded ? (inner == 0 ? 0 : inner == 1 ? 1 : inner == 2 ? 3 : 4) : kind;
     switch (codec) {
-        case 0: s.codecs = {Codec::Blosc}; break;
-        case 1: s.codecs = {Codec::Zstd}; break;
-        case 2: s.codecs = {Codec::Gzip}; break;
-        case 3: break;
-        case 4: s.codecs = {Codec::Zstd, Codec::Crc32c}; break;
+        case 0:
+            s.codecs = {Codec::Blosc};
+            break;
+        case 1:
+            s.codecs = {Codec::Zstd};
+            break;
+        case 2:
+            s.codecs = {Codec::Gzip};
+            break;
+        case 3:
+            break;
+        case 4:
+            s.codecs = {Codec::Zstd, Codec::Crc32c};
+            break;
     }
     for (std::size_t d = 0; d < ndim; ++d) {
         const int64_t c = 1 + h[3 + d] % 24;
@@ -93,8 +102,9 @@ inline FuzzCase decode_header(const uint8_t* h, const std::string& root) {
     const int64_t offset = (h[15] >> 1) % 8 - 2;  // -2 .. 5: some crops reach outside
     for (int i = 0; i < 3; ++i)
         for (std::size_t d = 0; d < ndim; ++d)
-            fc.crop_starts.push_back(i == 0 ? 0 : i == 1 ? fc.selection[d].start
-                                                         : s.shape[d] - fc.crop_shape[d] + offset);
+            fc.crop_starts.push_back(i == 0   ? 0
+                                     : i == 1 ? fc.selection[d].start
+                                              : s.shape[d] - fc.crop_shape[d] + offset);
     fc.cache = (h[15] & 1) != 0;
     return fc;
 }

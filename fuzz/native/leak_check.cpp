@@ -116,8 +116,8 @@ void good_reads(const CropReader& r) {
     ++g_reads;
     for (int k = 0; k < 8; ++k) {
         const uint8_t* c = out.data() + k * crop_bytes;
-        if (load(c, r.spec().itemsize) != expected(starts[2 * k], starts[2 * k + 1],
-                                                   r.spec().itemsize))
+        if (load(c, r.spec().itemsize) !=
+            expected(starts[2 * k], starts[2 * k + 1], r.spec().itemsize))
             fail(r.spec().name + ": read_crops returned a wrong value");
     }
     const std::vector<int64_t> outside = {-5, -5, shape[0] - 10, shape[1] - 3};

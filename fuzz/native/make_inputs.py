@@ -41,15 +41,36 @@ def make_arrays(root: Path) -> None:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     blosc = numcodecs.Blosc("zstd", 3, shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=1024)
-    a = zarr.create_array(root / "v2_blosc", shape=(150, 200), chunks=(64, 64), dtype="uint16",
-                          zarr_format=2, compressors=blosc, fill_value=0)
+    a = zarr.create_array(
+        root / "v2_blosc",
+        shape=(150, 200),
+        chunks=(64, 64),
+        dtype="uint16",
+        zarr_format=2,
+        compressors=blosc,
+        fill_value=0,
+    )
     a[...] = _values(a.shape, "uint16")
-    a = zarr.create_array(root / "v2_raw", shape=(50, 70), chunks=(16, 32), dtype="int32",
-                          zarr_format=2, compressors=None, fill_value=0)
+    a = zarr.create_array(
+        root / "v2_raw",
+        shape=(50, 70),
+        chunks=(16, 32),
+        dtype="int32",
+        zarr_format=2,
+        compressors=None,
+        fill_value=0,
+    )
     a[...] = _values(a.shape, "int32")
-    a = zarr.create_array(root / "v3_shard", shape=(96, 96), chunks=(16, 16), shards=(64, 64),
-                          dtype="uint8", zarr_format=3, compressors=ZstdCodec(level=1),
-                          fill_value=0)
+    a = zarr.create_array(
+        root / "v3_shard",
+        shape=(96, 96),
+        chunks=(16, 16),
+        shards=(64, 64),
+        dtype="uint8",
+        zarr_format=3,
+        compressors=ZstdCodec(level=1),
+        fill_value=0,
+    )
     a[...] = _values(a.shape, "uint8")
     codec = a.metadata.codecs[0]
     assert isinstance(codec, ShardingCodec), codec
@@ -95,8 +116,9 @@ def _encode(codec: int, raw: np.ndarray, variant: int) -> bytes:
     """codec as in fuzz_input.hpp: 0 Blosc, 1 zstd, 2 gzip, 3 none, 4 zstd + crc32c."""
     if codec == 0:
         cname = ("zstd", "lz4", "blosclz", "zlib")[variant % 4]
-        shuffle = (numcodecs.Blosc.BITSHUFFLE, numcodecs.Blosc.SHUFFLE,
-                   numcodecs.Blosc.NOSHUFFLE)[variant % 3]
+        shuffle = (numcodecs.Blosc.BITSHUFFLE, numcodecs.Blosc.SHUFFLE, numcodecs.Blosc.NOSHUFFLE)[
+            variant % 3
+        ]
         blocksize = (0, 64, 256, 1024)[variant % 4]
         return numcodecs.Blosc(cname, 5, shuffle=shuffle, blocksize=blocksize).encode(raw)
     if codec == 1:
@@ -128,17 +150,30 @@ def make_corpus(out: Path) -> int:
                     variant += 1
                     itemsize = 1 << itemsize_bits
                     chunks = [1 + (chunk_sel[d] % 24) for d in range(ndim)]
-                    flags = itemsize_bits | (0x10 if variant % 5 == 0 else 0) | (
-                        0x20 if variant % 7 == 0 else 0)
+                    flags = (
+                        itemsize_bits
+                        | (0x10 if variant % 5 == 0 else 0)
+                        | (0x20 if variant % 7 == 0 else 0)
+                    )
                     inner = variant % 4
                     if kind == 5:
                         flags |= 0x40 if variant % 3 == 0 else 0
-                    header = bytes([
-                        kind, flags, ndim - 1, *[*chunk_sel, 0][:3],
-                        variant & 0x7, inner, variant % 97, (variant * 5) % 89, variant % 31,
-                        variant & 0xFF, *[(variant * (d + 3)) % 47 for d in range(3)],
-                        variant & 0xFF,
-                    ])
+                    header = bytes(
+                        [
+                            kind,
+                            flags,
+                            ndim - 1,
+                            *[*chunk_sel, 0][:3],
+                            variant & 0x7,
+                            inner,
+                            variant % 97,
+                            (variant * 5) % 89,
+                            variant % 31,
+                            variant & 0xFF,
+                            *[(variant * (d + 3)) % 47 for d in range(3)],
+                            variant & 0xFF,
+                        ]
+                    )
                     assert len(header) == 16
                     n = int(np.prod(chunks))
                     if kind == 2 and not hasattr(numcodecs, "GZip"):
@@ -146,8 +181,10 @@ def make_corpus(out: Path) -> int:
                     if kind == 5:
                         codec = (0, 1, 3, 4)[inner]
                         n_inner = 2**ndim
-                        parts = [_encode(codec, _chunk_values(n, itemsize, variant + k), variant)
-                                 for k in range(n_inner)]
+                        parts = [
+                            _encode(codec, _chunk_values(n, itemsize, variant + k), variant)
+                            for k in range(n_inner)
+                        ]
                         if variant % 4 == 1:
                             parts[1] = b""  # an empty inner chunk (fill value)
                         index_bytes = 16 * n_inner + 4

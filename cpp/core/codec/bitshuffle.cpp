@@ -101,8 +101,7 @@ void unshuffle_sse2(const uint8_t* src, uint8_t* dst, std::size_t planes, std::s
 // parity(A.byte[7 - i] & x.byte[c]); with x.byte[c] = 1 << c and A = the planes in reverse
 // order, that is bit c of plane i.
 __attribute__((target("gfni,sse4.1"))) void unshuffle_gfni(const uint8_t* src, uint8_t* dst,
-                                                           std::size_t planes,
-                                                           std::size_t groups) {
+                                                           std::size_t planes, std::size_t groups) {
     const __m128i unit = _mm_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
     std::size_t g = 0;
     for (; g + 16 <= groups; g += 16) {
@@ -227,8 +226,8 @@ void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n) {
 #endif
 }
 
-void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a,
-                           std::size_t b, uint8_t* dst) {
+void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a, std::size_t b,
+                           uint8_t* dst) {
     static const UnitFn unit = best_unit();
     unshuffle_range(unit, src, planes, a, b, dst);
 }
@@ -279,10 +278,14 @@ void interleave_fixed(const uint8_t* src, uint8_t* dst, std::size_t n) {
             } else {
                 __m128i b[8];  // pairs of bytes, then quads, then the 8-byte items
                 for (int h = 0; h < 2; ++h) {
-                    const __m128i x01 = h ? _mm_unpackhi_epi8(p[0], p[1]) : _mm_unpacklo_epi8(p[0], p[1]);
-                    const __m128i x23 = h ? _mm_unpackhi_epi8(p[2], p[3]) : _mm_unpacklo_epi8(p[2], p[3]);
-                    const __m128i x45 = h ? _mm_unpackhi_epi8(p[4], p[5]) : _mm_unpacklo_epi8(p[4], p[5]);
-                    const __m128i x67 = h ? _mm_unpackhi_epi8(p[6], p[7]) : _mm_unpacklo_epi8(p[6], p[7]);
+                    const __m128i x01 =
+                        h ? _mm_unpackhi_epi8(p[0], p[1]) : _mm_unpacklo_epi8(p[0], p[1]);
+                    const __m128i x23 =
+                        h ? _mm_unpackhi_epi8(p[2], p[3]) : _mm_unpacklo_epi8(p[2], p[3]);
+                    const __m128i x45 =
+                        h ? _mm_unpackhi_epi8(p[4], p[5]) : _mm_unpacklo_epi8(p[4], p[5]);
+                    const __m128i x67 =
+                        h ? _mm_unpackhi_epi8(p[6], p[7]) : _mm_unpacklo_epi8(p[6], p[7]);
                     const __m128i q0 = _mm_unpacklo_epi16(x01, x23);
                     const __m128i q1 = _mm_unpackhi_epi16(x01, x23);
                     const __m128i q2 = _mm_unpacklo_epi16(x45, x67);
@@ -304,14 +307,21 @@ void interleave_fixed(const uint8_t* src, uint8_t* dst, std::size_t n) {
 
 void interleave(const uint8_t* src, uint8_t* dst, std::size_t n, std::size_t typesize) {
     switch (typesize) {
-        case 1: std::memcpy(dst, src, n); return;
-        case 2: interleave_fixed<2>(src, dst, n); return;
-        case 4: interleave_fixed<4>(src, dst, n); return;
-        case 8: interleave_fixed<8>(src, dst, n); return;
+        case 1:
+            std::memcpy(dst, src, n);
+            return;
+        case 2:
+            interleave_fixed<2>(src, dst, n);
+            return;
+        case 4:
+            interleave_fixed<4>(src, dst, n);
+            return;
+        case 8:
+            interleave_fixed<8>(src, dst, n);
+            return;
         default:
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < typesize; ++j)
-                    dst[i * typesize + j] = src[j * n + i];
+                for (std::size_t j = 0; j < typesize; ++j) dst[i * typesize + j] = src[j * n + i];
     }
 }
 
@@ -324,8 +334,8 @@ void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::si
     std::memcpy(dst + done, src + done, bytes - done);
 }
 
-void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
-                         std::size_t typesize, uint8_t* tmp) {
+void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::size_t typesize,
+                         uint8_t* tmp) {
     if (!blosc1_block_bitshuffled(bytes, typesize)) {
         std::memcpy(dst, src, bytes);  // Blosc1 left such a block unshuffled
         return;

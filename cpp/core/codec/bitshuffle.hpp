@@ -21,8 +21,8 @@ void bitunshuffle_u8(const uint8_t* src, uint8_t* dst, std::size_t n);
 // Items [a, b) of a bit-shuffled block of 1-byte items (src: 8 planes of `planes` bytes, so
 // 8 * planes items) to dst[0, b - a): unshuffles only the 8-item groups the range touches,
 // writing whole 128-item steps straight to dst. Requires b <= 8 * planes.
-void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a,
-                           std::size_t b, uint8_t* dst);
+void bitunshuffle_u8_range(const uint8_t* src, std::size_t planes, std::size_t a, std::size_t b,
+                           uint8_t* dst);
 
 // Undoes Blosc's byte SHUFFLE of one block of `bytes` bytes: src holds `typesize` planes of
 // bytes / typesize bytes (plane j = byte j of every item); dst receives the items. Bytes past
@@ -34,8 +34,8 @@ void byte_unshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::si
 // holds 8 * typesize bit planes (plane 8j + k = bit k of byte j of every item) followed by the
 // leftover bytes, else the block was stored unshuffled and is copied. `tmp` must hold `bytes`
 // bytes; src, dst and tmp must not overlap.
-void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes,
-                         std::size_t typesize, uint8_t* tmp);
+void blosc1_bitunshuffle(const uint8_t* src, uint8_t* dst, std::size_t bytes, std::size_t typesize,
+                         uint8_t* tmp);
 // True when a Blosc1 block of `bytes` bytes with this typesize was bit-shuffled: its item
 // count is a multiple of 8 (else it was stored as it is).
 inline bool blosc1_block_bitshuffled(std::size_t bytes, std::size_t typesize) {

@@ -29,15 +29,22 @@ int32_t read_i32(const uint8_t* p) {
                                 (static_cast<uint32_t>(p[3]) << 24));
 }
 
-[[noreturn]] void bad(const std::string& why) { throw ChunkError("malformed Blosc chunk: " + why); }
+[[noreturn]] void bad(const std::string& why) {
+    throw ChunkError("malformed Blosc chunk: " + why);
+}
 
 const char* codec_name(int code) {
     switch (code) {
-        case 0: return "blosclz";
-        case 1: return "lz4";
-        case 3: return "zlib";
-        case 4: return "zstd";
-        default: return nullptr;
+        case 0:
+            return "blosclz";
+        case 1:
+            return "lz4";
+        case 3:
+            return "zlib";
+        case 4:
+            return "zstd";
+        default:
+            return nullptr;
     }
 }
 
@@ -65,8 +72,8 @@ BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
         bad("header says " + std::to_string(h.cbytes) + " compressed bytes but the chunk has " +
             std::to_string(size));
     if (h.nbytes < 0 || static_cast<std::size_t>(h.nbytes) != expected_nbytes)
-        bad("header says " + std::to_string(h.nbytes) + " decompressed bytes, the chunk shape needs " +
-            std::to_string(expected_nbytes));
+        bad("header says " + std::to_string(h.nbytes) +
+            " decompressed bytes, the chunk shape needs " + std::to_string(expected_nbytes));
     if (static_cast<int64_t>(h.cbytes) > static_cast<int64_t>(h.nbytes) + 16)
         bad("compressed size exceeds decompressed size plus header");
     // Any other typesize is valid: it only says how the writer shuffled and split the bytes
@@ -107,10 +114,10 @@ std::vector<BlockExtent> blosc_block_extents(const BloscHeader& h, const uint8_t
     // Blocks may be stored in any order (parallel writers); each ends where the next begins.
     std::sort(order.begin(), order.end());
     for (std::size_t i = 0; i < nblocks; ++i) {
-        const uint32_t end =
-            i + 1 < nblocks ? order[i + 1].first : static_cast<uint32_t>(size);
-        if (end <= order[i].first) bad("blocks " + std::to_string(order[i].second) + " and " +
-                                       std::to_string(order[i + 1].second) + " overlap");
+        const uint32_t end = i + 1 < nblocks ? order[i + 1].first : static_cast<uint32_t>(size);
+        if (end <= order[i].first)
+            bad("blocks " + std::to_string(order[i].second) + " and " +
+                std::to_string(order[i + 1].second) + " overlap");
         extents[order[i].second] = {order[i].first, end};
     }
     return extents;
@@ -127,8 +134,7 @@ struct StreamLayout {
 StreamLayout stream_layout(const BloscHeader& h, int64_t b) {
     const int64_t block_bytes = blosc_block_bytes(h, b);
     const bool leftover = block_bytes < h.blocksize;
-    const int64_t count =
-        (h.no_split() || leftover) ? 1 : static_cast<int64_t>(h.typesize);
+    const int64_t count = (h.no_split() || leftover) ? 1 : static_cast<int64_t>(h.typesize);
     if (block_bytes % count != 0) bad("block size is not a multiple of the typesize");
     return {count, static_cast<std::size_t>(block_bytes / count)};
 }
@@ -152,8 +158,7 @@ std::size_t next_stream_size(const uint8_t* block, std::size_t len, std::size_t&
 
 }  // namespace
 
-void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int64_t b) {
+void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b) {
     const StreamLayout streams = stream_layout(h, b);
     std::size_t pos = 0;
     for (int64_t s = 0; s < streams.count; ++s) {
@@ -178,8 +183,8 @@ bool blosc_streams_decodable(const BloscHeader& h) {
     return codec == kCodecLz4 || codec == kCodecZstd;
 }
 
-void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int64_t b, uint8_t* dst, ZstdDecoder& zstd) {
+void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
+                          uint8_t* dst, ZstdDecoder& zstd) {
     // validate_blosc_block's walk, each size checked as it is read (see next_stream_size).
     const StreamLayout streams = stream_layout(h, b);
     const std::size_t stream_bytes = streams.bytes;
@@ -192,8 +197,7 @@ void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_
         } else if (h.codec() == kCodecLz4) {
             // Both sizes are below 2 GiB (validated); LZ4 never writes past dst_capacity.
             const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(block + pos),
-                                              reinterpret_cast<char*>(out),
-                                              static_cast<int>(csize),
+                                              reinterpret_cast<char*>(out), static_cast<int>(csize),
                                               static_cast<int>(stream_bytes));
             if (n < 0 || static_cast<std::size_t>(n) != stream_bytes)
                 bad("block " + std::to_string(b) + ": lz4 stream does not decode to " +
@@ -223,7 +227,9 @@ BloscDecoder::BloscDecoder() {
     if (ctx_ == nullptr) throw std::bad_alloc();
 }
 
-BloscDecoder::~BloscDecoder() { blosc2_free_ctx(ctx_); }
+BloscDecoder::~BloscDecoder() {
+    blosc2_free_ctx(ctx_);
+}
 
 void BloscDecoder::decompress(const uint8_t* src, std::size_t size, uint8_t* dst,
                               std::size_t dst_size) {
@@ -248,12 +254,14 @@ void BloscDecoder::decompress_blocks(const BloscHeader& h, const uint8_t* src, s
     // C-Blosc2 copies the mask; it applies to the next decompression on this context only.
     // nblocks fits int (validate_blosc_header).
     auto* mask = reinterpret_cast<bool*>(const_cast<uint8_t*>(skip.data()));
-    if (blosc2_set_maskout(ctx_, mask, static_cast<int>(nblocks)) < 0) throw ChunkError("Blosc rejected the block mask");
+    if (blosc2_set_maskout(ctx_, mask, static_cast<int>(nblocks)) < 0)
+        throw ChunkError("Blosc rejected the block mask");
     const int n = blosc2_decompress_ctx(ctx_, src, static_cast<int32_t>(size), dst,
                                         static_cast<int32_t>(dst_size));
     // C-Blosc2 documents that masked-out blocks are not counted, but 3.x returns the full
     // nbytes; accept both, nothing else.
-    if (n < 0 || (static_cast<std::size_t>(n) != expected && static_cast<std::size_t>(n) != dst_size)) {
+    if (n < 0 ||
+        (static_cast<std::size_t>(n) != expected && static_cast<std::size_t>(n) != dst_size)) {
         // A failed call may leave the mask armed; start the next decode from a clean context.
         blosc2_free_ctx(ctx_);
         blosc2_dparams params = BLOSC2_DPARAMS_DEFAULTS;
@@ -269,6 +277,8 @@ void blosc_library_init() {
     std::call_once(once, [] { blosc2_init(); });
 }
 
-std::string blosc_library_version() { return BLOSC2_VERSION_STRING; }
+std::string blosc_library_version() {
+    return BLOSC2_VERSION_STRING;
+}
 
 }  // namespace zarrcrop

@@ -67,11 +67,9 @@ void validate_blosc_streams(const BloscHeader& h, const uint8_t* src,
                             const std::vector<BlockExtent>& extents,
                             const std::vector<uint8_t>* skip);
 // The same for block b alone, given its `len` bytes (its extent) at `block`.
-void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int64_t b);
+void validate_blosc_block(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b);
 // All of the above for a chunk held whole in memory.
-BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size,
-                                 std::size_t expected_nbytes);
+BloscHeader validate_blosc_chunk(const uint8_t* src, std::size_t size, std::size_t expected_nbytes);
 
 class ZstdDecoder;
 
@@ -84,8 +82,8 @@ bool blosc_streams_decodable(const BloscHeader& h);
 // once, so a block that changes meanwhile, in a mapped file, cannot make it read out of
 // bounds) and throws ChunkError when a stream does not decode to its exact size. Only for
 // blosc_streams_decodable chunks.
-void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len,
-                          int64_t b, uint8_t* dst, ZstdDecoder& zstd);
+void decode_block_streams(const BloscHeader& h, const uint8_t* block, std::size_t len, int64_t b,
+                          uint8_t* dst, ZstdDecoder& zstd);
 // The decoded size of block b.
 inline int64_t blosc_block_bytes(const BloscHeader& h, int64_t b) {
     return (b == h.nblocks() - 1) ? h.nbytes - b * h.blocksize : h.blocksize;

@@ -124,10 +124,9 @@ std::size_t check_crc32c(const uint8_t* data, std::size_t size) {
     if (size < 4)
         throw ChunkError("crc32c: " + std::to_string(size) + " bytes, shorter than the checksum");
     const std::size_t n = size - 4;
-    const uint32_t stored = static_cast<uint32_t>(data[n]) |
-                            (static_cast<uint32_t>(data[n + 1]) << 8) |
-                            (static_cast<uint32_t>(data[n + 2]) << 16) |
-                            (static_cast<uint32_t>(data[n + 3]) << 24);
+    const uint32_t stored =
+        static_cast<uint32_t>(data[n]) | (static_cast<uint32_t>(data[n + 1]) << 8) |
+        (static_cast<uint32_t>(data[n + 2]) << 16) | (static_cast<uint32_t>(data[n + 3]) << 24);
     if (crc32c(data, n) != stored) throw ChunkError("crc32c checksum mismatch");
     return n;
 }
@@ -136,7 +135,9 @@ ZstdDecoder::ZstdDecoder() : ctx_(ZSTD_createDCtx()) {
     if (ctx_ == nullptr) throw std::bad_alloc();
 }
 
-ZstdDecoder::~ZstdDecoder() { ZSTD_freeDCtx(static_cast<ZSTD_DCtx_s*>(ctx_)); }
+ZstdDecoder::~ZstdDecoder() {
+    ZSTD_freeDCtx(static_cast<ZSTD_DCtx_s*>(ctx_));
+}
 
 std::size_t ZstdDecoder::decompress(const uint8_t* src, std::size_t size, ByteBuffer& dst,
                                     std::size_t expected, bool exact, std::size_t max_size) {
@@ -269,7 +270,8 @@ std::size_t gunzip(const uint8_t* src, std::size_t size, ByteBuffer& dst, std::s
             break;
         }
         if (rc != kOk && rc != kBufError) {
-            error = std::string("invalid data") + (zs.msg != nullptr ? std::string(" (") + zs.msg + ")" : "");
+            error = std::string("invalid data") +
+                    (zs.msg != nullptr ? std::string(" (") + zs.msg + ")" : "");
             break;
         }
         if (produced == capacity) {

@@ -31,14 +31,13 @@ public:
                            std::size_t expected, bool exact, std::size_t max_size);
     // Decompresses the zstd frame(s) in src into dst, which they must fill exactly
     // (`expected` bytes); throws ChunkError otherwise.
-    void decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst,
-                          std::size_t expected);
+    void decompress_exact(const uint8_t* src, std::size_t size, uint8_t* dst, std::size_t expected);
     // Decodes only the first `want` (<= expected) bytes into dst when src is exactly one zstd
     // frame announcing `expected` bytes (its block structure is checked, the rest of its
     // content is not decoded); returns false, having done nothing, for anything else (the
     // caller then decodes in full, which reports what is wrong).
-    bool decompress_prefix(const uint8_t* src, std::size_t size, uint8_t* dst,
-                           std::size_t expected, std::size_t want);
+    bool decompress_prefix(const uint8_t* src, std::size_t size, uint8_t* dst, std::size_t expected,
+                           std::size_t want);
 
 private:
     void* ctx_;

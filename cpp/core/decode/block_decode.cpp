@@ -27,9 +27,9 @@ bool rows_fusable(const StridedCopy& r) {
 // A decoded, still bit-shuffled block (see blosc1_bitunshuffle_items) for unshuffle_run.
 struct Planes {
     const uint8_t* data;
-    std::size_t items;     // a multiple of 8
+    std::size_t items;  // a multiple of 8
     std::size_t typesize;
-    uint8_t* tmp;          // block-sized scratch
+    uint8_t* tmp;  // block-sized scratch
 };
 
 void unshuffle_run(const void* ctx, int64_t pos, int64_t len, uint8_t* dst) {

@@ -59,8 +59,7 @@ void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches, 
     const bool caching = cache_ != nullptr && cache_->enabled();
     try {
         if (!caching) {
-            process_open(opened.opened ? std::move(opened.file) : open_chunk(coords), stitches,
-                         n);
+            process_open(opened.opened ? std::move(opened.file) : open_chunk(coords), stitches, n);
             return;
         }
         ChunkBytes cached = cache_->get(key);
@@ -134,9 +133,12 @@ void ChunkDecoder::stitch_all(const uint8_t* chunk, const Stitch* stitches, std:
 
 std::size_t ChunkDecoder::max_file_bytes() const {
     switch (spec_.compressor) {
-        case Compressor::None: return chunk_bytes_;
-        case Compressor::Blosc: return chunk_bytes_ + 16;
-        case Compressor::Chain: break;
+        case Compressor::None:
+            return chunk_bytes_;
+        case Compressor::Blosc:
+            return chunk_bytes_ + 16;
+        case Compressor::Chain:
+            break;
     }
     // zstd frames of incompressible data are slightly larger than the data; stay generous but
     // bounded so that a huge unrelated file is refused before it is read.
@@ -146,7 +148,9 @@ std::size_t ChunkDecoder::max_file_bytes() const {
 ChunkBytes ChunkDecoder::decode_whole(MutableBytes file) const {
     auto out = std::make_shared<std::vector<uint8_t>>(chunk_bytes_);
     if (spec_.compressor == Compressor::Chain) {
-        std::memcpy(out->data(), decode_chain(spec_, chunk_bytes_, file, SIZE_MAX, max_file_bytes()), chunk_bytes_);
+        std::memcpy(out->data(),
+                    decode_chain(spec_, chunk_bytes_, file, SIZE_MAX, max_file_bytes()),
+                    chunk_bytes_);
         return out;
     }
     if (spec_.compressor == Compressor::None) {
@@ -286,8 +290,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     return c;
 }
 
-void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened,
-                              ReadBatch& batch) const {
+void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBatch& batch) const {
     if (cache_ != nullptr && cache_->enabled()) return;
     try {
         opened.file = open_chunk(coords);
@@ -398,8 +401,8 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
             decode_split(c, stitches, n, *split_pool, cancel);
             return false;
         }
-        const uint8_t* base = decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole,
-                                             c.needed);
+        const uint8_t* base =
+            decode_planned(c.h, c.bytes, c.extents, stitches, n, c.whole, c.needed);
         if (base != nullptr) stitch_all(base, stitches, n);
         return false;
     } catch (...) {
@@ -438,8 +441,7 @@ void ChunkDecoder::make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* 
             lo = std::min<std::size_t>(lo, job.extents[static_cast<std::size_t>(b)].start);
             hi = std::max<std::size_t>(hi, job.extents[static_cast<std::size_t>(b)].end);
         }
-        if (mapped_residency(job.mapping->data(), job.mapped, lo, hi - lo) !=
-            Residency::NotCached)
+        if (mapped_residency(job.mapping->data(), job.mapped, lo, hi - lo) != Residency::NotCached)
             return;
         job.mapping.reset();
         job.mapped = nullptr;
@@ -469,7 +471,8 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
         }
         const std::size_t ticket = batch.submit(job.file, lo, hi - lo, /*claimable=*/true);
         job.tickets.push_back(ticket);
-        for (; i < j; ++i) job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo};
+        for (; i < j; ++i)
+            job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo};
     }
 }
 
@@ -481,8 +484,8 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     try {
         if (!job.reads.empty()) {
             const BlockJob::BlockRead& r = job.reads[k];
-            finish_block(job.h, job.batch->wait(r.ticket) + r.offset, len, b, job.stitches,
-                         job.n, job.whole);
+            finish_block(job.h, job.batch->wait(r.ticket) + r.offset, len, b, job.stitches, job.n,
+                         job.whole);
             return;
         }
         if (job.mapped != nullptr) {
@@ -490,8 +493,7 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
             // where it uses it, as the file may change under the mapping.
             try {
                 const MappedReadGuard guard(*job.mapping);
-                finish_block(job.h, job.mapped + e.start, len, b, job.stitches, job.n,
-                             job.whole);
+                finish_block(job.h, job.mapped + e.start, len, b, job.stitches, job.n, job.whole);
             } catch (const ChunkError&) {
                 if (!job.mapping->damaged()) throw;
             }

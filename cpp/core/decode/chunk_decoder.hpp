@@ -100,8 +100,7 @@ public:
     // offsets while those are not cached, else the needed blocks. Returns the bytes asked for
     // (0 when missing or cached). Waits only for a sharded array's index the first time it is
     // needed.
-    std::size_t prefetch_chunk(const int64_t* coords, const Stitch* stitches,
-                               std::size_t n) const;
+    std::size_t prefetch_chunk(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;
@@ -126,11 +125,11 @@ private:
         enum Kind { Compressed, RawCopied };
         Kind kind = Compressed;
         BloscHeader h;
-        bool whole = false;         // the only stitch takes the whole chunk contiguously
-        std::size_t needed = 0;     // blocks to decode (the worker's skip mask says which)
-        MutableBytes bytes;            // the chunk file's bytes (worker scratch)
+        bool whole = false;                // the only stitch takes the whole chunk contiguously
+        std::size_t needed = 0;            // blocks to decode (the worker's skip mask says which)
+        MutableBytes bytes;                // the chunk file's bytes (worker scratch)
         std::vector<BlockExtent> extents;  // Compressed: where each block lies in `bytes`
-        bool deferred = false;  // Compressed: the needed blocks are not read yet
+        bool deferred = false;             // Compressed: the needed blocks are not read yet
     };
     // Reads a large Blosc chunk file: header, offset table and only the needed blocks, all
     // validated, into the worker's scratch. Blocks that decode_block decodes itself
@@ -175,8 +174,8 @@ private:
     // window): missing (fill value), small Blosc chunks, uncompressed and codec chains.
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;
     // Decodes the needed blocks of a loaded (non-deferred) chunk in parallel on `pool`.
-    void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n,
-                      ThreadPool& pool, const CancelFlags* cancel) const;
+    void decode_split(const LoadedChunk& c, const Stitch* stitches, std::size_t n, ThreadPool& pool,
+                      const CancelFlags* cancel) const;
     // Decodes a whole chunk file into a fresh buffer (for the cache).
     ChunkBytes decode_whole(MutableBytes file) const;
 

@@ -26,9 +26,15 @@ void swap_units(uint8_t* data, std::size_t size, Swap swap) {
 
 void swap_byte_order(uint8_t* data, std::size_t size, std::size_t width) {
     switch (width) {
-        case 2: return swap_units<uint16_t>(data, size, [](uint16_t v) { return __builtin_bswap16(v); });
-        case 4: return swap_units<uint32_t>(data, size, [](uint32_t v) { return __builtin_bswap32(v); });
-        case 8: return swap_units<uint64_t>(data, size, [](uint64_t v) { return __builtin_bswap64(v); });
+        case 2:
+            return swap_units<uint16_t>(data, size,
+                                        [](uint16_t v) { return __builtin_bswap16(v); });
+        case 4:
+            return swap_units<uint32_t>(data, size,
+                                        [](uint32_t v) { return __builtin_bswap32(v); });
+        case 8:
+            return swap_units<uint64_t>(data, size,
+                                        [](uint64_t v) { return __builtin_bswap64(v); });
         default:
             for (std::size_t i = 0; i + width <= size; i += width)
                 std::reverse(data + i, data + i + width);

@@ -39,7 +39,7 @@ double thread_cpu_seconds() {
 }  // namespace
 
 double ChunkDecoder::decode_seconds(const int64_t* coords, const Stitch* stitches,
-                                 std::size_t n) const {
+                                    std::size_t n) const {
     std::vector<uint8_t> file;
     {
         const ChunkFile f = open_chunk(coords);

@@ -33,9 +33,8 @@ void stream_raw(const ChunkFile& file, std::size_t data_offset, std::size_t chun
             const std::size_t end = std::min(lo + kWindow, hi);
             file.read_at(data_offset + lo, end - lo, window);
             for (std::size_t i = 0; i < n; ++i)
-                copy_strided_window(window, static_cast<int64_t>(lo),
-                                    static_cast<int64_t>(end), stitches[i].src_offset,
-                                    stitches[i].dst, stitches[i].region);
+                copy_strided_window(window, static_cast<int64_t>(lo), static_cast<int64_t>(end),
+                                    stitches[i].src_offset, stitches[i].dst, stitches[i].region);
         }
         g = e;
     }

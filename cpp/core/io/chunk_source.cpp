@@ -53,8 +53,8 @@ void read_range(int fd, std::size_t base, std::size_t size, const std::string& p
         }
         if (n == 0)
             throw ChunkError("chunk file " + path + " shrank while it was read (now " +
-                             std::to_string(offset + done) + " bytes, was " +
-                             std::to_string(size) + ")");
+                             std::to_string(offset + done) + " bytes, was " + std::to_string(size) +
+                             ")");
         done += static_cast<std::size_t>(n);
     }
 }
@@ -73,7 +73,9 @@ FileChunkSource::FileChunkSource(std::string root) : root_(std::move(root)) {
     while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
 }
 
-std::string FileChunkSource::path_of(const std::string& key) const { return root_ + "/" + key; }
+std::string FileChunkSource::path_of(const std::string& key) const {
+    return root_ + "/" + key;
+}
 
 ChunkFile FileChunkSource::open(const std::string& key, std::size_t max_bytes) const {
     std::string path = path_of(key);

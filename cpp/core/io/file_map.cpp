@@ -186,8 +186,8 @@ MappingRef MappingCache::get(const ChunkFile& file) {
     }
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, file.fd(), 0);
     if (p == MAP_FAILED) return nullptr;  // e.g. a file system without mmap: pread instead
-    auto m = std::make_shared<FileMapping>(static_cast<const uint8_t*>(p), size, file.dev(),
-                                           file.ino());
+    auto m =
+        std::make_shared<FileMapping>(static_cast<const uint8_t*>(p), size, file.dev(), file.ino());
     std::vector<MappingRef> evicted;
     {
         std::lock_guard<std::mutex> lock(s.mutex);

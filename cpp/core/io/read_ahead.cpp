@@ -44,15 +44,16 @@ void reset_read_ahead_counts() {
     g_bytes.store(0, std::memory_order_relaxed);
 }
 
-void count_cold_chunk() { g_cold_chunks.fetch_add(1, std::memory_order_relaxed); }
+void count_cold_chunk() {
+    g_cold_chunks.fetch_add(1, std::memory_order_relaxed);
+}
 
 void count_device_read(std::size_t bytes) {
     g_requests.fetch_add(1, std::memory_order_relaxed);
     g_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
-Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t len,
-                         uint8_t* dst) {
+Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t len, uint8_t* dst) {
     if (len == 0) return Residency::Cached;
 #ifdef RWF_NOWAIT
     std::size_t done = 0;
@@ -64,10 +65,10 @@ Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t 
             if (errno == EINTR) continue;
             if (errno == EAGAIN) return Residency::NotCached;
             // Kernels before 4.14 and some file systems do not support the flag.
-            if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) return Residency::Unknown;
-            throw ChunkIoError("cannot read chunk file " + file.path() + ": " +
-                                   std::strerror(errno),
-                               errno);
+            if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)
+                return Residency::Unknown;
+            throw ChunkIoError(
+                "cannot read chunk file " + file.path() + ": " + std::strerror(errno), errno);
         }
         // A short read: the rest is not cached (or the file shrank; the real read reports it).
         if (n == 0) return Residency::NotCached;

@@ -19,16 +19,15 @@ struct ByteRange {
 };
 
 enum class Residency {
-    Cached,    // every byte is in the page cache
-    NotCached, // some byte would have to come from the device
-    Unknown,   // the kernel or file system cannot tell (the caller reads as if cached)
+    Cached,     // every byte is in the page cache
+    NotCached,  // some byte would have to come from the device
+    Unknown,    // the kernel or file system cannot tell (the caller reads as if cached)
 };
 
 // Reads [offset, offset + len) of the chunk into dst only when all of it is in the page cache
 // (preadv2 with RWF_NOWAIT): never waits for the device. dst holds the bytes when Cached.
 // Throws ChunkIoError on other I/O errors.
-Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t len,
-                         uint8_t* dst);
+Residency read_if_cached(const ChunkFile& file, std::size_t offset, std::size_t len, uint8_t* dst);
 
 // Whether every page of [offset, offset + len) of a chunk mapped at `chunk` (its first byte,
 // inside a mapping that starts on a page boundary at `map_base`) is resident (mincore).

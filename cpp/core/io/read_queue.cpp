@@ -132,7 +132,7 @@ private:
     std::vector<std::thread> threads_;
     std::vector<std::unique_ptr<ByteBuffer>> free_;  // kept buffers
     std::size_t pooled_ = 0;                         // their bytes
-    std::size_t buffered_ = 0;  // bytes of reads started and not yet released
+    std::size_t buffered_ = 0;                       // bytes of reads started and not yet released
     std::size_t in_flight_ = 0;
     bool over_budget_ = false;  // the next read waits for room in the budget
     bool held_back_ = false;    // reads wait for their batch's window
@@ -317,11 +317,15 @@ const uint8_t* ReadBatch::wait(std::size_t t) {
     for (;;) {
         Ticket& k = ticket(t);
         switch (k.state) {
-            case Ticket::Done: return k.buf->data();
-            case Ticket::Failed: std::rethrow_exception(k.error);
+            case Ticket::Done:
+                return k.buf->data();
+            case Ticket::Failed:
+                std::rethrow_exception(k.error);
             case Ticket::Cancelled:
-            case Ticket::Released: throw std::logic_error("read ticket waited for after it ended");
-            default: break;
+            case Ticket::Released:
+                throw std::logic_error("read ticket waited for after it ended");
+            default:
+                break;
         }
         if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
             lock.unlock();

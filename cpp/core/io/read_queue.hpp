@@ -70,8 +70,8 @@ private:
     std::vector<std::unique_ptr<Ticket>> tickets_;
     std::vector<std::size_t> arrived_claimable_;  // arrived, in order; handed out up to next_
     std::size_t next_ = 0;
-    std::size_t unclaimed_ = 0;                  // claimable tickets not handed out yet
-    std::size_t running_ = 0;     // tickets an I/O thread is reading (guarded by mutex_)
+    std::size_t unclaimed_ = 0;  // claimable tickets not handed out yet
+    std::size_t running_ = 0;    // tickets an I/O thread is reading (guarded by mutex_)
     // Guarded by the queue's mutex: reads in flight, and how many may be. The window starts
     // small, so that the first reads arrive soon (decoding can start), and grows by one with
     // each read that arrives, up to the I/O threads (a deep queue for the device).
@@ -82,8 +82,8 @@ private:
 
 // I/O threads for this process (fresh after fork(), like the decode pool).
 struct ReadQueueSettings {
-    std::size_t threads = 0;        // reads in flight at most; 0: the default
-    std::size_t budget_bytes = 0;   // bytes read but not yet released, at most; 0: default
+    std::size_t threads = 0;       // reads in flight at most; 0: the default
+    std::size_t budget_bytes = 0;  // bytes read but not yet released, at most; 0: default
 };
 // Reads in flight by default: twice the decode threads, within [kMinReadThreads,
 // kMaxReadThreads]. Enough to keep the decode threads fed; more only splits the device's
@@ -97,8 +97,8 @@ ReadQueueSettings get_read_queue();
 
 // Process-wide counts since the last reset (tests and benchmarks).
 struct ReadQueueCounts {
-    uint64_t reads = 0;      // ranges read
-    uint64_t bytes = 0;      // bytes read
+    uint64_t reads = 0;  // ranges read
+    uint64_t bytes = 0;  // bytes read
     uint64_t max_in_flight = 0;
     uint64_t max_buffered = 0;  // most bytes held at once
 };

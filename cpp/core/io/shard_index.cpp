@@ -27,7 +27,9 @@ int64_t mtime_ns(const struct stat& st) {
     return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
 }
 
-[[noreturn]] void bad(const std::string& why) { throw ChunkError("malformed shard index: " + why); }
+[[noreturn]] void bad(const std::string& why) {
+    throw ChunkError("malformed shard index: " + why);
+}
 
 }  // namespace
 
@@ -47,10 +49,12 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
     const uint64_t pos = at_start ? 0 : size - index_bytes;
     std::size_t done = 0;
     while (done < index_bytes) {
-        const ssize_t n = ::pread(fd, raw_bytes + done, index_bytes - done,
-                                  static_cast<off_t>(pos + done));
+        const ssize_t n =
+            ::pread(fd, raw_bytes + done, index_bytes - done, static_cast<off_t>(pos + done));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno), errno);
+        if (n < 0)
+            throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno),
+                               errno);
         if (n == 0) bad("the shard file shrank while its index was read");
         done += static_cast<std::size_t>(n);
     }
@@ -77,8 +81,8 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
             bad("inner chunk " + std::to_string(i) + " claims " + std::to_string(nbytes) +
                 " bytes, more than an inner chunk can have");
         if (offset < lo || offset > hi || nbytes > hi - offset)
-            bad("inner chunk " + std::to_string(i) + " (offset " + std::to_string(offset) +
-                ", " + std::to_string(nbytes) + " bytes) lies outside the shard's data (" +
+            bad("inner chunk " + std::to_string(i) + " (offset " + std::to_string(offset) + ", " +
+                std::to_string(nbytes) + " bytes) lies outside the shard's data (" +
                 std::to_string(size) + "-byte file)");
         if (nbytes > 0) used.emplace_back(offset, i);
     }
@@ -195,7 +199,8 @@ IndexCacheStats ShardIndexCache::stats() {
 }
 
 ShardIndexCache& process_shard_indexes() {
-    static ShardIndexCache* cache = new ShardIndexCache(kDefaultIndexCacheLimit);  // never destroyed
+    static ShardIndexCache* cache =
+        new ShardIndexCache(kDefaultIndexCacheLimit);  // never destroyed
     return *cache;
 }
 

@@ -101,8 +101,7 @@ public:
 
 private:
     std::shared_ptr<const ShardIndex> index_for(const std::string& path, int fd,
-                                                const struct stat& st,
-                                                std::size_t max_bytes) const;
+                                                const struct stat& st, std::size_t max_bytes) const;
 
     const ArraySpec& spec_;
     const FileChunkSource& files_;

@@ -138,11 +138,10 @@ CropPlan::CropPlan(const ArraySpec& spec, const std::vector<int64_t>& chunk_stri
             }
         }
         if (clipped && !fill_outside)
-            throw std::out_of_range("crop " + std::to_string(i) + " starting at " +
-                                    format_coords(start, ndim) + " with shape " +
-                                    format_coords(crop_shape.data(), ndim) +
-                                    " reaches outside the array of shape " +
-                                    format_coords(spec_.shape.data(), ndim));
+            throw std::out_of_range(
+                "crop " + std::to_string(i) + " starting at " + format_coords(start, ndim) +
+                " with shape " + format_coords(crop_shape.data(), ndim) +
+                " reaches outside the array of shape " + format_coords(spec_.shape.data(), ndim));
         if (crop_bytes == 0) pieces = 0;
         if (__builtin_add_overflow(total_pieces, pieces, &total_pieces)) total_pieces = UINT64_MAX;
     }
@@ -227,9 +226,9 @@ bool CropPlan::next(WorkWindow& w, std::size_t max_pieces, bool one_crop) {
                 which[d].out_start += lo_[d] - start[d];
                 k /= runs;
             }
-            Stitch st = make_stitch(which, unit_steps_.data(), ndim, spec_.itemsize,
-                                    chunk_strides_.data(), crop_out, out_strides_.data(),
-                                    stream_, w.arena);
+            Stitch st =
+                make_stitch(which, unit_steps_.data(), ndim, spec_.itemsize, chunk_strides_.data(),
+                            crop_out, out_strides_.data(), stream_, w.arena);
             if (st.dst == nullptr) continue;
             for (std::size_t d = 0; d < ndim; ++d) w.piece_coords.push_back(which[d].chunk);
             w.pieces.push_back(st);

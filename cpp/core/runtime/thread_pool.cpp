@@ -53,10 +53,10 @@ bool spin_until(Ready ready) {
 std::atomic<std::string*> g_thread_warning{nullptr};
 
 void note_thread_shortfall(std::size_t started, std::size_t wanted, const std::string& why) {
-    auto* text = new std::string("zarrcrop: could only start " + std::to_string(started) +
-                                 " of " + std::to_string(wanted) + " native threads (" + why +
-                                 "); reading with " + std::to_string(started) +
-                                 " (zarrcrop.set_num_threads sets the number)");
+    auto* text =
+        new std::string("zarrcrop: could only start " + std::to_string(started) + " of " +
+                        std::to_string(wanted) + " native threads (" + why + "); reading with " +
+                        std::to_string(started) + " (zarrcrop.set_num_threads sets the number)");
     delete g_thread_warning.exchange(text, std::memory_order_acq_rel);
 }
 
@@ -67,7 +67,8 @@ bool thread_warning_pending() {
 }
 
 std::string take_thread_warning() {
-    std::unique_ptr<std::string> text(g_thread_warning.exchange(nullptr, std::memory_order_acq_rel));
+    std::unique_ptr<std::string> text(
+        g_thread_warning.exchange(nullptr, std::memory_order_acq_rel));
     return text ? *text : std::string();
 }
 
@@ -134,7 +135,8 @@ void ThreadPool::run_tasks(Job& job) {
 void ThreadPool::worker_loop() {
     for (;;) {
         std::shared_ptr<Job> job;
-        const bool busy = spin_until([this] { return queued_.load(std::memory_order_acquire) > 0; });
+        const bool busy =
+            spin_until([this] { return queued_.load(std::memory_order_acquire) > 0; });
         if (!busy && idle_ != nullptr) idle_();  // about to sleep: e.g. give back scratch
         {
             std::unique_lock<std::mutex> lock(mutex_);

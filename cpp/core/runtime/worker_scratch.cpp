@@ -45,8 +45,8 @@ void ByteBuffer::release() {
 }
 
 void WorkerScratch::trim() {
-    for (ByteBuffer* b : {&file, &decoded, &shuffled, &block, &compressed, &block_raw,
-                          &block_tmp, &chain[0], &chain[1]})
+    for (ByteBuffer* b : {&file, &decoded, &shuffled, &block, &compressed, &block_raw, &block_tmp,
+                          &chain[0], &chain[1]})
         if (b->capacity() > kKeepScratchBytes) b->release();
     trim_vector(skip);
     trim_vector(block_mask);
@@ -57,6 +57,8 @@ WorkerScratch& scratch() {
     return s;
 }
 
-void release_thread_scratch() { scratch().trim(); }
+void release_thread_scratch() {
+    scratch().trim();
+}
 
 }  // namespace zarrcrop

@@ -19,14 +19,14 @@ namespace zarrcrop {
 constexpr std::size_t kKeepScratchBytes = std::size_t{8} << 20;
 
 struct WorkerScratch {
-    ByteBuffer file;        // a chunk file, or the header and block offsets of one
-    ByteBuffer decoded;     // a decoded chunk
-    ByteBuffer shuffled;    // blocks still bit-shuffled (see bitshuffle.hpp)
-    ByteBuffer block;       // one decoded block (block-by-block decoding)
-    ByteBuffer compressed;  // one block's compressed bytes (decode_block)
-    ByteBuffer block_raw;   // one block's decoded streams, still shuffled
-    ByteBuffer block_tmp;   // bit-unshuffle scratch for items of several bytes
-    ByteBuffer chain[2];    // ping-pong buffers of a codec chain
+    ByteBuffer file;                  // a chunk file, or the header and block offsets of one
+    ByteBuffer decoded;               // a decoded chunk
+    ByteBuffer shuffled;              // blocks still bit-shuffled (see bitshuffle.hpp)
+    ByteBuffer block;                 // one decoded block (block-by-block decoding)
+    ByteBuffer compressed;            // one block's compressed bytes (decode_block)
+    ByteBuffer block_raw;             // one block's decoded streams, still shuffled
+    ByteBuffer block_tmp;             // bit-unshuffle scratch for items of several bytes
+    ByteBuffer chain[2];              // ping-pong buffers of a codec chain
     std::vector<uint8_t> skip;        // per Blosc block: 1 = not needed
     std::vector<uint8_t> block_mask;  // one-block masks for split decoding
     std::unique_ptr<BloscDecoder> decoder;

@@ -23,7 +23,7 @@ inline std::size_t align_head(uint8_t* dst, const uint8_t* src) {
 }
 
 __attribute__((target("avx2"))) void stream_copy_avx2(uint8_t* dst, const uint8_t* src,
-                                                       std::size_t n) {
+                                                      std::size_t n) {
     std::size_t i = align_head(dst, src);
     for (; i + 64 <= n; i += 64) {
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
@@ -192,8 +192,8 @@ void copy_items(const uint8_t* src, int64_t ss, uint8_t* dst, int64_t ds, int64_
     }
 }
 
-void copy_row(const uint8_t* src, int64_t ss, uint8_t* dst, int64_t ds, int64_t n,
-              std::size_t item, bool stream) {
+void copy_row(const uint8_t* src, int64_t ss, uint8_t* dst, int64_t ds, int64_t n, std::size_t item,
+              bool stream) {
     const auto it = static_cast<int64_t>(item);
     if (ss == it && ds == it) {
         if (stream)
@@ -203,11 +203,21 @@ void copy_row(const uint8_t* src, int64_t ss, uint8_t* dst, int64_t ds, int64_t 
         return;
     }
     switch (item) {
-        case 1: copy_items<1>(src, ss, dst, ds, n); return;
-        case 2: copy_items<2>(src, ss, dst, ds, n); return;
-        case 4: copy_items<4>(src, ss, dst, ds, n); return;
-        case 8: copy_items<8>(src, ss, dst, ds, n); return;
-        case 16: copy_items<16>(src, ss, dst, ds, n); return;
+        case 1:
+            copy_items<1>(src, ss, dst, ds, n);
+            return;
+        case 2:
+            copy_items<2>(src, ss, dst, ds, n);
+            return;
+        case 4:
+            copy_items<4>(src, ss, dst, ds, n);
+            return;
+        case 8:
+            copy_items<8>(src, ss, dst, ds, n);
+            return;
+        case 16:
+            copy_items<16>(src, ss, dst, ds, n);
+            return;
         default:
             for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * ds, src + i * ss, item);
     }
@@ -215,8 +225,7 @@ void copy_row(const uint8_t* src, int64_t ss, uint8_t* dst, int64_t ds, int64_t 
 
 void copy_rec(const uint8_t* src, uint8_t* dst, const StridedCopy& r, std::size_t d) {
     if (d + 1 == r.ndim) {
-        copy_row(src, r.src_strides[d], dst, r.dst_strides[d], r.counts[d], r.itemsize,
-                 r.stream);
+        copy_row(src, r.src_strides[d], dst, r.dst_strides[d], r.counts[d], r.itemsize, r.stream);
         return;
     }
     for (int64_t i = 0; i < r.counts[d]; ++i)
@@ -324,7 +333,8 @@ struct Window {
         int64_t first = 0;
         int64_t last = n - 1;
         if (ss > 0) {  // only the sub-regions that can meet the window
-            // child i meets it when off + i*ss + span_hi[d+1] > lo and off + i*ss + span_lo[d+1] < hi
+            // child i meets it when off + i*ss + span_hi[d+1] > lo and off + i*ss + span_lo[d+1] <
+            // hi
             const int64_t f = floor_div(lo - off - span_hi[d + 1], ss) + 1;
             const int64_t l = floor_div(hi - off - span_lo[d + 1] - 1, ss);
             first = f > 0 ? f : 0;

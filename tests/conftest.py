@@ -1,4 +1,5 @@
-"""Test configuration for zarrcrop: hypothesis profile and shared fixtures."""
+"""Test configuration for zarrcrop: the hypothesis profile, the ``native`` marker (strict mode)
+and the shared fixtures (tests/README.md lists them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarrcrop
+from helpers import NATIVE_V2, create_array, make_data
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -25,15 +27,43 @@ settings.register_profile(
 settings.load_profile("zarrcrop")
 
 
+NATIVE_MARKER = (
+    "native: the arrays this test reads are meant to be read natively; it runs in strict mode "
+    "(ZARRCROP_STRICT=1), so an array that falls back to zarr-python raises FallbackError"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", NATIVE_MARKER)
+
+
 @pytest.fixture(autouse=True)
-def _isolate_global_state(monkeypatch):
+def _isolate_global_state(request, monkeypatch):
     """No test sees ZARRCROP_STRICT from the outer environment, and every test starts and
-    ends with the default thread count."""
+    ends with the default thread count. Tests marked ``native`` run with ZARRCROP_STRICT=1.
+
+    Autouse, so it runs before the test's other function-scoped fixtures: arrays those open
+    are strict too (and so is any process the test starts). Arrays opened by module- or
+    session-scoped fixtures were opened before it and keep their own mode."""
     monkeypatch.delenv("ZARRCROP_STRICT", raising=False)
+    if request.node.get_closest_marker("native") is not None:
+        monkeypatch.setenv("ZARRCROP_STRICT", "1")
     default_threads = len(os.sched_getaffinity(0))
     zarrcrop.set_num_threads(default_threads)
     yield
     zarrcrop.set_num_threads(default_threads)
+
+
+@pytest.fixture
+def native_v2(tmp_path):
+    """A native v2 array (helpers.NATIVE_V2: (10, 13, 3) int16, chunks (4, 5, 2), Blosc lz4,
+    fill value -3) with one missing chunk and attrs {"units": "counts"}; returns (path, zarr
+    array)."""
+    path = tmp_path / "native.zarr"
+    data = make_data(NATIVE_V2.shape, NATIVE_V2.dtype, seed=7)
+    za = create_array(path, NATIVE_V2, data, missing=[(1, 1, 0)])
+    za.attrs["units"] = "counts"
+    return path, za
 
 
 @pytest.fixture

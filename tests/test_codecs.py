@@ -1,12 +1,24 @@
-"""Codec chains decoded natively besides Blosc: zstd, crc32c, byte order, Fortran order."""
+"""Codec chains decoded natively besides Blosc (zstd, gzip, crc32c), byte order, Fortran order,
+layouts that once fell back; chunks of several gzip members or zstd frames; zstd chunks decoded
+only as far as a read needs; damaged chunks of these codecs.
+
+Blosc read block by block: tests/test_codecs_partial_decode.py; chunks near 2 GiB:
+tests/test_codecs_large_chunks.py; sharding: tests/test_sharding.py.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numcodecs
 import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import ArraySpec, Blosc, assert_same, create_array, make_data
+
+# Every array here is meant to be read natively: strict mode (tests/conftest.py).
+pytestmark = pytest.mark.native
 
 
 def _v3(path, compressors, dtype="float32", serializer=None):
@@ -86,6 +98,44 @@ def test_v2_fortran_order_and_numcodecs_zstd(tmp_path):
     ca = zarrcrop.open(tmp_path / "f.zarr", strict=True)
     for sel in [(...,), (slice(1, 6), slice(None, None, -2), 2), (6, 8), (slice(2, 7), 3)]:
         np.testing.assert_array_equal(ca[sel], data[sel])
+
+
+_BASE2 = ArraySpec(2, (9, 10), (4, 3), "int32", Blosc("lz4", 5, "shuffle"), 0)
+_BASE3 = ArraySpec(3, (9, 10), (4, 3), "int32", None, 0, {"name": "default", "separator": "/"})
+
+# Layouts that once fell back and are now read natively.
+NATIVE_EXTRA_CASES = {
+    "v2-order-F": replace(_BASE2, layout="v2-order-F"),
+    "v2-big-endian": replace(_BASE2, dtype="float32", layout="v2-big-endian"),
+    "v2-numcodecs-zstd": replace(_BASE2, layout="v2-numcodecs-zstd"),
+    "v3-default-codecs": replace(_BASE3, layout="v3-default-codecs"),
+    "v3-big-endian": replace(_BASE3, dtype="complex128", layout="v3-big-endian"),
+    "v3-zstd-crc32c": replace(_BASE3, layout="v3-zstd-crc32c"),
+    "v3-blosc-crc32c": replace(_BASE3, layout="v3-blosc-crc32c"),
+    "v3-sharding": replace(_BASE3, layout="v3-sharding"),
+    "v2-numcodecs-gzip": replace(_BASE2, layout="v2-numcodecs-gzip"),
+    "v3-gzip": replace(_BASE3, layout="v3-gzip"),
+}
+
+
+@pytest.mark.parametrize("spec", NATIVE_EXTRA_CASES.values(), ids=NATIVE_EXTRA_CASES.keys())
+def test_native_extra_layouts_equal_zarr(tmp_path, spec):
+    path = tmp_path / "extra.zarr"
+    za = create_array(path, spec, make_data(spec.shape, spec.dtype, seed=5), missing=[(1, 1)])
+    ca = zarrcrop.open(path, strict=True)
+    assert ca.native and ca.fallback_reason is None
+    assert ca.dtype == za.dtype
+    selections = [(), ..., (3,), (-1, slice(2, 9, 2)), (slice(-7, None), -4), (slice(1, 8),)]
+    for sel in selections:
+        assert_same(ca[sel], za[sel])
+    assert_same(ca[::-2, 7:1:-3], np.asarray(za[...])[::-2, 7:1:-3])
+    starts = np.array([[0, 0], [5, 7], [2, 3]])
+    batch = ca.read_crops(starts, (4, 3))
+    for i, (y, x) in enumerate(starts):
+        assert_same(batch[i], za[y : y + 4, x : x + 3])
+    cached = zarrcrop.open(path, cache_bytes=1 << 20)
+    assert_same(cached[1:8, 2:9], za[1:8, 2:9])
+    assert_same(cached[1:8, 2:9], za[1:8, 2:9])
 
 
 def _first_chunk(path):

@@ -1,4 +1,9 @@
-"""zarrcrop.create_dataset: round trips, layout, dtype policy, levels, sharding, resume, Dask."""
+"""Creating datasets: zarrcrop.create_dataset (round trips, layout, dtype policy, levels,
+sharding, resume, Dask) and writable groups (open_group(mode="w" / "r+"), create_dataset on
+them, the read-only group's hints).
+
+Two writers on one path: tests/test_create_concurrent.py; the command line: tests/test_cli.py;
+writable modes over other store kinds: tests/test_open_stores.py."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import assert_same
 from zarrcrop.create import compressor_preset, downscale_area, image_files
 
 T, C, H, W = 5, 3, 64, 96
@@ -538,3 +544,29 @@ def test_bad_array_names_are_refused(tmp_path: Path, name: str) -> None:
         zarrcrop.create_dataset(tmp_path / "d", {name: frames(1)}, progress=False)
     assert repr(name) in str(info.value)
     assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Writable groups
+# --------------------------------------------------------------------------------------
+
+
+def test_writable_group_arrays_still_accept_writes(tmp_path):
+    root = zarrcrop.open_group(tmp_path / "w.zarr", mode="w")
+    arr = root.create_dataset("a", shape=(4,), chunks=(2,), dtype="int8")
+    arr[1:3] = 5
+    assert_same(zarrcrop.open(tmp_path / "w.zarr", "a")[...], np.array([0, 5, 5, 0], "int8"))
+
+
+@pytest.mark.parametrize("method", ["create_dataset", "create_array", "require_group"])
+def test_creating_in_a_read_only_group_says_how(tutorial_group, method):
+    path, _ = tutorial_group
+    g = zarrcrop.open_group(path)
+    with pytest.raises(AttributeError) as info:
+        getattr(g, method)("new", shape=(4,), dtype="uint8")
+    message = str(info.value)
+    assert "read-only" in message and "mode='r+'" in message and str(path) in message
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        g.nonsense  # noqa: B018
+    w = zarrcrop.open_group(path, mode="r+")
+    assert w.create_dataset("new", shape=(4,), dtype="uint8").shape == (4,)

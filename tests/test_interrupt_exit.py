@@ -7,14 +7,12 @@ suite), with a timeout; every process is stopped by its PID.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 # A 1-d array of 20 million 1-element chunks, none written: a read of all of it takes tens of
 # seconds (one open() per chunk), long enough to interrupt.
@@ -28,29 +26,10 @@ def long_array(root):
 """
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_script(code: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    script = tmp_path / "case.py"
-    script.write_text(LONG_ARRAY + textwrap.dedent(code))
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A suite started in the background of a shell inherits SIGINT ignored, and Python
-        # then installs no handler: the child starts with the default, as from a terminal.
-        preexec_fn=_default_sigint,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s\nstdout: {out}\nstderr: {err[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    # A suite started in the background of a shell inherits SIGINT ignored, and Python then
+    # installs no handler: the child starts with the default, as from a terminal.
+    return run_python(LONG_ARRAY + textwrap.dedent(code), tmp_path, timeout, default_sigint=True)
 
 
 INTERRUPT = """

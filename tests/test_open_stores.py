@@ -64,6 +64,7 @@ def _check_fallback(ca, za, keywords):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("dirname", ["plain.zarr", "with space.zarr"])
 def test_file_url_reads_natively(tmp_path, dirname):
     path = tmp_path / dirname
@@ -101,6 +102,7 @@ def test_missing_path_is_named_once(tmp_path):
         assert str(info.value) == f"no zarr array or group at {path}"
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("read_only", [False, True], ids=["rw", "ro"])
 def test_local_store_object_reads_natively(local_group, read_only):
     path, zg = local_group
@@ -111,6 +113,7 @@ def test_local_store_object_reads_natively(local_group, read_only):
     _check_reads(zarrcrop.open(store, "lr/rgb", strict=True), zg["lr/rgb"], native=True)
 
 
+@pytest.mark.native
 def test_store_path_over_local_store_reads_natively(local_group):
     path, zg = local_group
     store_path = zarr.storage.StorePath(zarr.storage.LocalStore(path, read_only=True))
@@ -126,6 +129,7 @@ def test_missing_local_store_names_the_path(tmp_path):
         zarrcrop.open(store)
 
 
+@pytest.mark.native
 def test_fsspec_store_over_local_files_reads_natively(local_group):
     pytest.importorskip("fsspec")
     path, zg = local_group
@@ -134,6 +138,7 @@ def test_fsspec_store_over_local_files_reads_natively(local_group):
     _check_reads(zarrcrop.open(store, "lr/rgb", strict=True), zg["lr/rgb"], native=True)
 
 
+@pytest.mark.native
 def test_storage_options_reach_fsspec(local_group):
     pytest.importorskip("fsspec")
     path, zg = local_group
@@ -310,6 +315,7 @@ def non_utf8_group(tmp_path):
     return path, _fill(path)
 
 
+@pytest.mark.native
 def test_non_utf8_directory_reads_natively(non_utf8_group):
     path, zg = non_utf8_group
     for store in (path, Path(path), zarr.storage.LocalStore(path, read_only=True)):

@@ -1,11 +1,17 @@
-"""CropArray.read(selection, out=...): writing into caller-provided buffers."""
+"""Output buffers: CropArray.read(selection, out=...) writing into caller-provided buffers
+(NumPy, memoryview, torch), the arrays zarrcrop allocates (cache-line aligned), and outputs
+larger than the CPU cache (written with non-temporal stores), for read() and read_crops().
+
+read_crops' own out= checks: tests/test_read_crops.py."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numcodecs
 import numpy as np
 import pytest
+import zarr
 import zarrcrop
 from helpers import (
     DTYPES,
@@ -14,6 +20,7 @@ from helpers import (
     assert_same,
     create_array,
     dtype_in_message,
+    expected_crops,
     make_data,
     shape_in_message,
 )
@@ -59,6 +66,7 @@ def garbage(shape, dtype) -> np.ndarray:
     return out
 
 
+@pytest.mark.native
 def test_numpy_out_is_returned_and_filled(arrays):
     ca, za = arrays
     out = garbage(SEL_SHAPE, np.float32)
@@ -67,6 +75,7 @@ def test_numpy_out_is_returned_and_filled(arrays):
     assert_same(out, za[SEL])
 
 
+@pytest.mark.native
 def test_numpy_out_whole_array(arrays):
     ca, za = arrays
     out = garbage(SPEC.shape, np.float32)
@@ -74,6 +83,7 @@ def test_numpy_out_whole_array(arrays):
     assert_same(out, za[...])
 
 
+@pytest.mark.native
 def test_numpy_out_zero_dimensional(arrays):
     ca, za = arrays
     out = garbage((), np.float32)
@@ -81,6 +91,7 @@ def test_numpy_out_zero_dimensional(arrays):
     assert_same(out, np.asarray(za[2, 3, 1]))
 
 
+@pytest.mark.native
 def test_numpy_out_negative_steps(arrays):
     ca, za = arrays
     sel = (slice(None, None, -2), slice(10, 2, -3), slice(None, None, -1))
@@ -90,6 +101,7 @@ def test_numpy_out_negative_steps(arrays):
     assert_same(out, expected)
 
 
+@pytest.mark.native
 def test_numpy_out_reused_for_several_reads(arrays):
     ca, za = arrays
     out = garbage((4, 5, 3), np.float32)
@@ -99,6 +111,7 @@ def test_numpy_out_reused_for_several_reads(arrays):
         assert_same(out, za[sel])
 
 
+@pytest.mark.native
 def test_numpy_out_empty_result(arrays):
     ca, za = arrays
     sel = (slice(5, 2), slice(None), 0)
@@ -107,6 +120,7 @@ def test_numpy_out_empty_result(arrays):
     assert_same(out, za[sel])
 
 
+@pytest.mark.native
 def test_memoryview_out(arrays):
     ca, za = arrays
     backing = garbage(SEL_SHAPE, np.float32)
@@ -116,6 +130,7 @@ def test_memoryview_out(arrays):
     assert_same(backing, za[SEL])
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["numpy", "memoryview"])
 def test_out_every_dtype(tmp_path, dtype, kind):
@@ -142,6 +157,7 @@ def test_out_with_fallback_array(fallback_arrays):
     assert_same(view_backing, za[SEL])
 
 
+@pytest.mark.native
 def test_out_big_endian(tmp_path):
     spec = replace(SPEC, layout="v2-big-endian")
     za = create_array(tmp_path / "be.zarr", spec, make_data(SPEC.shape, SPEC.dtype, seed=4))
@@ -221,6 +237,7 @@ def test_non_contiguous_out_raises(arrays, fallback_arrays, kind, make_out):
     assert "contiguous" in str(info.value).lower()
 
 
+@pytest.mark.native
 def test_non_contiguous_example_from_docs(arrays):
     ca, _ = arrays
     out = np.empty((4, 4), dtype=np.float32)[:, ::2]
@@ -245,6 +262,7 @@ def test_read_only_out_raises(arrays, fallback_arrays, kind, make_out):
     assert any(word in message for word in ("writ", "read-only", "readonly", "read only")), message
 
 
+@pytest.mark.native
 def test_invalid_out_leaves_no_partial_result(arrays):
     ca, _ = arrays
     out = np.zeros((6, 7), dtype=np.float32)
@@ -258,6 +276,7 @@ def test_invalid_out_leaves_no_partial_result(arrays):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.native
 def test_torch_out(arrays):
     torch = pytest.importorskip("torch")
     ca, za = arrays
@@ -267,6 +286,7 @@ def test_torch_out(arrays):
     assert_same(out.numpy(), za[SEL])
 
 
+@pytest.mark.native
 def test_torch_out_integer_dtype(tmp_path):
     torch = pytest.importorskip("torch")
     spec = ArraySpec(2, (3, 40, 50), (3, 16, 16), "uint8", Blosc("lz4", 5, "shuffle"), 0)
@@ -285,6 +305,7 @@ def test_torch_out_fallback(fallback_arrays):
     assert_same(out.numpy(), za[SEL])
 
 
+@pytest.mark.native
 def test_torch_non_contiguous_out_raises(arrays):
     torch = pytest.importorskip("torch")
     ca, _ = arrays
@@ -294,6 +315,7 @@ def test_torch_non_contiguous_out_raises(arrays):
         ca.read(SEL, out=out)
 
 
+@pytest.mark.native
 def test_torch_wrong_dtype_raises(arrays):
     torch = pytest.importorskip("torch")
     ca, _ = arrays
@@ -319,6 +341,7 @@ def test_arrays_zarrcrop_allocates(dtype, shape):
     assert np.array_equal(a, np.ones(shape, dtype=a.dtype))
 
 
+@pytest.mark.native
 def test_big_results_are_line_aligned(tmp_path):
     """read() and read_crops() results of 1 MiB or more start on a cache line (the outputs
     written with whole-line non-temporal stores); equal to zarr-python's either way."""
@@ -337,3 +360,84 @@ def test_big_results_are_line_aligned(tmp_path):
     for crop, (t, y, x) in zip(crops, starts.tolist(), strict=True):
         assert_same(crop, za[t : t + 1, y : y + 590, x : x + 600])
     assert ca.read_crops(starts, (1, 590, 600), out=crops) is crops
+
+
+# --- outputs larger than the last-level cache: written with non-temporal stores -----------------
+
+
+@pytest.mark.native
+def test_stream_copy_kernel_every_alignment():
+    """The non-temporal copy writes exactly [offset, offset + n): every head alignment, lengths
+    around whole 64-byte lines, nothing before or after touched."""
+    rng = np.random.default_rng(5)
+    src = rng.integers(0, 256, 400, dtype=np.uint8).tobytes()
+    for offset in range(64):
+        for n in (0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 400):
+            got = zarrcrop._core._testing.stream_copy(src[:n], offset, 64)
+            assert got[:offset] == b"\xaa" * offset, (offset, n)
+            assert got[offset : offset + n] == src[:n], (offset, n)
+            assert got[offset + n :] == b"\xaa" * 64, (offset, n)
+
+
+@pytest.fixture(scope="module")
+def big_array(tmp_path_factory):
+    """An array a little larger than _stream_threshold() (the largest CPU cache), chunks of
+    96 KiB in two Blosc blocks of 48 KiB."""
+    threshold = zarrcrop._core._testing.stream_threshold()
+    frames = threshold // (3 * 128 * 256) + 2
+    if frames * 3 * 128 * 256 > 512 * 2**20:
+        pytest.skip(f"the cache is {threshold} bytes: an array larger needs too much memory")
+    path = str(tmp_path_factory.mktemp("big") / "big.zarr")
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 16, (frames, 3, 128, 256), dtype=np.uint8)
+    compressor = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE, blocksize=48 * 1024)
+    z = zarr.create_array(
+        path,
+        shape=data.shape,
+        chunks=(1, 3, 128, 256),
+        dtype="uint8",
+        compressors=compressor,
+        zarr_format=2,
+    )
+    z[...] = data
+    return path, data
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("boundary", ["error", "fill"])
+def test_read_crops_larger_than_the_cache_equal_per_crop_reads(big_array, boundary):
+    """A batch whose output exceeds the threshold is written with non-temporal stores; rows of
+    157 bytes cut by Blosc blocks, crops across chunks and frames, duplicates."""
+    path, data = big_array
+    shape = (2, 3, 37, 157)
+    n = zarrcrop._core._testing.stream_threshold() // int(np.prod(shape)) + 64
+    arr = zarrcrop.open(path)
+    rng = np.random.default_rng(11)
+    lo = -9 if boundary == "fill" else 0
+    frames, _, height, width = data.shape
+    base = np.stack(
+        [
+            rng.integers(lo, frames - 2 + 1 - lo, 256),
+            np.zeros(256, np.int64),
+            rng.integers(lo, height - 37 + 1 - lo, 256),
+            rng.integers(lo, width - 157 + 1 - lo, 256),
+        ],
+        axis=1,
+    )
+    starts = base[rng.integers(0, 256, n)]  # many duplicates, as in an epoch over few frames
+    got = arr.read_crops(starts, shape, boundary=boundary)
+    expected = expected_crops(data, base, shape, 0)
+    index = {tuple(s): i for i, s in enumerate(base.tolist())}
+    for i, s in enumerate(starts.tolist()):
+        np.testing.assert_array_equal(got[i], expected[index[tuple(s)]])
+
+
+@pytest.mark.native
+def test_read_larger_than_the_cache_equals_zarr_python(big_array):
+    """A single selection whose output exceeds the threshold is streamed too."""
+    path, data = big_array
+    arr = zarrcrop.open(path)
+    np.testing.assert_array_equal(arr[...], data)
+    np.testing.assert_array_equal(arr[:, :, 1:127, 3:], data[:, :, 1:127, 3:])
+    ref = zarr.open_array(path, mode="r")
+    np.testing.assert_array_equal(arr[:, 1:, 5:100, 7:250], ref[:, 1:, 5:100, 7:250])

@@ -1,4 +1,10 @@
-"""read_crops: batches of same-shape crops, compared with per-crop zarr-python reads."""
+"""read_crops: batches of same-shape crops, compared with per-crop zarr-python reads; boundary
+modes, fill values, ``out=``, argument checks, and the regressions the fuzz harnesses found
+(starts and crop shapes at the int64 edges, empty crops, 0-d arrays).
+
+Argument fuzzing: tests/test_read_crops_fuzz.py. Outputs larger than the CPU cache (streamed):
+tests/test_out.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import expected_crops
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,21 +48,7 @@ def _video(tmp_path, *, fill_value=0, zarr_format=2, dtype="uint8"):
     return path, data
 
 
-def _expected(data, starts, shape, fill):
-    out = np.full((len(starts), *shape), fill, dtype=data.dtype)
-    for i, start in enumerate(starts):
-        src, dst = [], []
-        for s, c, n in zip(start, shape, data.shape, strict=True):
-            lo, hi = max(s, 0), min(s + c, n)
-            if hi <= lo:
-                break
-            src.append(slice(lo, hi))
-            dst.append(slice(lo - s, hi - s))
-        else:
-            out[(i, *dst)] = data[tuple(src)]
-    return out
-
-
+@pytest.mark.native
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_read_crops_equals_per_crop_zarr_reads(tmp_path, zarr_format):
     path, _ = _video(tmp_path, zarr_format=zarr_format)
@@ -80,16 +73,18 @@ def test_read_crops_equals_per_crop_zarr_reads(tmp_path, zarr_format):
         np.testing.assert_array_equal(got[i], za[t : t + 1, c : c + 3, y : y + 25, x : x + 33])
 
 
+@pytest.mark.native
 def test_duplicate_and_overlapping_crops(tmp_path):
     path, data = _video(tmp_path)
     arr = zarrcrop.open(path)
     starts = np.array([[0, 0, 5, 5], [0, 0, 5, 5], [0, 0, 6, 7], [2, 0, 30, 40], [0, 0, 5, 5]])
     got = arr.read_crops(starts, (1, 3, 40, 50))
-    np.testing.assert_array_equal(got, _expected(data, starts, (1, 3, 40, 50), 0))
+    np.testing.assert_array_equal(got, expected_crops(data, starts, (1, 3, 40, 50), 0))
     np.testing.assert_array_equal(got[0], got[1])
     np.testing.assert_array_equal(got[0], got[4])
 
 
+@pytest.mark.native
 def test_read_crops_into_out(tmp_path):
     path, data = _video(tmp_path)
     arr = zarrcrop.open(path)
@@ -97,9 +92,10 @@ def test_read_crops_into_out(tmp_path):
     out = np.full((3, 1, 3, 25, 33), 77, dtype=np.uint8)
     result = arr.read_crops(starts, (1, 3, 25, 33), out=out)
     assert result is out
-    np.testing.assert_array_equal(out, _expected(data, starts, (1, 3, 25, 33), 0))
+    np.testing.assert_array_equal(out, expected_crops(data, starts, (1, 3, 25, 33), 0))
 
 
+@pytest.mark.native
 def test_read_crops_out_validation(tmp_path):
     path, _ = _video(tmp_path)
     arr = zarrcrop.open(path)
@@ -112,6 +108,7 @@ def test_read_crops_out_validation(tmp_path):
         arr.read_crops(starts, (1, 3, 8, 8), out=np.empty((2, 1, 3, 8, 16), np.uint8)[..., ::2])
 
 
+@pytest.mark.native
 def test_torch_out(tmp_path):
     torch = pytest.importorskip("torch")
     path, data = _video(tmp_path)
@@ -119,9 +116,10 @@ def test_torch_out(tmp_path):
     starts = np.array([[0, 0, 3, 4], [2, 0, 10, 11]])
     out = torch.empty((2, 1, 3, 16, 16), dtype=torch.uint8)
     assert arr.read_crops(starts, (1, 3, 16, 16), out=out) is out
-    np.testing.assert_array_equal(out.numpy(), _expected(data, starts, (1, 3, 16, 16), 0))
+    np.testing.assert_array_equal(out.numpy(), expected_crops(data, starts, (1, 3, 16, 16), 0))
 
 
+@pytest.mark.native
 def test_boundary_error_names_the_crop(tmp_path):
     path, _ = _video(tmp_path)
     arr = zarrcrop.open(path)
@@ -132,6 +130,7 @@ def test_boundary_error_names_the_crop(tmp_path):
         arr.read_crops(np.array([[0, 0, -1, 0]]), (1, 3, 20, 20))
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("fill", [None, 255])
 def test_boundary_fill(tmp_path, fill):
     path, data = _video(tmp_path, fill_value=9)
@@ -140,19 +139,21 @@ def test_boundary_fill(tmp_path, fill):
         [[0, 0, -10, -10], [2, 0, 60, 80], [1, 0, -40, 70], [0, 0, 100, 100], [-1, 0, 0, 0]]
     )
     got = arr.read_crops(starts, (1, 3, 30, 30), boundary="fill", fill=fill)
-    expected = _expected(data, starts, (1, 3, 30, 30), 9 if fill is None else fill)
+    expected = expected_crops(data, starts, (1, 3, 30, 30), 9 if fill is None else fill)
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.native
 def test_float_nan_fill(tmp_path):
     path, data = _video(tmp_path, fill_value=np.nan, dtype="float32")
     arr = zarrcrop.open(path)
     starts = np.array([[1, 0, 20, -5], [0, 0, 50, 70]])
     got = arr.read_crops(starts, (1, 3, 30, 30), boundary="fill")
-    expected = _expected(data, starts, (1, 3, 30, 30), np.nan)
+    expected = expected_crops(data, starts, (1, 3, 30, 30), np.nan)
     np.testing.assert_array_equal(got, expected)  # NaN positions must agree
 
 
+@pytest.mark.native
 def test_argument_validation(tmp_path):
     path, _ = _video(tmp_path)
     arr = zarrcrop.open(path)
@@ -186,13 +187,14 @@ def test_fallback_array_read_crops(tmp_path):
     assert not arr.native
     starts = np.array([[0, -3, 5], [1, 20, 30], [1, 0, 0]])
     got = arr.read_crops(starts, (1, 12, 12), boundary="fill")
-    np.testing.assert_array_equal(got, _expected(data, starts, (1, 12, 12), -1))
+    np.testing.assert_array_equal(got, expected_crops(data, starts, (1, 12, 12), -1))
     with pytest.raises(IndexError, match="crop 0"):
         arr.read_crops(starts, (1, 12, 12))
     with pytest.raises(zarrcrop.FallbackError):
         zarrcrop.open(path, strict=True)
 
 
+@pytest.mark.native
 @given(
     data=st.data(),
     n=st.integers(0, 12),
@@ -213,14 +215,14 @@ def test_read_crops_property(tmp_path_factory, data, n, threads):
         dtype=np.int64,
     ).reshape(n, full.ndim)
     got = arr.read_crops(starts, shape, boundary="fill", fill=5)
-    np.testing.assert_array_equal(got, _expected(full, starts, shape, 5))
+    np.testing.assert_array_equal(got, expected_crops(full, starts, shape, 5))
     inside = [
         i
         for i, s in enumerate(starts)
         if all(0 <= a and a + c <= m for a, c, m in zip(s, shape, full.shape, strict=True))
     ]
     got_inside = arr.read_crops(starts[inside], shape)
-    np.testing.assert_array_equal(got_inside, _expected(full, starts[inside], shape, 5))
+    np.testing.assert_array_equal(got_inside, expected_crops(full, starts[inside], shape, 5))
 
 
 def _make_prop_array(path):
@@ -238,79 +240,162 @@ def _make_prop_array(path):
     za[:3] = data[:3]  # the last frame stays missing (fill value)
 
 
-# --- outputs larger than the last-level cache: written with non-temporal stores -----------------
+# --------------------------------------------------------------------------------------
+# Bad arguments: a clean exception, out= left untouched
+# --------------------------------------------------------------------------------------
+
+BAD_CROP_ARGS = {
+    "starts-1d": (np.zeros(2, dtype=np.int64), (2, 2), None),
+    "starts-wrong-ndim": (np.zeros((3, 3), dtype=np.int64), (2, 2), None),
+    "shape-wrong-ndim": (np.zeros((3, 2), dtype=np.int64), (2, 2, 2), None),
+    "shape-negative": (np.zeros((3, 2), dtype=np.int64), (-2, 2), None),
+    "out-wrong-shape": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 3), "int16")),
+    "out-wrong-dtype": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 2), "int32")),
+    "out-too-few-crops": (np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((2, 2, 2), "int16")),
+    "out-non-contiguous": (
+        np.zeros((3, 2), dtype=np.int64), (2, 2), np.zeros((3, 2, 4), "int16")[:, :, ::2],
+    ),
+    "out-read-only": (
+        np.zeros((3, 2), dtype=np.int64), (2, 2),
+        np.lib.stride_tricks.as_strided(np.zeros((3, 2, 2), "int16"), writeable=False),
+    ),
+}  # fmt: skip
 
 
-def test_stream_copy_kernel_every_alignment():
-    """The non-temporal copy writes exactly [offset, offset + n): every head alignment, lengths
-    around whole 64-byte lines, nothing before or after touched."""
-    rng = np.random.default_rng(5)
-    src = rng.integers(0, 256, 400, dtype=np.uint8).tobytes()
-    for offset in range(64):
-        for n in (0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257, 400):
-            got = zarrcrop._core._testing.stream_copy(src[:n], offset, 64)
-            assert got[:offset] == b"\xaa" * offset, (offset, n)
-            assert got[offset : offset + n] == src[:n], (offset, n)
-            assert got[offset + n :] == b"\xaa" * 64, (offset, n)
-
-
-@pytest.fixture(scope="module")
-def big_array(tmp_path_factory):
-    """An array a little larger than _stream_threshold() (the largest CPU cache), chunks of
-    96 KiB in two Blosc blocks of 48 KiB."""
-    threshold = zarrcrop._core._testing.stream_threshold()
-    frames = threshold // (3 * 128 * 256) + 2
-    if frames * 3 * 128 * 256 > 512 * 2**20:
-        pytest.skip(f"the cache is {threshold} bytes: an array larger needs too much memory")
-    path = str(tmp_path_factory.mktemp("big") / "big.zarr")
-    rng = np.random.default_rng(2)
-    data = rng.integers(0, 16, (frames, 3, 128, 256), dtype=np.uint8)
-    compressor = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE, blocksize=48 * 1024)
-    z = zarr.create_array(
-        path,
-        shape=data.shape,
-        chunks=(1, 3, 128, 256),
-        dtype="uint8",
-        compressors=compressor,
-        zarr_format=2,
-    )
-    z[...] = data
-    return path, data
-
-
+@pytest.mark.native
+@pytest.mark.parametrize("case", BAD_CROP_ARGS)
 @pytest.mark.parametrize("boundary", ["error", "fill"])
-def test_read_crops_larger_than_the_cache_equal_per_crop_reads(big_array, boundary):
-    """A batch whose output exceeds the threshold is written with non-temporal stores; rows of
-    157 bytes cut by Blosc blocks, crops across chunks and frames, duplicates."""
-    path, data = big_array
-    shape = (2, 3, 37, 157)
-    n = zarrcrop._core._testing.stream_threshold() // int(np.prod(shape)) + 64
-    arr = zarrcrop.open(path)
-    rng = np.random.default_rng(11)
-    lo = -9 if boundary == "fill" else 0
-    frames, _, height, width = data.shape
-    base = np.stack(
-        [
-            rng.integers(lo, frames - 2 + 1 - lo, 256),
-            np.zeros(256, np.int64),
-            rng.integers(lo, height - 37 + 1 - lo, 256),
-            rng.integers(lo, width - 157 + 1 - lo, 256),
-        ],
-        axis=1,
-    )
-    starts = base[rng.integers(0, 256, n)]  # many duplicates, as in an epoch over few frames
-    got = arr.read_crops(starts, shape, boundary=boundary)
-    expected = _expected(data, base, shape, 0)
-    index = {tuple(s): i for i, s in enumerate(base.tolist())}
-    for i, s in enumerate(starts.tolist()):
-        np.testing.assert_array_equal(got[i], expected[index[tuple(s)]])
+def test_bad_read_crops_arguments_raise(small, case, boundary):
+    starts, shape, out = BAD_CROP_ARGS[case]
+    before = None if out is None else out.copy()
+    with pytest.raises((ValueError, TypeError, IndexError, OverflowError)):
+        small.read_crops(starts, shape, out=out, boundary=boundary)
+    if out is not None:
+        np.testing.assert_array_equal(out, before)
 
 
-def test_read_larger_than_the_cache_equals_zarr_python(big_array):
-    """A single selection whose output exceeds the threshold is streamed too."""
-    path, data = big_array
-    arr = zarrcrop.open(path)
-    np.testing.assert_array_equal(arr[...], data)
-    np.testing.assert_array_equal(arr[:, :, 1:127, 3:], data[:, :, 1:127, 3:])
-    ref = zarr.open_array(path, mode="r")
-    np.testing.assert_array_equal(arr[:, 1:, 5:100, 7:250], ref[:, 1:, 5:100, 7:250])
+# --------------------------------------------------------------------------------------
+# Regressions of the fuzz harnesses (fuzz/fuzz_chunks.py, tests/test_read_crops_fuzz.py)
+# --------------------------------------------------------------------------------------
+
+# Finding 1 (fixed): read_crops computed start + crop_shape in int64 without an overflow check
+# (signed overflow, no IndexError, uninitialised output); now such crops count as reaching past
+# the array.
+
+# starts whose start + crop_shape overflows int64 (or sits at its edge)
+HUGE_STARTS = {
+    "int64-max": 2**63 - 1,
+    "int64-max-minus-1": 2**63 - 2,
+}
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("start", HUGE_STARTS.values(), ids=HUGE_STARTS.keys())
+@pytest.mark.parametrize("place", ["both", "row", "col"])
+def test_read_crops_overflowing_start_raises_index_error(small, start, place):
+    starts = np.zeros((1, 2), dtype=np.int64)
+    if place in ("both", "row"):
+        starts[0, 0] = start
+    if place in ("both", "col"):
+        starts[0, 1] = start
+    with pytest.raises(IndexError):
+        small.read_crops(starts, (2, 2), boundary="error")
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("start", HUGE_STARTS.values(), ids=HUGE_STARTS.keys())
+def test_read_crops_overflowing_start_fills(small, start):
+    starts = np.full((1, 2), start, dtype=np.int64)
+    got = small.read_crops(starts, (2, 2), boundary="fill", fill=7)
+    np.testing.assert_array_equal(got, np.full((1, 2, 2), 7, dtype=np.int16))
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("boundary", ["error", "fill"])
+def test_read_crops_int64_min_start(small, boundary):
+    """Far outside at the low end: IndexError, or all fill (no overflow: start + shape fits)."""
+    starts = np.full((1, 2), -(2**63), dtype=np.int64)
+    if boundary == "error":
+        with pytest.raises(IndexError):
+            small.read_crops(starts, (2, 2), boundary=boundary)
+    else:
+        got = small.read_crops(starts, (2, 2), boundary=boundary, fill=7)
+        np.testing.assert_array_equal(got, np.full((1, 2, 2), 7, dtype=np.int16))
+
+
+# Findings 3-7, of the argument fuzzing of read_crops (all fixed):
+#   3. An empty crop (a zero in its shape) starting outside the array raised IndexError in the
+#      Python fallback but not natively (the native reader skipped bounds checks for empty crops).
+#   4. starts of shape (N, 0) (N crops of a 0-d array) were treated as no crops at all; starts
+#      of shape (N, 0) for an n-d array were accepted as no crops instead of rejected.
+#   5. uint64 starts past int64 wrapped around to negative starts (with boundary="fill": a
+#      silently wrong all-fill result).
+#   6. Float crop shapes were truncated (2.5 -> 2) and a string was parsed ("12" -> 12).
+#   7. The native crop byte count could wrap around (shape (2**62, 2**62) -> 0 bytes) and match
+#      an empty output buffer.
+
+
+def _fallback(ca):
+    import zarrcrop
+
+    fb = zarrcrop.CropArray(ca.zarr)
+    fb._reader = None  # the zarr-python path
+    return fb
+
+
+@pytest.mark.parametrize(
+    "native",
+    [pytest.param(True, id="native", marks=pytest.mark.native), pytest.param(False, id="fallback")],
+)
+@pytest.mark.parametrize("start", [(-1, 0), (0, 13), (11, 0), (2**63 - 1, 0), (-(2**63), 0)])
+def test_empty_crop_outside_is_bounds_checked(small, native, start):
+    ca = small if native else _fallback(small)
+    starts = np.array([start], dtype=np.int64)
+    with pytest.raises(IndexError):
+        ca.read_crops(starts, (0, 2), boundary="error")
+    assert ca.read_crops(starts, (0, 2), boundary="fill").shape == (1, 0, 2)
+    # at the array's end an empty crop is inside
+    assert ca.read_crops(np.array([[10, 12]]), (0, 0)).shape == (1, 0, 0)
+
+
+def test_zero_d_starts_mean_one_crop_each(tmp_path):
+    import zarr
+    import zarrcrop
+
+    za = zarr.create_array(store=str(tmp_path / "z.zarr"), shape=(), dtype="int32", zarr_format=2)
+    za[...] = 5
+    for ca in (zarrcrop.open(tmp_path / "z.zarr"), _fallback(zarrcrop.open(tmp_path / "z.zarr"))):
+        np.testing.assert_array_equal(ca.read_crops(np.zeros((3, 0), dtype=np.int64), ()), [5] * 3)
+        assert ca.read_crops([], ()).shape == (0,)
+
+
+@pytest.mark.native
+def test_starts_with_missing_coordinates_are_rejected(small):
+    with pytest.raises(ValueError, match="starts"):
+        small.read_crops(np.zeros((5, 0), dtype=np.int64), (2, 2))
+    assert small.read_crops([], (2, 2)).shape == (0, 2, 2)
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("boundary", ["error", "fill"])
+def test_uint64_starts_past_int64_are_rejected(small, boundary):
+    starts = np.array([[2**64 - 1, 0]], dtype=np.uint64)  # would wrap to -1
+    with pytest.raises(ValueError, match="int64"):
+        small.read_crops(starts, (2, 2), boundary=boundary)
+    ok = np.array([[2, 3]], dtype=np.uint64)
+    np.testing.assert_array_equal(small.read_crops(ok, (2, 2))[0], small[2:4, 3:5])
+
+
+@pytest.mark.native
+@pytest.mark.parametrize("shape", [(2.5, 2), (2.0, 2), ("2", 2), "22", b"2", (None, 2)])
+def test_non_integer_crop_shapes_are_rejected(small, shape):
+    with pytest.raises(TypeError, match="crop shape"):
+        small.read_crops(np.zeros((1, 2), dtype=np.int64), shape)
+
+
+@pytest.mark.native
+def test_native_crop_byte_count_cannot_wrap(small):
+    reader = small._reader
+    out = np.empty((0,), dtype=np.int16)
+    with pytest.raises(ValueError, match="bytes"):
+        reader.read_crops(np.zeros((1, 2), dtype=np.int64), [2**62, 2**62], out, True, bytes(2))

@@ -66,6 +66,7 @@ def sharded_layouts(draw):
     return shape, inner, shard
 
 
+@pytest.mark.native
 @given(
     layout=sharded_layouts(),
     location=st.sampled_from(["end", "start"]),
@@ -107,6 +108,7 @@ def test_sharded_equals_zarr(tmp_path_factory, layout, location, codecs, dtype, 
         np.testing.assert_array_equal(ca[sel], full[sel])
 
 
+@pytest.mark.native
 def test_sharded_photo_like_layout(tmp_path):
     """The benchmark layout in small: inner chunks (1, 3, 32, 32), one shard per frame."""
     path = tmp_path / "gt.zarr"
@@ -156,6 +158,7 @@ def _read_first_shard(path):
     return zarrcrop.open(path)[0:4, 0:8]
 
 
+@pytest.mark.native
 def test_bad_index_checksum_names_the_shard(shard_file):
     path, shard, location, n = shard_file
     raw, start, _ = _index_region(shard, n, location)
@@ -168,6 +171,7 @@ def test_bad_index_checksum_names_the_shard(shard_file):
     np.testing.assert_array_equal(zarrcrop.open(path)[4:8], zarr.open_array(str(path))[4:8])
 
 
+@pytest.mark.native
 def test_offset_past_the_end(shard_file):
     path, shard, location, n = shard_file
     entries = _entries(shard, n, location)
@@ -177,6 +181,7 @@ def test_offset_past_the_end(shard_file):
         _read_first_shard(path)
 
 
+@pytest.mark.native
 def test_overlapping_ranges(shard_file):
     path, shard, location, n = shard_file
     entries = _entries(shard, n, location)
@@ -186,6 +191,7 @@ def test_overlapping_ranges(shard_file):
         _read_first_shard(path)
 
 
+@pytest.mark.native
 def test_truncated_shard(shard_file):
     path, shard, _, _ = shard_file
     shard.write_bytes(shard.read_bytes()[:20])
@@ -193,6 +199,7 @@ def test_truncated_shard(shard_file):
         _read_first_shard(path)
 
 
+@pytest.mark.native
 def test_rewritten_shard_is_not_read_through_a_stale_index(tmp_path):
     path = tmp_path / "r.zarr"
     za = make_sharded(path, (8, 8), (2, 4), (4, 8), "int32", codecs="zstd")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import assert_same
 from zarrcrop.writable import WritableArray, WritableGroup
 
 T, H, W = 4, 216, 384  # the tutorial's 100 x 2160 x 3840, scaled down
@@ -194,3 +195,23 @@ def test_resize_and_append_keep_native_reads(tmp_path: Path) -> None:
     a.append(np.ones((1, 4, 4), "u1"))
     assert a.shape == (4, 4, 4)
     np.testing.assert_array_equal(a[:], zarr.open_array(str(tmp_path / "r.zarr" / "a"))[:])
+
+
+# --------------------------------------------------------------------------------------
+# The tutorial's read pattern on its layout (the tutorial_group fixture)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.native
+def test_tutorial_read_pattern(tutorial_group):
+    path, gt = tutorial_group
+    expected = zarr.open_group(str(path), mode="r")["gt"]
+    z = zarrcrop.open_group(path)
+    assert z["gt"].native, z["gt"].fallback_reason
+    assert z["gt"].shape == (2, 3, 216, 384)
+    for t in range(2):
+        for top, left in [(0, 0), (120, 288), (50, 70), (96, 96), (17, 201)]:
+            crop = z["gt"][t, :, top : top + 96, left : left + 96]
+            assert crop.shape == (3, 96, 96)
+            assert_same(crop, expected[t, :, top : top + 96, left : left + 96])
+            assert_same(crop, gt[t, :, top : top + 96, left : left + 96])

@@ -15,6 +15,9 @@ import pytest
 import zarr
 import zarrcrop
 
+# Every array here is meant to be read natively: strict mode (tests/conftest.py).
+pytestmark = pytest.mark.native
+
 ZSTD_NOSPLIT = (4 << 5) | 0x10  # flags: zstd streams, one stream per block
 
 

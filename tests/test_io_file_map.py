@@ -22,6 +22,9 @@ import zarr
 import zarrcrop
 from zarrcrop import _core
 
+# Every array here is meant to be read natively: strict mode (tests/conftest.py).
+pytestmark = pytest.mark.native
+
 SHAPE = (4, 3, 256, 256)
 CHUNKS = (1, 3, 256, 256)  # 196,608 bytes a chunk, 12 Blosc blocks of 16 KiB
 COMPRESSOR = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.BITSHUFFLE, blocksize=16384)

@@ -9,6 +9,9 @@ import pytest
 import zarr
 import zarrcrop
 
+# Every array here is meant to be read natively: strict mode (tests/conftest.py).
+pytestmark = pytest.mark.native
+
 SHAPE = (2, 3, 300, 260)  # chunk (1, 3, 160, 200) uint8 = 96000 bytes: read block by block
 
 

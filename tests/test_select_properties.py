@@ -61,6 +61,7 @@ def check_metadata(ca, za) -> None:
     assert_fill_value_same(ca.fill_value, za.fill_value, za.dtype)
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
 @given(data=st.data())
 def test_native_basic_selections_match_zarr(tmp_path, zarr_format, data):
@@ -76,6 +77,7 @@ def test_native_basic_selections_match_zarr(tmp_path, zarr_format, data):
         assert_same(ca[sel], za[sel])
 
 
+@pytest.mark.native
 @given(data=st.data())
 def test_negative_steps_match_numpy(tmp_path, data):
     spec = data.draw(array_specs(), label="spec")
@@ -87,6 +89,7 @@ def test_negative_steps_match_numpy(tmp_path, data):
         assert_same(ca[sel], full[sel])
 
 
+@pytest.mark.native
 @given(data=st.data())
 def test_read_into_out_matches_zarr(tmp_path, data):
     spec = data.draw(array_specs(), label="spec")
@@ -119,6 +122,7 @@ def fallback_specs():
     return layout_specs(FALLBACK_LAYOUTS)
 
 
+@pytest.mark.native
 @given(data=st.data())
 def test_native_extra_layouts_match_zarr(tmp_path, data):
     """F order, big endian, zstd and crc32c codecs: native, and equal to zarr-python."""
@@ -151,6 +155,7 @@ def test_fallback_layouts_match_zarr(tmp_path, data):
         assert_same(ca[sel], expected_read(za, sel, full))
 
 
+@pytest.mark.native
 @given(data=st.data())
 def test_open_zarr_array_object_matches_path(tmp_path, data):
     import zarr
@@ -208,6 +213,7 @@ def large_array(root: Path, layout_index: int, codec: Blosc, zarr_format: int):
     return _large_arrays[key]
 
 
+@pytest.mark.native
 @given(data=st.data())
 def test_large_chunk_crops_match_zarr(large_dir, data):
     layout_index = data.draw(st.sampled_from(range(len(LARGE_LAYOUTS))), label="layout")

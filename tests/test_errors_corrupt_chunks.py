@@ -1,4 +1,10 @@
-"""Corrupt or truncated chunk files raise zarrcrop.ChunkError naming the array and chunk."""
+"""Corrupt or truncated chunk files raise zarrcrop.ChunkError naming the array and chunk; the
+other chunks still read, a repaired chunk reads again, a deleted one reads as fill value.
+
+Damaged Blosc header fields: tests/test_errors_blosc_fields.py; bad metadata:
+tests/test_errors_metadata.py; a codec's own checks (crc32c, zstd, gzip): tests/test_codecs.py;
+shard indexes: tests/test_sharding.py; I/O errors: tests/test_io_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ import pytest
 import zarr
 import zarrcrop
 from helpers import ArraySpec, Blosc, assert_same, create_array
+
+# Every array here is meant to be read natively: strict mode (tests/conftest.py).
+pytestmark = pytest.mark.native
 
 SHAPE = (16, 24)
 CHUNKS = (8, 12)

@@ -103,7 +103,7 @@ def _huge_cases():
         yield pytest.param(3, [4, 8], [4, 4], [value, 2], id=f"sharded-inner-{value}")
 
 
-@pytest.mark.parametrize(("fmt", "shape", "chunks", "inner"), _huge_cases())
+@pytest.mark.parametrize(("fmt", "shape", "chunks", "inner"), list(_huge_cases()))
 def test_huge_metadata_matches_zarr(tmp_path, fmt, shape, chunks, inner):
     path = tmp_path / "huge.zarr"
     if inner is not None:

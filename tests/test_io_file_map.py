@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -161,7 +162,7 @@ def test_chunk_rewritten_in_place_with_another_size(tmp_path, how):
     other_path, other = _make(tmp_path / "other", seed=5 if how == "shorter" else 11)
     arr = zarrcrop.open(path)
     np.testing.assert_array_equal(arr[2], data[2])
-    replacement = open(_chunk_path(other_path, 2), "rb").read()
+    replacement = Path(_chunk_path(other_path, 2)).read_bytes()
     if how == "longer":
         # The same chunk stored less compressed (another clevel): a longer file.
         raw = numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE, blocksize=8192)
@@ -425,7 +426,7 @@ def test_stream_size_running_past_its_block_raises(tmp_path, path_kind):
     decoded (decode_block_streams reads and checks each size once), in mappings and buffers."""
     path, data = _make(tmp_path)
     target = _chunk_path(path, 1)
-    raw = bytearray(open(target, "rb").read())
+    raw = bytearray(Path(target).read_bytes())
     start0 = int.from_bytes(raw[16:20], "little")
     start1 = int.from_bytes(raw[20:24], "little")
     assert start1 > start0  # C-Blosc writes its blocks in order

@@ -16,11 +16,10 @@ import zarr
 from .. import CropArray, get_num_threads, set_num_threads
 from .. import open as open_array
 from .common import (
-    MAX_CROPS,
     WARMUP_CROPS,
-    crop_count,
+    add_crops,
+    add_seed,
     error,
-    non_negative_int,
     positive_int,
     thread_count,
     warn,
@@ -54,19 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="crop side (default 960); larger than the frames: whole frames, with a warning",
     )
-    p.add_argument(
-        "--crops",
-        type=crop_count,
-        default=50,
-        metavar="N",
-        help=f"crops to read (default 50, at most {MAX_CROPS})",
-    )
+    add_crops(p)
     p.add_argument(
         "--threads", type=thread_count, default=None, metavar="N", help="zarrcrop threads"
     )
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default 0)"
-    )
+    add_seed(p)
     p.set_defaults(func=run)
 
 

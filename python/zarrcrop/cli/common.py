@@ -24,26 +24,43 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"zarrcrop: error: {message} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _integer(text: str, minimum: int, what: str) -> int:
+    """argparse type body: an integer >= ``minimum``, else an error saying ``what``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+    return _integer(text, 0, "a non-negative integer")
+
+
+def add_crops(p: argparse.ArgumentParser) -> None:
+    """The ``--crops`` option (how many crops to read) of the commands that time reads."""
+    p.add_argument(
+        "--crops",
+        type=crop_count,
+        default=50,
+        metavar="N",
+        help=f"crops to read (default 50, at most {MAX_CROPS})",
+    )
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    """The ``--seed`` option of the commands that draw random crops."""
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default 0)"
+    )
 
 
 def crop_count(text: str) -> int:

@@ -16,13 +16,12 @@ import zarr
 
 from .. import get_num_threads, open_group, set_num_threads
 from .common import (
-    MAX_CROPS,
     WARMUP_CROPS,
-    crop_count,
+    add_crops,
+    add_seed,
     disk_usage,
     error,
     format_bytes,
-    non_negative_int,
     positive_int,
     thread_count,
 )
@@ -58,13 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--frames", type=positive_int, default=4, metavar="N", help="frames to write (default 4)"
     )
-    p.add_argument(
-        "--crops",
-        type=crop_count,
-        default=50,
-        metavar="N",
-        help=f"crops to read (default 50, at most {MAX_CROPS})",
-    )
+    add_crops(p)
     p.add_argument(
         "--crop-size",
         type=positive_int,
@@ -88,9 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="zarrcrop decode threads (default: zarrcrop.get_num_threads())",
     )
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default 0)"
-    )
+    add_seed(p)
     p.add_argument(
         "--content",
         choices=("photo", "random"),

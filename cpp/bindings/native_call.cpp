@@ -178,6 +178,19 @@ void run_native(const std::function<void(const zarrcrop::CancelFlags&)>& work) {
     warn_thread_shortfall();
 }
 
+void call_python(const std::function<void()>& call) {
+    // Counted for the whole call, not only while taking the GIL: the call releases and takes
+    // the GIL again inside (socket reads), which must not happen after finalization began.
+    g_reacquiring.fetch_add(1, std::memory_order_seq_cst);
+    struct Done {
+        ~Done() { g_reacquiring.fetch_sub(1, std::memory_order_seq_cst); }
+    } done;
+    if (g_exiting.load(std::memory_order_seq_cst))
+        throw std::runtime_error("the Python interpreter is exiting");
+    py::gil_scoped_acquire gil;
+    call();
+}
+
 void register_native_call(py::module_& /*m*/) {
     g_main_thread.store(
         py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>());

@@ -19,6 +19,11 @@ namespace zarrcrop_bindings {
 
 void run_native(const std::function<void(const zarrcrop::CancelFlags&)>& work);
 
+// Runs `call` with the GIL held on a thread of zarrcrop's own (the I/O stage's threads calling
+// a Python object-store client). Interpreter exit waits for calls in progress (they are bounded
+// by the client's timeouts); once it has begun, no call starts: std::runtime_error instead.
+void call_python(const std::function<void()>& call);
+
 // Installs the atexit hook and records the main thread (module init).
 void register_native_call(py::module_& m);
 

@@ -3,21 +3,82 @@
 // the GIL is released); the read itself runs through run_native: it touches only the C++
 // reader (immutable after construction), those copies and the output buffer, which the
 // buffer view keeps alive.
+#include <cerrno>
 #include <cstring>
 #include <memory>
 
+#include "../core/errors.hpp"
 #include "../core/reader.hpp"
 #include "bindings.hpp"
 #include "native_call.hpp"
 
 namespace {
 
+// A FetchFn calling the Python object-store client `fetch(key, offset, length, from_end, out)`
+// (out: a writable memoryview of `length` bytes, valid during the call) that returns
+// (found, object_size, offset, nbytes, version). Its OSError becomes ChunkIoError (errno
+// kept), any other exception ChunkError, both with the client's message.
+zarrcrop::FetchFn python_fetch(py::object fn) {
+    // Released with the GIL held (or leaked at interpreter exit).
+    std::shared_ptr<py::object> callable(new py::object(std::move(fn)), [](py::object* o) {
+        if (Py_IsInitialized() != 0 && PyGILState_Check() == 0) {
+            try {
+                zarrcrop_bindings::call_python([o] { delete o; });
+                return;
+            } catch (const std::exception&) {
+                return;  // exiting: leak it
+            }
+        }
+        delete o;
+    });
+    return [callable](const std::string& key, std::size_t offset, std::size_t len,
+                      bool from_end, uint8_t* dst) {
+        zarrcrop::ObjectRange got;
+        std::string error;
+        int error_errno = 0;
+        bool io_error = false;
+        try {
+            zarrcrop_bindings::call_python([&] {
+                try {
+                    py::memoryview out = py::memoryview::from_memory(
+                        dst, static_cast<py::ssize_t>(len), /*readonly=*/false);
+                    const py::tuple r = (*callable)(key, offset, len, from_end, out);
+                    if (r.size() != 5)
+                        throw std::invalid_argument("fetch must return 5 values");
+                    got.found = r[0].cast<bool>();
+                    got.object_size = r[1].cast<std::size_t>();
+                    got.offset = r[2].cast<std::size_t>();
+                    got.bytes = r[3].cast<std::size_t>();
+                    got.version = r[4].is_none() ? std::string() : r[4].cast<std::string>();
+                } catch (py::error_already_set& e) {
+                    io_error = e.matches(PyExc_OSError);
+                    if (io_error) {
+                        const py::object no = e.value().attr("errno");
+                        error_errno = no.is_none() ? EIO : no.cast<int>();
+                    }
+                    error = py::str(e.value()).cast<std::string>();
+                } catch (const std::exception& e) {
+                    error = e.what();
+                }
+            });
+        } catch (const std::exception& e) {
+            throw zarrcrop::ChunkIoError(std::string("cannot fetch ") + key + ": " + e.what(),
+                                         ECANCELED);
+        }
+        if (io_error) throw zarrcrop::ChunkIoError(error, error_errno);
+        if (!error.empty()) throw zarrcrop::ChunkError(error);
+        if (got.bytes > len)
+            throw zarrcrop::ChunkError("fetch of " + key + " returned more bytes than asked for");
+        return got;
+    };
+}
+
 std::unique_ptr<zarrcrop::CropReader> make_reader(
     std::string name, std::string root, std::vector<int64_t> shape, std::vector<int64_t> chunks,
     std::size_t itemsize, const std::vector<std::string>& codecs, std::string key_prefix,
     const std::string& key_separator, const py::bytes& fill, std::size_t cache_bytes,
     std::size_t swap_width, const std::string& order, std::vector<int64_t> shard_shape,
-    const std::string& shard_index_location, bool shard_index_crc32c) {
+    const std::string& shard_index_location, bool shard_index_crc32c, py::object fetch) {
     zarrcrop::ArraySpec spec;
     spec.name = std::move(name);
     spec.root = std::move(root);
@@ -49,7 +110,10 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(
     spec.keys.separator = key_separator[0];
     const std::string fill_bytes = fill;
     spec.fill_value.assign(fill_bytes.begin(), fill_bytes.end());
-    return std::make_unique<zarrcrop::CropReader>(std::move(spec), cache_bytes);
+    zarrcrop::FetchFn fetch_fn;
+    if (!fetch.is_none()) fetch_fn = python_fetch(std::move(fetch));
+    return std::make_unique<zarrcrop::CropReader>(std::move(spec), cache_bytes,
+                                                  std::move(fetch_fn));
 }
 
 std::vector<zarrcrop::DimSelection> to_selection(const std::vector<int64_t>& starts,
@@ -153,7 +217,8 @@ void register_reader(py::module_& m) {
              py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0,
              py::arg("swap_width") = 0, py::arg("order") = "C",
              py::arg("shard_shape") = std::vector<int64_t>{},
-             py::arg("shard_index_location") = "end", py::arg("shard_index_crc32c") = true)
+             py::arg("shard_index_location") = "end", py::arg("shard_index_crc32c") = true,
+             py::arg("fetch") = py::none())
         .def("read", &read_into, py::arg("starts"), py::arg("steps"), py::arg("counts"),
              py::arg("out"), "Read a strided selection into `out` (C-contiguous, shape = counts).")
         .def("read_crops", &read_crops_into, py::arg("starts"), py::arg("crop_shape"),

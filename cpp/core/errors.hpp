@@ -14,6 +14,17 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// A remote object changed while it was read (its version is not the one its index or first
+// read saw): a ChunkError; kept state about it must be dropped.
+class StaleObject : public ChunkError {
+public:
+    StaleObject(const std::string& what, std::string url) : ChunkError(what), url_(std::move(url)) {}
+    const std::string& url() const noexcept { return url_; }
+
+private:
+    std::string url_;
+};
+
 class ChunkIoError : public std::runtime_error {
 public:
     ChunkIoError(const std::string& what, int err) : std::runtime_error(what), errno_(err) {}

@@ -73,12 +73,13 @@ std::size_t open_file_window() {
     return window.load();
 }
 
-CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes)
+CropReader::CropReader(ArraySpec spec, std::size_t cache_bytes, FetchFn fetch)
     : spec_(validated(std::move(spec))),
       source_(spec_.root),
-      shards_(spec_.sharded() ? std::make_unique<ShardReader>(spec_, source_) : nullptr),
+      store_(fetch ? std::make_shared<ObjectSource>(spec_.root, std::move(fetch)) : nullptr),
+      shards_(spec_.sharded() ? std::make_unique<ShardReader>(spec_, source_, store_) : nullptr),
       cache_(std::make_unique<ChunkCache>(cache_bytes)),
-      decoder_(spec_, source_, shards_.get(), cache_.get()) {
+      decoder_(spec_, source_, shards_.get(), cache_.get(), store_) {
     if (spec_.ndim() > kMaxDims) throw std::invalid_argument(spec_.name + ": too many dimensions");
     blosc_library_init();
     chunk_strides_ = c_strides(spec_.chunks, spec_.itemsize);

@@ -17,6 +17,7 @@
 #include "decode/chunk_decoder.hpp"
 #include "plan/chunk_plan.hpp"
 #include "io/chunk_source.hpp"
+#include "io/object_source.hpp"
 #include "plan/crop_plan.hpp"
 #include "io/shard_index.hpp"
 
@@ -25,8 +26,9 @@ namespace zarrcrop {
 class CropReader {
 public:
     // Throws std::invalid_argument for an inconsistent spec.
-    // cache_bytes > 0 enables an LRU cache of decoded chunks of that many bytes.
-    explicit CropReader(ArraySpec spec, std::size_t cache_bytes = 0);
+    // cache_bytes > 0 enables an LRU cache of decoded chunks of that many bytes. With `fetch`,
+    // chunks are objects of a remote store whose location is spec.root (io/object_source).
+    explicit CropReader(ArraySpec spec, std::size_t cache_bytes = 0, FetchFn fetch = {});
     CropReader(const CropReader&) = delete;
     CropReader& operator=(const CropReader&) = delete;
 
@@ -87,6 +89,7 @@ private:
 
     ArraySpec spec_;
     FileChunkSource source_;
+    std::shared_ptr<const ObjectSource> store_;  // null: a local directory store
     std::unique_ptr<ShardReader> shards_;  // null unless sharded
     std::unique_ptr<ChunkCache> cache_;
     ChunkDecoder decoder_;

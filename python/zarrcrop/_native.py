@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import numpy as np
@@ -50,6 +50,9 @@ class NativeLayout:
     shard_shape: tuple[int, ...] = ()  # sharded: files hold shards of this shape
     shard_index_location: str = "end"
     shard_index_crc32c: bool = True
+    # A remote store: root is the URL chunk keys are relative to, and this fetches byte
+    # ranges of them (zarrcrop.remote); None for a local directory.
+    fetch: Any = field(default=None, compare=False)
 
     def reader_args(self, cache_bytes: int = 0) -> dict[str, Any]:
         """Keyword arguments of ``_core.CropReader`` for this layout."""
@@ -57,7 +60,7 @@ class NativeLayout:
             "name": readable_path(self.root),
             # bytes: pybind11's std::string caster takes them, but not a str with surrogate
             # escapes (a directory name that is not valid UTF-8).
-            "root": os.fsencode(self.root),
+            "root": self.root.encode() if self.fetch is not None else os.fsencode(self.root),
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "itemsize": self.dtype.itemsize,
@@ -71,6 +74,7 @@ class NativeLayout:
             "shard_shape": list(self.shard_shape),
             "shard_index_location": self.shard_index_location,
             "shard_index_crc32c": self.shard_index_crc32c,
+            "fetch": self.fetch,
         }
 
 
@@ -122,6 +126,21 @@ def _local_root(node: zarr.Array[Any] | zarr.Group) -> str:
             "(zarrcrop reads local directories natively)"
         )
     return os.path.abspath(os.path.join(base, node.store_path.path))
+
+
+def _location(node: zarr.Array[Any]) -> tuple[str, Any]:
+    """(root, fetch): a local directory and None, or a remote store's URL and its fetcher;
+    Unsupported naming why neither."""
+    try:
+        return _local_root(node), None
+    except Unsupported as local:
+        from .remote import RemoteUnsupported, remote_fetcher
+
+        try:
+            fetcher = remote_fetcher(node)
+        except RemoteUnsupported as exc:
+            raise Unsupported(f"{local}; {exc}") from None
+        return fetcher.base_url, fetcher
 
 
 def describe_location(node: zarr.Array[Any] | zarr.Group) -> str:
@@ -294,7 +313,7 @@ def native_layout(array: zarr.Array[Any]) -> NativeLayout:
     """Describe ``array`` for the native reader, or raise Unsupported with the reason."""
     meta = array.metadata
     dtype = np.dtype(array.dtype)
-    root = _local_root(array)
+    root, fetch = _location(array)
     _check_dtype(dtype)
     if meta.zarr_format == 2:
         layout = _layout_v2(meta, dtype)
@@ -314,5 +333,6 @@ def native_layout(array: zarr.Array[Any]) -> NativeLayout:
         chunks=chunks,
         dtype=dtype,
         fill_value=_fill_bytes(meta.fill_value, dtype),
+        fetch=fetch,
         **layout,
     )

@@ -26,6 +26,9 @@ constexpr std::size_t kPartialReadMin = 64 * 1024;
 // The first read of a cold chunk read piecewise by the I/O stage: its header and the offsets
 // of up to about 2,000 blocks (more are read when the header says so).
 constexpr std::size_t kHeadRead = 8 * 1024;
+// The first read of a remote Blosc chunk: its header and block offsets, and whole any chunk up
+// to this size, in one round trip (a round trip costs as much as a few hundred KiB there).
+constexpr std::size_t kRemoteFirstRead = 64 * 1024;
 // Cold blocks are read in pieces of at most this many bytes (a block larger than that alone):
 // each decoded as soon as it has arrived.
 constexpr std::size_t kReadPiece = 256 * 1024;
@@ -35,11 +38,13 @@ constexpr std::size_t kReadMergeGap = 16 * 1024;
 }  // namespace
 
 ChunkDecoder::ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source,
-                           const ShardReader* shards, ChunkCache* cache)
+                           const ShardReader* shards, ChunkCache* cache,
+                           std::shared_ptr<const ObjectSource> store)
     : spec_(spec),
       source_(source),
       shards_(shards),
       cache_(cache),
+      store_(std::move(store)),
       chunk_bytes_(spec.chunk_nbytes()) {}
 
 std::string ChunkDecoder::label(const int64_t* coords) const {
@@ -49,7 +54,31 @@ std::string ChunkDecoder::label(const int64_t* coords) const {
 
 ChunkFile ChunkDecoder::open_chunk(const int64_t* coords) const {
     if (shards_ != nullptr) return shards_->open(coords, max_file_bytes());
-    return source_.open(chunk_key(spec_.keys, coords, spec_.ndim()), max_file_bytes());
+    const std::string key = chunk_key(spec_.keys, coords, spec_.ndim());
+    if (store_) return ChunkFile(store_, key, 0, "");
+    return source_.open(key, max_file_bytes());
+}
+
+bool ChunkDecoder::read_whole(const int64_t* coords, ByteBuffer& buf, std::size_t& size) const {
+    const ChunkFile file = open_chunk(coords);
+    if (!file.is_open()) return false;
+    if (file.remote() && shards_ == nullptr) {
+        // Size unknown: ask for as much as a chunk of this array can have.
+        const std::size_t most = max_file_bytes();
+        const ObjectRange got = store_->fetch(file.key(), 0, most, false, buf.get(most));
+        if (!got.found) return false;
+        if (got.object_size > most)
+            throw ChunkError("chunk object " + file.path() + " has " +
+                             std::to_string(got.object_size) + " bytes, more than the " +
+                             std::to_string(most) + " a chunk of this array can have");
+        if (got.offset != 0 || got.bytes != got.object_size)
+            throw ChunkError("chunk object " + file.path() + " shrank while it was read");
+        size = got.bytes;
+        return true;
+    }
+    size = file.size();
+    file.read_at(0, size, buf.get(std::max<std::size_t>(size, 1)));
+    return true;
 }
 
 void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches, std::size_t n,
@@ -58,21 +87,29 @@ void ChunkDecoder::process_whole(const int64_t* coords, const Stitch* stitches, 
     WorkerScratch& s = scratch();
     const bool caching = cache_ != nullptr && cache_->enabled();
     try {
+        if (!caching && store_ && shards_ == nullptr) {
+            std::size_t size = 0;
+            if (!read_whole(coords, s.file, size)) {
+                for (std::size_t i = 0; i < n; ++i)
+                    fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
+                return;
+            }
+            process_bytes(MutableBytes(s.file.data(), size), stitches, n);
+            return;
+        }
         if (!caching) {
             process_open(opened.opened ? std::move(opened.file) : open_chunk(coords), stitches, n);
             return;
         }
         ChunkBytes cached = cache_->get(key);
         if (!cached) {
-            const ChunkFile file = open_chunk(coords);
-            if (!file.is_open()) {
+            std::size_t size = 0;
+            if (!read_whole(coords, s.file, size)) {
                 for (std::size_t i = 0; i < n; ++i)
                     fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
                 return;
             }
-            uint8_t* bytes = s.file.get(file.size());
-            file.read_at(0, file.size(), bytes);
-            cached = decode_whole(MutableBytes(bytes, file.size()));
+            cached = decode_whole(MutableBytes(s.file.data(), size));
             cache_->put(key, cached);
         }
         stitch_all(cached->data(), stitches, n);
@@ -96,8 +133,58 @@ void ChunkDecoder::process_open(const ChunkFile& file, const Stitch* stitches,
     }
     uint8_t* bytes = s.file.get(file.size());
     file.read_at(0, file.size(), bytes);
-    const uint8_t* base = decode_needed(MutableBytes(bytes, file.size()), stitches, n);
+    process_bytes(MutableBytes(bytes, file.size()), stitches, n);
+}
+
+void ChunkDecoder::process_bytes(MutableBytes bytes, const Stitch* stitches, std::size_t n) const {
+    if (spec_.compressor == Compressor::None) {
+        check_uncompressed_size(bytes.size());
+        stitch_all(bytes.data(), stitches, n);
+        return;
+    }
+    const uint8_t* base = decode_needed(bytes, stitches, n);
     if (base != nullptr) stitch_all(base, stitches, n);
+}
+
+bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
+                                  ReadBatch& batch) const {
+    WorkerScratch& s = scratch();
+    const uint8_t* head = batch.wait(opened.head);
+    std::size_t have = opened.head_bytes;
+    if (opened.first) {
+        const ObjectRange got = batch.first_result(opened.head);
+        if (!got.found) {
+            batch.release(opened.head);
+            opened.head = kNoTicket;
+            for (std::size_t i = 0; i < n; ++i)
+                fill_strided(stitches[i].dst, stitches[i].region, spec_.fill_value.data());
+            return false;
+        }
+        if (got.object_size > max_file_bytes())
+            throw ChunkError("chunk object " + opened.file.path() + " has " +
+                             std::to_string(got.object_size) + " bytes, more than the " +
+                             std::to_string(max_file_bytes()) +
+                             " a chunk of this array can have");
+        if (got.offset != 0 || got.bytes > got.object_size)
+            throw ChunkError("chunk object " + opened.file.path() +
+                             ": the store answered another range than was asked for");
+        opened.file = ChunkFile(store_, opened.file.key(), got.object_size, got.version);
+        have = got.bytes;
+    }
+    const ChunkFile& file = opened.file;
+    const std::size_t size = file.size();
+    if (have >= size || size < kPartialReadMin || spec_.compressor != Compressor::Blosc) {
+        // Whole: in hand already, or small enough to fetch the rest at once.
+        uint8_t* buf = s.file.get(std::max<std::size_t>(size, 1));
+        std::memcpy(buf, head, std::min(have, size));
+        batch.release(opened.head);
+        opened.head = kNoTicket;
+        if (have < size) file.read_at(have, size - have, buf + have);
+        process_bytes(MutableBytes(buf, size), stitches, n);
+        return false;
+    }
+    opened.head_bytes = have;
+    return true;
 }
 
 namespace {
@@ -119,6 +206,10 @@ void ChunkDecoder::rethrow_in_context(const std::string& key) const {
     const std::string where = "array '" + spec_.name + "', chunk '" + key + "': ";
     try {
         throw;
+    } catch (const StaleObject& e) {
+        // The object changed: nothing kept about it may be used again.
+        if (shards_ != nullptr) shards_->forget(e.url(), max_file_bytes());
+        throw ChunkError(where + e.what());
     } catch (const ChunkError& e) {
         throw ChunkError(where + e.what());
     } catch (const ChunkIoError& e) {
@@ -227,7 +318,7 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     uint8_t* buf = s.file.get(size);
     std::size_t have = 16;  // bytes of the file in buf
     if (opened.head != kNoTicket) {
-        have = std::min(size, kHeadRead);
+        have = std::min(size, opened.head_bytes);
         std::memcpy(buf, batch.wait(opened.head), have);
         batch.release(opened.head);
         opened.head = kNoTicket;
@@ -296,6 +387,25 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBa
         opened.file = open_chunk(coords);
         opened.opened = true;
         const ChunkFile& f = opened.file;
+        if (f.remote()) {
+            // Nothing of a remote store is cached: every chunk's first read starts now, all of
+            // them together. Blosc chunks: a first piece (header, block offsets, often the
+            // whole chunk); others: whole.
+            opened.cold = true;
+            const bool piecewise = spec_.compressor == Compressor::Blosc;
+            if (shards_ == nullptr) {
+                opened.first = true;
+                opened.whole = !piecewise;
+                opened.head_bytes = piecewise ? kRemoteFirstRead : max_file_bytes();
+                opened.head = batch.submit_first(f, opened.head_bytes);
+                return;
+            }
+            if (f.size() == 0) return;  // missing shard or empty inner chunk
+            opened.whole = !piecewise || f.size() < kPartialReadMin;
+            opened.head_bytes = opened.whole ? f.size() : std::min(f.size(), kRemoteFirstRead);
+            opened.head = batch.submit(f, 0, opened.head_bytes);
+            return;
+        }
         if (!f.is_open() || f.size() == 0) return;
         uint8_t head[16];
         Residency r = read_if_cached(f, 0, std::min(f.size(), sizeof head), head);
@@ -319,7 +429,8 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBa
         // Read piecewise, by the I/O stage: no kernel read-ahead around the pieces (it would
         // read blocks the stitches do not need).
         (void)::posix_fadvise(f.fd(), 0, 0, POSIX_FADV_RANDOM);
-        opened.head = batch.submit(f, 0, std::min(f.size(), kHeadRead));
+        opened.head_bytes = std::min(f.size(), kHeadRead);
+        opened.head = batch.submit(f, 0, opened.head_bytes);
     } catch (...) {
         rethrow_in_context(label(coords));
     }
@@ -328,6 +439,7 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBa
 std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords, const Stitch* stitches,
                                          std::size_t n) const {
     try {
+        if (store_) return 0;  // remote stores: nothing to ask the kernel for
         const ChunkFile f = open_chunk(coords);
         if (!f.is_open() || f.size() == 0) return 0;
         uint8_t head[16];
@@ -380,11 +492,18 @@ std::size_t ChunkDecoder::prefetch_chunk(const int64_t* coords, const Stitch* st
 bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches, std::size_t n,
                                    OpenedChunk& opened, ReadBatch& batch, BlockJob& job,
                                    ThreadPool* split_pool, const CancelFlags* cancel) const {
+    std::string key = label(coords);
+    if (opened.head != kNoTicket && opened.file.remote()) {
+        try {
+            if (!resolve_remote(stitches, n, opened, batch)) return false;
+        } catch (...) {
+            rethrow_in_context(key);
+        }
+    }
     if (spec_.compressor != Compressor::Blosc || (cache_ != nullptr && cache_->enabled())) {
         process_whole(coords, stitches, n, opened);
         return false;
     }
-    std::string key = label(coords);
     try {
         ChunkFile file = opened.opened ? std::move(opened.file) : open_chunk(coords);
         if (!file.is_open() || file.size() < kPartialReadMin) {

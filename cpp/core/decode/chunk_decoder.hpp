@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "array_spec.hpp"
@@ -17,10 +18,12 @@
 #include "decode/chunk_cache.hpp"
 #include "io/chunk_source.hpp"
 #include "io/file_map.hpp"
+#include "io/object_source.hpp"
 #include "io/read_ahead.hpp"
 #include "io/read_queue.hpp"
 #include "io/shard_index.hpp"
 #include "stitch/stitcher.hpp"
+#include "runtime/byte_buffer.hpp"
 #include "runtime/thread_pool.hpp"
 
 namespace zarrcrop {
@@ -62,17 +65,24 @@ struct OpenedChunk {
     ChunkFile file;
     bool opened = false;  // false: process_or_plan opens the file itself
     bool cold = false;    // its first bytes had to come from the device
-    // Cold Blosc chunks read piecewise: the ticket (of the window's ReadBatch) of the read of
-    // their first kHeadRead bytes, header and block offsets.
+    // Cold chunks: the ticket (of the window's ReadBatch) of their first read: the header and
+    // block offsets of a Blosc chunk read piecewise, or the whole chunk (`whole`). Its first
+    // `head_bytes` bytes of the chunk arrive there.
     std::size_t head = kNoTicket;
+    std::size_t head_bytes = 0;
+    bool whole = false;
+    // A remote chunk object whose size is not known before its first read (submit_first):
+    // `file` names it; its size and version come with the ticket.
+    bool first = false;
 };
 
 class ChunkDecoder {
 public:
     // `shards` is null for unsharded arrays. `cache` may be null or disabled; when enabled,
     // chunks are decoded whole and kept.
+    // With `store`, chunks are objects of that remote store (`source` unused).
     ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source, const ShardReader* shards,
-                 ChunkCache* cache);
+                 ChunkCache* cache, std::shared_ptr<const ObjectSource> store = nullptr);
 
     // Reads chunk `coords` and writes every stitch (a missing chunk writes the fill value),
     // except for chunks that decode_block can decode block by block (zstd or lz4 Blosc chunk
@@ -117,8 +127,18 @@ public:
 private:
     // The chunk's name in messages: its key, or the shard key and inner chunk.
     std::string label(const int64_t* coords) const;
-    // The chunk's bytes as an open file range; closed when missing (fill value).
+    // The chunk's bytes as an open file range; closed when missing (fill value). A remote
+    // chunk that is not in a shard is named only (size 0: its first read tells the size).
     ChunkFile open_chunk(const int64_t* coords) const;
+    // The chunk read whole into `buf`; its size, or false when it is missing.
+    bool read_whole(const int64_t* coords, ByteBuffer& buf, std::size_t& size) const;
+    // process_or_plan's first step for a remote chunk with a first read: waits for it; the
+    // missing chunk (fill value) or one that arrived whole is done here (false); otherwise
+    // `opened.file` is the sized object and the read goes on piecewise (true).
+    bool resolve_remote(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
+                        ReadBatch& batch) const;
+    // Validates and decodes a chunk held whole in memory and writes the stitches.
+    void process_bytes(MutableBytes bytes, const Stitch* stitches, std::size_t n) const;
 
     struct LoadedChunk {
         // RawCopied: raw (memcpyed) bytes, already copied to the destinations.
@@ -183,6 +203,7 @@ private:
     const FileChunkSource& source_;
     const ShardReader* shards_;
     ChunkCache* cache_;
+    std::shared_ptr<const ObjectSource> store_;
     std::size_t chunk_bytes_;
 };
 

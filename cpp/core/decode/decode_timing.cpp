@@ -42,10 +42,10 @@ double ChunkDecoder::decode_seconds(const int64_t* coords, const Stitch* stitche
                                     std::size_t n) const {
     std::vector<uint8_t> file;
     {
-        const ChunkFile f = open_chunk(coords);
-        if (!f.is_open()) return 0.0;
-        file.resize(f.size());
-        f.read_at(0, f.size(), file.data());
+        ByteBuffer buf;
+        std::size_t size = 0;
+        if (!read_whole(coords, buf, size)) return 0.0;
+        file.assign(buf.data(), buf.data() + size);
     }
     // A read finds the bytes in memory (the page cache), not in the CPU caches where the read
     // above left them: decode them from memory too (PROFILE.md).

@@ -26,6 +26,9 @@ ChunkFile& ChunkFile::operator=(ChunkFile&& other) noexcept {
         size_ = other.size_;
         base_ = other.base_;
         path_ = std::move(other.path_);
+        store_ = std::move(other.store_);
+        key_ = std::move(other.key_);
+        version_ = std::move(other.version_);
         dev_ = other.dev_;
         ino_ = other.ino_;
         file_size_ = other.file_size_;
@@ -61,11 +64,38 @@ void read_range(int fd, std::size_t base, std::size_t size, const std::string& p
 
 }  // namespace
 
+void fetch_exactly(const ObjectSource& store, const std::string& key, const std::string& url,
+                   const std::string& version, std::size_t base, std::size_t size,
+                   std::size_t offset, std::size_t len, uint8_t* dst) {
+    if (len == 0) return;
+    const ObjectRange got = store.fetch(key, base + offset, len, false, dst);
+    if (!got.found)
+        throw ChunkError("chunk object " + url + " disappeared while it was read (was " +
+                         std::to_string(size) + " bytes)");
+    if (!version.empty() && !got.version.empty() && got.version != version)
+        throw StaleObject("chunk object " + url + " changed while it was read (version " +
+                              version + ", now " + got.version + "); read it again",
+                          url);
+    if (got.offset != base + offset || got.bytes != len)
+        throw ChunkError("chunk object " + url + " shrank while it was read (asked for " +
+                         std::to_string(len) + " bytes at " + std::to_string(offset) + ", got " +
+                         std::to_string(got.bytes) + "; the object has " +
+                         std::to_string(got.object_size) + ")");
+}
+
 void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+    if (store_) {
+        fetch_exactly(*store_, key_, path_, version_, base_, size_, offset, len, dst);
+        return;
+    }
     read_range(fd_, base_, size_, path_, offset, len, dst);
 }
 
 void ChunkFile::Ref::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+    if (store) {
+        fetch_exactly(*store, key, path, version, base, size, offset, len, dst);
+        return;
+    }
     read_range(fd, base, size, path, offset, len, dst);
 }
 

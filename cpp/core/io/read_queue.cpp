@@ -27,6 +27,8 @@ struct ReadBatch::Ticket {
     std::exception_ptr error;
     State state = Queued;
     bool claimable = false;
+    bool first = false;  // submit_first: short reads allowed, `found` filled in
+    ObjectRange found;
     bool budgeted = false;  // its bytes count against the budget until released
 };
 
@@ -232,7 +234,11 @@ void ReadQueue::loop() {
         }
         std::exception_ptr error;
         try {
-            t->file.read_at(t->offset, t->len, buf->get(std::max<std::size_t>(t->len, 1)));
+            uint8_t* dst = buf->get(std::max<std::size_t>(t->len, 1));
+            if (t->first)
+                t->found = t->file.store->fetch(t->file.key, t->file.base, t->len, false, dst);
+            else
+                t->file.read_at(t->offset, t->len, dst);
         } catch (...) {
             error = std::current_exception();
         }
@@ -290,8 +296,23 @@ ReadBatch::Ticket& ReadBatch::ticket(std::size_t t) {
     return *tickets_[t];
 }
 
+std::size_t ReadBatch::submit_first(const ChunkFile& object, std::size_t len) {
+    const std::size_t t = submit(object, 0, len, false, true);
+    return t;
+}
+
+ObjectRange ReadBatch::first_result(std::size_t t) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return ticket(t).found;
+}
+
 std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::size_t len,
                               bool claimable) {
+    return submit(file, offset, len, claimable, false);
+}
+
+std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::size_t len,
+                              bool claimable, bool first) {
     std::size_t index = 0;
     Ticket* ticket = nullptr;
     std::shared_ptr<ReadQueue> queue;
@@ -306,6 +327,7 @@ std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::si
         index = tickets_.size() - 1;
         ticket->index = index;
         ticket->claimable = claimable;
+        ticket->first = first;
         if (claimable) ++unclaimed_;
     }
     queue->push(this, ticket);

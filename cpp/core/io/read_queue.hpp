@@ -43,6 +43,12 @@ public:
     // With `claimable`, the ticket is also handed out by next_arrived.
     std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len,
                        bool claimable = false);
+    // The first read of a remote chunk object whose size is not known yet: up to `len` bytes
+    // from its start (fewer when it is smaller); first_result(t) then says what was found.
+    std::size_t submit_first(const ChunkFile& object, std::size_t len);
+    // After wait(t) of a ticket from submit_first: found or not, the object's size and
+    // version, and how many bytes wait(t) holds.
+    ObjectRange first_result(std::size_t t);
     // Waits until ticket t has arrived and returns its bytes, valid until release(t) or the
     // batch ends. Rethrows the read's error: ChunkIoError (EIO, ...), ChunkError when the file
     // ended early (it was truncated). Polls the cancel flags while it waits (throws Cancelled).
@@ -60,6 +66,8 @@ private:
     friend class ReadQueue;
     struct Ticket;
     Ticket& ticket(std::size_t t);
+    std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len, bool claimable,
+                       bool first);
 
     std::shared_ptr<ReadQueue> queue_;
     const CancelFlags cancel_;

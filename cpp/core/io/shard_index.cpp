@@ -33,31 +33,17 @@ int64_t mtime_ns(const struct stat& st) {
 
 }  // namespace
 
-std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st,
-                                                   std::size_t n_inner, bool at_start, bool crc,
-                                                   std::size_t max_chunk_bytes) {
-    const auto size = static_cast<uint64_t>(st.st_size);
-    const uint64_t index_bytes = 16 * static_cast<uint64_t>(n_inner) + (crc ? 4 : 0);
+uint64_t shard_index_bytes(std::size_t n_inner, bool crc) {
+    return 16 * static_cast<uint64_t>(n_inner) + (crc ? 4 : 0);
+}
+
+std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw_bytes, uint64_t size,
+                                              std::size_t n_inner, bool at_start, bool crc,
+                                              std::size_t max_chunk_bytes) {
+    const uint64_t index_bytes = shard_index_bytes(n_inner, crc);
     if (size < index_bytes)
-        bad("the shard file has " + std::to_string(size) + " bytes, fewer than its " +
+        bad("the shard has " + std::to_string(size) + " bytes, fewer than its " +
             std::to_string(index_bytes) + "-byte index");
-    // Read straight into the entries (little endian on disk, as on every host this builds on;
-    // read_u64 below is explicit anyway): no second index-sized copy.
-    auto index = std::make_shared<ShardIndex>();
-    index->entries.resize(2 * n_inner + (crc ? 1 : 0));
-    auto* raw_bytes = reinterpret_cast<uint8_t*>(index->entries.data());
-    const uint64_t pos = at_start ? 0 : size - index_bytes;
-    std::size_t done = 0;
-    while (done < index_bytes) {
-        const ssize_t n =
-            ::pread(fd, raw_bytes + done, index_bytes - done, static_cast<off_t>(pos + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0)
-            throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno),
-                               errno);
-        if (n == 0) bad("the shard file shrank while its index was read");
-        done += static_cast<std::size_t>(n);
-    }
     if (crc) {
         try {
             check_crc32c(raw_bytes, index_bytes);
@@ -65,7 +51,8 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
             bad(e.what());
         }
     }
-    index->entries.resize(2 * n_inner);  // drops the checksum word
+    auto index = std::make_shared<ShardIndex>();
+    index->entries.resize(2 * n_inner);
     const uint64_t lo = at_start ? index_bytes : 0;
     const uint64_t hi = at_start ? size : size - index_bytes;
     std::vector<std::pair<uint64_t, std::size_t>> used;  // (offset, inner chunk)
@@ -93,6 +80,31 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
             bad("inner chunks " + std::to_string(prev) + " and " + std::to_string(used[k].second) +
                 " overlap");
     }
+    return index;
+}
+
+std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st,
+                                                   std::size_t n_inner, bool at_start, bool crc,
+                                                   std::size_t max_chunk_bytes) {
+    const auto size = static_cast<uint64_t>(st.st_size);
+    const uint64_t index_bytes = shard_index_bytes(n_inner, crc);
+    if (size < index_bytes)
+        bad("the shard file has " + std::to_string(size) + " bytes, fewer than its " +
+            std::to_string(index_bytes) + "-byte index");
+    std::vector<uint8_t> raw(static_cast<std::size_t>(index_bytes));
+    const uint64_t pos = at_start ? 0 : size - index_bytes;
+    std::size_t done = 0;
+    while (done < index_bytes) {
+        const ssize_t n =
+            ::pread(fd, raw.data() + done, index_bytes - done, static_cast<off_t>(pos + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0)
+            throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno),
+                               errno);
+        if (n == 0) bad("the shard file shrank while its index was read");
+        done += static_cast<std::size_t>(n);
+    }
+    auto index = parse_shard_index(raw.data(), size, n_inner, at_start, crc, max_chunk_bytes);
     index->dev = st.st_dev;
     index->ino = st.st_ino;
     index->size = st.st_size;
@@ -100,8 +112,9 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
     return index;
 }
 
-ShardReader::ShardReader(const ArraySpec& spec, const FileChunkSource& files)
-    : spec_(spec), files_(files) {
+ShardReader::ShardReader(const ArraySpec& spec, const FileChunkSource& files,
+                         std::shared_ptr<const ObjectSource> store)
+    : spec_(spec), files_(files), store_(std::move(store)) {
     for (std::size_t d = 0; d < spec_.ndim(); ++d) {
         per_shard_.push_back(spec_.shard_shape[d] / spec_.chunks[d]);
         n_inner_ *= static_cast<std::size_t>(per_shard_.back());
@@ -157,6 +170,31 @@ std::shared_ptr<const ShardIndex> ShardIndexCache::get(const std::string& key,
     return nullptr;
 }
 
+std::shared_ptr<const ShardIndex> ShardIndexCache::get_remote(const std::string& key) {
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.index.find(key);
+    if (it == s.index.end()) {
+        ++s.misses;
+        return nullptr;
+    }
+    ++s.hits;
+    s.lru.splice(s.lru.begin(), s.lru, it->second);
+    return it->second->second;
+}
+
+void ShardIndexCache::erase(const std::string& key) {
+    State& s = state_.get();
+    std::shared_ptr<const ShardIndex> gone;  // freed after the lock
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.index.find(key);
+    if (it == s.index.end()) return;
+    gone = std::move(it->second->second);
+    s.size -= cost(key, *gone);
+    s.lru.erase(it->second);
+    s.index.erase(it);
+}
+
 void ShardIndexCache::put(const std::string& key, std::shared_ptr<const ShardIndex> index) {
     const std::size_t bytes = cost(key, *index);
     if (bytes > limit()) return;
@@ -204,19 +242,47 @@ ShardIndexCache& process_shard_indexes() {
     return *cache;
 }
 
+std::string ShardReader::cache_key(const std::string& path, std::size_t max_bytes) const {
+    return path + '\0' + std::to_string(n_inner_) + (spec_.shard_index_at_start ? "s" : "e") +
+           (spec_.shard_index_crc32c ? "c" : "n") + std::to_string(max_bytes);
+}
+
 std::shared_ptr<const ShardIndex> ShardReader::index_for(const std::string& path, int fd,
                                                          const struct stat& st,
                                                          std::size_t max_bytes) const {
-    // The layout is part of the key: two readers may see one file with different metadata.
-    const std::string key = path + '\0' + std::to_string(n_inner_) +
-                            (spec_.shard_index_at_start ? "s" : "e") +
-                            (spec_.shard_index_crc32c ? "c" : "n") + std::to_string(max_bytes);
+    const std::string key = cache_key(path, max_bytes);
     ShardIndexCache& cache = process_shard_indexes();
     if (auto hit = cache.get(key, st)) return hit;
     auto index = read_shard_index(fd, st, n_inner_, spec_.shard_index_at_start,
                                   spec_.shard_index_crc32c, max_bytes);
     cache.put(key, index);
     return index;
+}
+
+std::shared_ptr<const ShardIndex> ShardReader::remote_index_for(const std::string& key,
+                                                                std::size_t max_bytes) const {
+    const std::string url = store_->url_of(key);
+    const std::string ckey = cache_key(url, max_bytes);
+    ShardIndexCache& cache = process_shard_indexes();
+    if (auto hit = cache.get_remote(ckey)) return hit;
+    const auto want = static_cast<std::size_t>(shard_index_bytes(n_inner_, spec_.shard_index_crc32c));
+    std::vector<uint8_t> raw(want);
+    const bool at_start = spec_.shard_index_at_start;
+    const ObjectRange got = store_->fetch(key, 0, want, !at_start, raw.data());
+    if (!got.found) return nullptr;
+    if (got.bytes != want || (!at_start && got.offset + got.bytes != got.object_size))
+        bad("the shard " + url + " has " + std::to_string(got.object_size) +
+            " bytes, fewer than its " + std::to_string(want) + "-byte index");
+    auto index = parse_shard_index(raw.data(), got.object_size, n_inner_, at_start,
+                                   spec_.shard_index_crc32c, max_bytes);
+    index->size = static_cast<off_t>(got.object_size);
+    index->version = got.version;
+    cache.put(ckey, index);
+    return index;
+}
+
+void ShardReader::forget(const std::string& url, std::size_t max_bytes) const {
+    process_shard_indexes().erase(cache_key(url, max_bytes));
 }
 
 ChunkFile ShardReader::open(const int64_t* coords, std::size_t max_bytes) const {
@@ -229,6 +295,15 @@ ChunkFile ShardReader::open(const int64_t* coords, std::size_t max_bytes) const 
                 static_cast<std::size_t>(coords[d] % per_shard_[d]);
     }
     const std::string key = chunk_key(spec_.keys, shard.data(), ndim);
+    if (store_) {
+        const auto index = remote_index_for(key, max_bytes);
+        if (!index) return ChunkFile();  // no shard object: fill value
+        const uint64_t offset = index->entries[2 * inner];
+        const uint64_t nbytes = index->entries[2 * inner + 1];
+        if (offset == kEmpty) return ChunkFile();  // empty inner chunk: fill value
+        ChunkFile whole(store_, key, static_cast<std::size_t>(index->size), index->version);
+        return whole.slice(static_cast<std::size_t>(offset), static_cast<std::size_t>(nbytes));
+    }
     // Any size is possible for a shard; its index bounds each inner chunk instead.
     ChunkFile file = files_.open(key, std::numeric_limits<std::size_t>::max());
     if (!file.is_open()) return file;

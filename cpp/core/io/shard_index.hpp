@@ -32,6 +32,7 @@ struct ShardIndex {
     ino_t ino = 0;
     off_t size = 0;
     int64_t mtime_ns = 0;
+    std::string version;  // a remote shard's version (ETag) when its index was read
 };
 
 // Reads and validates the index of an open shard file: checksum, every range inside the data
@@ -40,6 +41,12 @@ struct ShardIndex {
 std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st,
                                                    std::size_t n_inner, bool at_start, bool crc,
                                                    std::size_t max_chunk_bytes);
+// The same checks for index bytes already read, of a shard of `size` bytes.
+std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw, uint64_t size,
+                                              std::size_t n_inner, bool at_start, bool crc,
+                                              std::size_t max_chunk_bytes);
+// Bytes of the index of a shard of `n_inner` inner chunks.
+uint64_t shard_index_bytes(std::size_t n_inner, bool crc);
 
 struct IndexCacheStats {
     std::size_t limit = 0;  // bytes
@@ -59,6 +66,10 @@ public:
 
     // The cached index for `key` if it matches the file's identity `st`.
     std::shared_ptr<const ShardIndex> get(const std::string& key, const struct stat& st);
+    // The cached index of a remote shard (its version is checked by every read of the shard).
+    std::shared_ptr<const ShardIndex> get_remote(const std::string& key);
+    // Forgets `key` (a remote shard that changed).
+    void erase(const std::string& key);
     void put(const std::string& key, std::shared_ptr<const ShardIndex> index);
     void set_limit(std::size_t bytes);
     std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
@@ -88,7 +99,9 @@ ShardIndexCache& process_shard_indexes();
 
 class ShardReader {
 public:
-    ShardReader(const ArraySpec& spec, const FileChunkSource& files);
+    // Shards are files of `files`, or, with `store`, objects of that remote store.
+    ShardReader(const ArraySpec& spec, const FileChunkSource& files,
+                std::shared_ptr<const ObjectSource> store = nullptr);
     ~ShardReader();
     ShardReader(const ShardReader&) = delete;
     ShardReader& operator=(const ShardReader&) = delete;
@@ -98,13 +111,24 @@ public:
     // The inner chunk at grid coordinates `coords`; a closed ChunkFile when the shard file is
     // missing or the inner chunk is empty (both read as the fill value).
     ChunkFile open(const int64_t* coords, std::size_t max_bytes) const;
+    // Forgets the kept index of the remote shard at `url` (it changed: the next read reads it
+    // again); `max_bytes` as given to open.
+    void forget(const std::string& url, std::size_t max_bytes) const;
 
 private:
     std::shared_ptr<const ShardIndex> index_for(const std::string& path, int fd,
                                                 const struct stat& st, std::size_t max_bytes) const;
+    // A remote shard's index (kept, or fetched: a range at its end or start); null when the
+    // shard object does not exist.
+    std::shared_ptr<const ShardIndex> remote_index_for(const std::string& key,
+                                                       std::size_t max_bytes) const;
+    // The cache key of the shard at `path`: the layout is part of it (two readers may see one
+    // file with different metadata).
+    std::string cache_key(const std::string& path, std::size_t max_bytes) const;
 
     const ArraySpec& spec_;
     const FileChunkSource& files_;
+    std::shared_ptr<const ObjectSource> store_;
     std::vector<int64_t> per_shard_;  // inner chunks per shard, per dimension
     std::size_t n_inner_ = 1;
 };

@@ -1,0 +1,280 @@
+"""Ranged GETs over HTTP(S) for the native reader: the object-store client of zarrcrop.
+
+The C++ core's I/O threads call :meth:`HttpClient.fetch` many at a time (each on its own
+thread, with the GIL released while the socket waits); each thread keeps its own keep-alive
+connections. Nothing here survives ``fork()`` in a usable state, and nothing needs to: a
+connection made by another process is never reused (its pid is checked), so DataLoader workers
+started with fork read natively after the parent has read. Only the standard library is used:
+no event loop or runtime thread that a fork would leave behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FetchResult", "HttpClient", "RetryPolicy"]
+
+#: (found, object_size, offset of the bytes written, bytes written, version): what
+#: ``_core.CropReader``'s ``fetch`` returns.
+FetchResult = tuple[bool, int, int, int, "str | None"]
+
+# Statuses worth another try: throttling and server-side failures.
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures (connection errors, timeouts, 408/429/5xx, a body cut short)
+    are retried: up to ``attempts`` tries, waiting ``backoff * 2**k`` seconds (with jitter,
+    at most ``max_backoff``) between them, all within ``budget`` seconds from the first try.
+    Each try waits at most ``timeout`` seconds for the server (connect, then each read)."""
+
+    attempts: int = 5
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    budget: float = 60.0
+    timeout: float = 30.0
+
+
+class HttpClient:
+    """Ranged GETs of objects under base URLs, with keep-alive connections per thread.
+
+    ``sign(method, url, headers)`` (optional) adds authentication headers to a request (S3's
+    SigV4, a bearer token); it may be called from several threads at once.
+    """
+
+    def __init__(
+        self,
+        retry: RetryPolicy | None = None,
+        sign: Callable[[str, str, dict[str, str]], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.sign = sign
+        self.ssl_context = ssl_context
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_local")
+        state["ssl_context"] = None  # not picklable; the default context is made again
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    # ---------------------------------------------------------------- connections
+
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        pool = getattr(self._local, "pool", None)
+        if pool is None or self._local.pid != os.getpid():
+            pool = {}  # another process's connections are never used (fork)
+            self._local.pool = pool
+            self._local.pid = os.getpid()
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            timeout = self.retry.timeout
+            if scheme == "https":
+                context = self.ssl_context or ssl.create_default_context()
+                conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=context)
+            else:
+                conn = http.client.HTTPConnection(netloc, timeout=timeout)
+            pool[(scheme, netloc)] = conn
+        return conn
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        pool = getattr(self._local, "pool", None)
+        if pool is not None:
+            conn = pool.pop((scheme, netloc), None)
+            if conn is not None:
+                conn.close()
+
+    # ---------------------------------------------------------------- requests
+
+    def fetch(
+        self, url: str, offset: int, length: int, from_end: bool, out: memoryview
+    ) -> FetchResult:
+        """Up to ``length`` bytes of the object at ``url`` from ``offset`` (with ``from_end``:
+        its last ``length`` bytes) into ``out``. Returns (found, object size, offset of the
+        bytes written, bytes written, version (the ETag)); (False, 0, 0, 0, None) for a missing
+        object (404). Raises PermissionError (401/403), FileNotFoundError is never raised,
+        OSError / TimeoutError after the retry policy gave up, ValueError when a reply
+        contradicts the request (a ChunkError in the reader)."""
+        if length <= 0:
+            return (True, 0, 0, 0, None)  # nothing asked for: the reader never does this
+        if from_end:
+            byte_range = f"bytes=-{length}"
+        else:
+            byte_range = f"bytes={offset}-{offset + length - 1}"
+        policy = self.retry
+        started = time.monotonic()
+        last: BaseException | None = None
+        for attempt in range(policy.attempts):
+            if attempt:
+                pause = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+                pause *= 0.5 + random.random()  # jitter: many threads must not retry in step
+                if time.monotonic() + pause - started > policy.budget:
+                    break
+                time.sleep(pause)
+            try:
+                return self._get(url, byte_range, offset, length, from_end, out)
+            except _Retry as exc:
+                last = exc.cause
+            except TimeoutError as exc:
+                last = exc
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                if isinstance(exc, (PermissionError, FileNotFoundError)):
+                    raise
+                last = exc
+        if isinstance(last, (TimeoutError, socket.timeout)):
+            raise TimeoutError(
+                f"GET {url} ({byte_range}): no reply within {policy.timeout:g} s, "
+                f"{policy.attempts} tries"
+            ) from last
+        raise ConnectionError(
+            f"GET {url} ({byte_range}) failed after {policy.attempts} tries within "
+            f"{policy.budget:g} s: {last}"
+        ) from last
+
+    def _get(
+        self,
+        url: str,
+        byte_range: str,
+        offset: int,
+        length: int,
+        from_end: bool,
+        out: memoryview,
+    ) -> FetchResult:
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        headers = {"Host": parts.netloc, "Range": byte_range, "Accept-Encoding": "identity"}
+        if self.sign is not None:
+            self.sign("GET", url, headers)
+        conn = self._connection(parts.scheme, parts.netloc)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+        except BaseException:
+            self._drop(parts.scheme, parts.netloc)
+            raise
+        try:
+            return self._reply(url, byte_range, resp, offset, length, from_end, out)
+        except BaseException:
+            self._drop(parts.scheme, parts.netloc)  # the body may be half read
+            raise
+        finally:
+            if resp.will_close:
+                self._drop(parts.scheme, parts.netloc)
+
+    def _reply(
+        self,
+        url: str,
+        byte_range: str,
+        resp: http.client.HTTPResponse,
+        offset: int,
+        length: int,
+        from_end: bool,
+        out: memoryview,
+    ) -> FetchResult:
+        status = resp.status
+        etag = resp.getheader("ETag")
+        if status == 404:
+            resp.read()
+            return (False, 0, 0, 0, None)
+        if status in (401, 403):
+            body = resp.read(2048).decode("utf-8", "replace")
+            raise PermissionError(13, f"GET {url}: {status} {resp.reason} {_brief(body)}".strip())
+        if status in _RETRY_STATUS:
+            resp.read()
+            raise _Retry(ConnectionError(f"GET {url}: {status} {resp.reason}"))
+        if status == 416:  # the range starts past the end: an empty object, or offset >= size
+            resp.read()
+            size = _total(resp.getheader("Content-Range"))
+            if size is None:
+                raise ValueError(f"GET {url} ({byte_range}): 416 without the object's size")
+            return (True, size, min(offset, size), 0, etag)
+        if status == 206:
+            got = _CONTENT_RANGE.fullmatch((resp.getheader("Content-Range") or "").strip())
+            if got is None or got.group(1) is None or got.group(3) == "*":
+                raise ValueError(f"GET {url} ({byte_range}): 206 without a usable Content-Range")
+            start, end, size = int(got.group(1)), int(got.group(2)), int(got.group(3))
+            count = end - start + 1
+            expect_start = max(0, size - length) if from_end else offset
+            if start != expect_start or count > length or end >= size:
+                raise ValueError(
+                    f"GET {url} ({byte_range}): the server sent bytes {start}-{end} of {size}"
+                )
+            _read_exactly(resp, out, count, url)
+            return (True, size, start, count, etag)
+        if status == 200:  # the server ignored the range: the whole object follows
+            size_header = resp.getheader("Content-Length")
+            if size_header is None:
+                raise ValueError(f"GET {url}: 200 without Content-Length")
+            size = int(size_header)
+            start = max(0, size - length) if from_end else min(offset, size)
+            count = max(0, min(length, size - start))
+            _skip(resp, start, url)
+            _read_exactly(resp, out, count, url)
+            resp.read()  # the rest, so that the connection can be used again
+            return (True, size, start, count, etag)
+        body = resp.read(2048).decode("utf-8", "replace")
+        raise OSError(5, f"GET {url} ({byte_range}): {status} {resp.reason} {_brief(body)}")
+
+
+class _Retry(Exception):
+    """A transient failure: try again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _total(content_range: str | None) -> int | None:
+    got = _CONTENT_RANGE.fullmatch((content_range or "").strip())
+    if got is None or got.group(3) == "*":
+        return None
+    return int(got.group(3))
+
+
+def _read_exactly(resp: http.client.HTTPResponse, out: memoryview, count: int, url: str) -> None:
+    """The next ``count`` bytes of the body into out[:count]: a body cut short is retried."""
+    done = 0
+    while done < count:
+        n = resp.readinto(out[done:count])
+        if not n:
+            raise _Retry(
+                ConnectionError(f"GET {url}: the reply ended after {done} of {count} bytes")
+            )
+        done += n
+
+
+def _skip(resp: http.client.HTTPResponse, count: int, url: str) -> None:
+    while count > 0:
+        n = len(resp.read(min(count, 1 << 20)))
+        if not n:
+            raise _Retry(ConnectionError(f"GET {url}: the reply ended early"))
+        count -= n
+
+
+def _brief(body: str) -> str:
+    """The gist of an error body (S3's XML Code and Message), on one line."""
+    code = re.search(r"<Code>([^<]*)</Code>", body)
+    message = re.search(r"<Message>([^<]*)</Message>", body)
+    if code or message:
+        return ": ".join(x.group(1) for x in (code, message) if x)
+    return " ".join(body.split())[:200]

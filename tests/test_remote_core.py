@@ -1,0 +1,231 @@
+"""The core's remote route, driven by a fetch function over a local directory: every codec and
+layout read as objects of a store (first reads that tell the size, whole or piecewise chunks,
+shard indexes fetched from the end or the start), equal to zarr-python; and what the core does
+with a fetcher that fails, answers short, or sees an object change.
+
+The HTTP client and real servers are tested in test_remote_*.py; this file isolates the core
+(``_core.CropReader(fetch=...)``) from the network.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+from helpers import ArraySpec, Blosc, create_array, make_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from zarrcrop import _core
+
+
+class DirFetcher:
+    """fetch(key, offset, length, from_end, out) over files of a directory, counting calls;
+    ``version`` is reported for every object (change it to simulate a rewrite)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.version = "v1"
+        self.calls = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.fail: dict[str, BaseException] = {}
+        self.short: set[str] = set()
+
+    def __call__(self, key, offset, length, from_end, out):
+        if key in self.fail:
+            raise self.fail[key]
+        path = self.root / key
+        if not path.is_file():
+            return (False, 0, 0, 0, None)
+        data = path.read_bytes()
+        size = len(data)
+        start = max(0, size - length) if from_end else min(offset, size)
+        piece = data[start : start + length]
+        if key in self.short:
+            piece = piece[: len(piece) // 2]
+        out[: len(piece)] = piece
+        with self.lock:
+            self.calls += 1
+            self.bytes += len(piece)
+        return (True, size, start, len(piece), self.version)
+
+
+def remote_reader(path: Path, fetch: DirFetcher, cache_bytes: int = 0):
+    args = zarrcrop.open(path)._layout.reader_args(cache_bytes)
+    return _core.CropReader(**{**args, "root": b"mem://" + bytes(path), "fetch": fetch})
+
+
+LAYOUTS = [
+    ArraySpec(2, (3, 300, 520), (1, 128, 256), "uint16", Blosc("zstd", 3, "bitshuffle")),
+    ArraySpec(2, (3, 300, 520), (1, 128, 256), "uint16", Blosc("lz4", 5, "shuffle")),
+    ArraySpec(2, (3, 300, 520), (1, 128, 256), "uint16", Blosc("blosclz", 5, "noshuffle")),
+    ArraySpec(2, (3, 300, 520), (1, 40, 40), "uint16", Blosc("zstd", 3, "shuffle")),
+    ArraySpec(2, (3, 300, 520), (1, 128, 256), "uint16", None),
+    ArraySpec(2, (3, 300, 520), (1, 128, 256), "uint16", None, layout="v2-numcodecs-zstd"),
+    ArraySpec(
+        3,
+        (3, 300, 520),
+        (1, 64, 128),
+        "uint16",
+        Blosc("zstd", 3, "bitshuffle"),
+        layout="v3-sharding",
+    ),
+    ArraySpec(3, (3, 300, 520), (1, 128, 128), "float32", Blosc("lz4", 5, "bitshuffle")),
+]
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote-core")
+    out = []
+    for i, spec in enumerate(LAYOUTS):
+        path = root / f"a{i}.zarr"
+        data = make_data(spec.shape, spec.dtype, seed=i, mode="runs" if i % 2 else "random")
+        create_array(path, spec, data)
+        out.append((path, data))
+    return out
+
+
+@settings(max_examples=40)
+@given(
+    which=st.integers(0, len(LAYOUTS) - 1),
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.booleans(),
+    cache=st.booleans(),
+)
+def test_remote_reads_equal_zarr_python(arrays, which, seed, batch, cache):
+    path, data = arrays[which]
+    rng = np.random.default_rng(seed)
+    reader = remote_reader(path, DirFetcher(path), cache_bytes=(8 << 20) if cache else 0)
+    za = zarr.open_array(str(path), mode="r")
+    crop = [1, int(rng.integers(1, 300)), int(rng.integers(1, 520))]
+    starts = np.array(
+        [[int(rng.integers(0, data.shape[d] - crop[d] + 1)) for d in range(3)] for _ in range(4)],
+        dtype=np.int64,
+    )
+    fill = np.zeros(1, data.dtype).tobytes()
+    if batch:
+        out = np.empty((len(starts), *crop), data.dtype)
+        reader.read_crops(starts, crop, out, False, fill)
+        for i, row in enumerate(starts):
+            sel = tuple(slice(s, s + c) for s, c in zip(row, crop, strict=True))
+            np.testing.assert_array_equal(out[i], za[sel])
+    else:
+        out = np.empty(crop, data.dtype)
+        reader.read(list(starts[0]), [1, 1, 1], crop, out)
+        sel = tuple(slice(s, s + c) for s, c in zip(starts[0], crop, strict=True))
+        np.testing.assert_array_equal(out, za[sel])
+
+
+def _zstd(tmp_path: Path, shards: bool = False, at_start: bool = False) -> tuple[Path, np.ndarray]:
+    """2 frames of 1024x1024 uint16, chunks of 512x512 (about 200 KB each, read piecewise);
+    with ``shards``, one shard per frame, its index at the end or the start."""
+    path = tmp_path / "z.zarr"
+    data = np.random.default_rng(7).integers(0, 50, size=(2, 1024, 1024), dtype=np.uint16)
+    if not shards:
+        spec = ArraySpec(2, data.shape, (1, 512, 512), "uint16", Blosc("zstd", 3, "bitshuffle"))
+        create_array(path, spec, data)
+        return path, data
+    blosc = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    sharding = zarr.codecs.ShardingCodec(
+        chunk_shape=(1, 512, 512),
+        codecs=[zarr.codecs.BytesCodec(), blosc],
+        index_location="start" if at_start else "end",
+    )
+    z = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        chunks=(1, 1024, 1024),
+        dtype="uint16",
+        serializer=sharding,
+        compressors=None,
+        zarr_format=3,
+    )
+    z[...] = data
+    return path, data
+
+
+def test_large_chunks_are_fetched_piecewise_in_few_requests(tmp_path):
+    path, data = _zstd(tmp_path)
+    fetch = DirFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 100, 100), np.uint16)
+    reader.read([0, 600, 600], [1, 1, 1], [1, 100, 100], out)
+    np.testing.assert_array_equal(out[0], data[0, 600:700, 600:700])
+    size = (path / "0.1.1").stat().st_size
+    assert size > 64 * 1024
+    # One chunk: its first read (header and more), then the needed blocks: not the whole file.
+    assert 2 <= fetch.calls <= 4
+    assert fetch.bytes < size
+
+
+@pytest.mark.parametrize("at_start", [False, True])
+def test_shards_read_their_index_once(tmp_path, at_start):
+    path, data = _zstd(tmp_path, shards=True, at_start=at_start)
+    fetch = DirFetcher(path)
+    reader = remote_reader(path, fetch)
+    zarrcrop.clear_index_cache()
+    out = np.empty((1, 300, 300), np.uint16)
+    reader.read([1, 400, 400], [1, 1, 1], [1, 300, 300], out)
+    np.testing.assert_array_equal(out[0], data[1, 400:700, 400:700])
+    first = fetch.calls
+    reader.read([1, 400, 400], [1, 1, 1], [1, 300, 300], out)
+    # The index is kept: the second read fetches inner chunks only.
+    assert fetch.calls - first < first
+    assert zarrcrop.index_cache_info()["hits"] >= 1
+
+
+def test_missing_objects_read_as_the_fill_value(tmp_path):
+    path, data = _zstd(tmp_path)
+    os.remove(path / "1.0.1")
+    reader = remote_reader(path, DirFetcher(path))
+    out = np.empty((1, 1024, 1024), np.uint16)
+    reader.read([1, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+    expected = data[1].copy()
+    expected[:512, 512:] = 0
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_fetch_errors_name_the_chunk_and_keep_errno(tmp_path):
+    path, _ = _zstd(tmp_path)
+    fetch = DirFetcher(path)
+    fetch.fail["0.0.1"] = PermissionError(errno.EACCES, "GET https://bucket/z.zarr/0.0.1: 403")
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 1024, 1024), np.uint16)
+    with pytest.raises(PermissionError, match=r"0\.0\.1.*403") as info:
+        reader.read([0, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+    assert info.value.errno == errno.EACCES
+    fetch.fail["0.0.1"] = ValueError("GET ...: the server sent bytes 5-9 of 10")
+    with pytest.raises(zarrcrop.ChunkError, match=r"0\.0\.1.*bytes 5-9"):
+        reader.read([0, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+
+
+def test_a_short_reply_is_a_chunk_error_never_a_short_copy(tmp_path):
+    path, _ = _zstd(tmp_path)
+    fetch = DirFetcher(path)
+    fetch.short.add("1.1.1")
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 300, 300), np.uint16)
+    with pytest.raises(zarrcrop.ChunkError, match=r"1\.1\.1"):
+        reader.read([1, 600, 600], [1, 1, 1], [1, 300, 300], out)
+
+
+def test_an_object_that_changes_during_a_read_is_an_error_then_read_again(tmp_path):
+    path, data = _zstd(tmp_path, shards=True)
+    fetch = DirFetcher(path)
+    reader = remote_reader(path, fetch)
+    zarrcrop.clear_index_cache()
+    out = np.empty((1, 300, 300), np.uint16)
+    reader.read([0, 100, 100], [1, 1, 1], [1, 300, 300], out)  # the index is kept (v1)
+    fetch.version = "v2"  # the shard was rewritten since
+    with pytest.raises(zarrcrop.ChunkError, match="changed while it was read"):
+        reader.read([0, 100, 100], [1, 1, 1], [1, 300, 300], out)
+    # The stale index was dropped: the next read fetches it again and succeeds.
+    reader.read([0, 100, 100], [1, 1, 1], [1, 300, 300], out)
+    np.testing.assert_array_equal(out[0], data[0, 100:400, 100:400])

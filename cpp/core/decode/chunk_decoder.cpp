@@ -34,6 +34,10 @@ constexpr std::size_t kRemoteFirstRead = 64 * 1024;
 constexpr std::size_t kReadPiece = 256 * 1024;
 // Needed blocks closer than this are read in one piece, the gap included.
 constexpr std::size_t kReadMergeGap = 16 * 1024;
+// The same for remote objects: a request costs a round trip and the server's work per
+// request, worth about a MiB of transfer; larger pieces, larger gaps read through.
+constexpr std::size_t kRemoteReadPiece = 8u << 20;
+constexpr std::size_t kRemoteMergeGap = 1u << 20;
 
 }  // namespace
 
@@ -579,12 +583,15 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
               [&](std::size_t x, std::size_t y) { return extent(x).start < extent(y).start; });
     job.batch = &batch;
     job.reads.assign(job.blocks.size(), BlockJob::BlockRead{});
+    const bool remote = job.file.remote();
+    const std::size_t piece = remote ? kRemoteReadPiece : kReadPiece;
+    const std::size_t merge_gap = remote ? kRemoteMergeGap : kReadMergeGap;
     for (std::size_t i = 0; i < order.size();) {
         const std::size_t lo = extent(order[i]).start;
         std::size_t hi = extent(order[i]).end;
         std::size_t j = i + 1;
-        while (j < order.size() && extent(order[j]).start <= hi + kReadMergeGap &&
-               std::max<std::size_t>(hi, extent(order[j]).end) - lo <= kReadPiece) {
+        while (j < order.size() && extent(order[j]).start <= hi + merge_gap &&
+               std::max<std::size_t>(hi, extent(order[j]).end) - lo <= piece) {
             hi = std::max<std::size_t>(hi, extent(order[j]).end);
             ++j;
         }

@@ -10,6 +10,7 @@ no event loop or runtime thread that a fork would leave behind.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import random
@@ -65,16 +66,36 @@ class HttpClient:
         self.sign = sign
         self.ssl_context = ssl_context
         self._local = threading.local()
+        # Every connection of every thread, so that close() (and garbage collection) can
+        # close them all: thread-local pools of other threads are out of reach otherwise.
+        self._open: set[http.client.HTTPConnection] = set()
+        self._open_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_local")
+        for name in ("_local", "_open", "_open_lock"):
+            state.pop(name)
         state["ssl_context"] = None  # not picklable; the default context is made again
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+        self._open = set()
+        self._open_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every keep-alive connection (of this process; a forked child's are its own)."""
+        with self._open_lock:
+            conns, self._open = self._open, set()
+        for conn in conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
     # ---------------------------------------------------------------- connections
 
@@ -84,6 +105,8 @@ class HttpClient:
             pool = {}  # another process's connections are never used (fork)
             self._local.pool = pool
             self._local.pid = os.getpid()
+            with self._open_lock:
+                self._open = {c for c in self._open if getattr(c, "_zc_pid", None) == os.getpid()}
         conn = pool.get((scheme, netloc))
         if conn is None:
             timeout = self.retry.timeout
@@ -92,7 +115,10 @@ class HttpClient:
                 conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=context)
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=timeout)
+            conn._zc_pid = os.getpid()  # type: ignore[attr-defined]
             pool[(scheme, netloc)] = conn
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
     def _drop(self, scheme: str, netloc: str) -> None:
@@ -101,6 +127,8 @@ class HttpClient:
             conn = pool.pop((scheme, netloc), None)
             if conn is not None:
                 conn.close()
+                with self._open_lock:
+                    self._open.discard(conn)
 
     # ---------------------------------------------------------------- requests
 
@@ -139,14 +167,18 @@ class HttpClient:
                 if isinstance(exc, (PermissionError, FileNotFoundError)):
                     raise
                 last = exc
+        # OSError(errno, ...) picks the subclass: TimeoutError, ConnectionRefusedError, ...
         if isinstance(last, (TimeoutError, socket.timeout)):
-            raise TimeoutError(
+            raise OSError(
+                errno.ETIMEDOUT,
                 f"GET {url} ({byte_range}): no reply within {policy.timeout:g} s, "
-                f"{policy.attempts} tries"
+                f"{policy.attempts} tries",
             ) from last
-        raise ConnectionError(
+        code = getattr(last, "errno", None) or errno.EIO
+        raise OSError(
+            code,
             f"GET {url} ({byte_range}) failed after {policy.attempts} tries within "
-            f"{policy.budget:g} s: {last}"
+            f"{policy.budget:g} s: {last}",
         ) from last
 
     def _get(

@@ -1,0 +1,276 @@
+"""Native reads from object stores, against real servers on 127.0.0.1 (tests/remote_fixtures):
+SeaweedFS's S3 API (through s3fs URLs, zarr's ObjectStore over obstore, AWS environment
+variables) and a Range HTTP server, with a latency proxy counting requests. Every result must
+equal zarr-python's; failures (403, 404 on a shard, truncated replies, a server that dies,
+slow replies past the timeout) raise errors naming the URL and chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+from helpers import ArraySpec, Blosc, create_array, make_data
+from helpers.servers import Fault
+
+pytest_plugins = ["remote_fixtures"]
+
+pytest.importorskip("obstore")
+
+
+def _s3fs_options(server, endpoint=None):
+    return {
+        "key": server.access_key,
+        "secret": server.secret_key,
+        "client_kwargs": {"endpoint_url": endpoint or server.endpoint, "region_name": "us-east-1"},
+    }
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """Local zarr datasets to upload: v2 Blosc zstd (large chunks, read piecewise), v2 with
+    small chunks and a missing chunk, v3 sharded (index at the end), v3 zstd chain."""
+    root = tmp_path_factory.mktemp("remote-data")
+    specs = {
+        "v2": ArraySpec(2, (3, 512, 700), (1, 256, 350), "uint16", Blosc("zstd", 3, "bitshuffle")),
+        "v2small": ArraySpec(2, (3, 200, 300), (1, 40, 50), "uint8", Blosc("lz4", 5, "shuffle")),
+        "v3sharded": ArraySpec(
+            3,
+            (3, 512, 700),
+            (1, 128, 175),
+            "uint16",
+            Blosc("zstd", 3, "bitshuffle"),
+            layout="v3-sharding",
+        ),
+        "v3zstd": ArraySpec(3, (3, 200, 300), (1, 64, 64), "int16", None, layout="v3-zstd-crc32c"),
+    }
+    out = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        group = root / name
+        data = make_data(spec.shape, spec.dtype, seed=i, mode="runs" if i % 2 else "random")
+        zarr.open_group(str(group), mode="w", zarr_format=spec.zarr_format)
+        create_array(group / "a", spec, data, missing=[(1, 0, 0)] if name == "v2small" else ())
+        out[name] = (group, np.asarray(zarr.open_array(str(group / "a"), mode="r")[:]))
+    return out
+
+
+def _crops(shape, rng, n=4, size=(1, 150, 170)):
+    return np.array(
+        [[int(rng.integers(0, shape[d] - size[d] + 1)) for d in range(3)] for _ in range(n)]
+    ), size
+
+
+@pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3zstd"])
+def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets, name):
+    group, data = datasets[name]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    opts = _s3fs_options(s3_server)
+    g = zarrcrop.open_group(ds.url, storage_options=opts, strict=True)
+    a = g["a"]
+    assert a.native, a.fallback_reason
+    rng = np.random.default_rng(1)
+    starts, size = _crops(data.shape, rng)
+    got = a.read_crops(starts, size)
+    for i, s in enumerate(starts):
+        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+        np.testing.assert_array_equal(got[i], data[sel])
+    np.testing.assert_array_equal(a[1, 10:190:3, ::-2], data[1, 10:190:3, ::-2])
+    np.testing.assert_array_equal(a[:], data)
+
+
+def test_objectstore_and_environment_credentials(s3_server, s3_dataset, datasets, monkeypatch):
+    from zarr.storage import ObjectStore
+
+    group, data = datasets["v2"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    # zarr's ObjectStore over obstore's S3Store: the same credentials, natively.
+    store = ObjectStore(ds.store(rooted=True), read_only=True)
+    a = zarrcrop.open(store, "a", strict=True)
+    np.testing.assert_array_equal(a[:], data)
+    # The AWS environment variables, as users set them (no storage_options).
+    for k, v in ds.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    b = zarrcrop.open(ds.url + "/a", strict=True)
+    np.testing.assert_array_equal(b[0, :100, :100], data[0, :100, :100])
+
+
+def test_a_batch_is_fetched_together_in_few_requests(s3_server, s3_dataset, datasets,
+                                                     latency_proxy):  # fmt: skip
+    group, data = datasets["v2"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    proxy = latency_proxy(s3_server, rtt=0.005)
+    a = zarrcrop.open_group(
+        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+    )["a"]
+    rng = np.random.default_rng(3)
+    starts, size = _crops(data.shape, rng, n=16)
+    proxy.reset()
+    got = a.read_crops(starts, size)
+    stats = proxy.stats()
+    chunks = {
+        (t, y // 256, x // 350) for t, y0, x0 in starts
+        for y in (y0, y0 + size[1] - 1) for x in (x0, x0 + size[2] - 1)
+    }  # fmt: skip
+    # No HEAD before GETs; a first read and a span or two of each chunk, not a request per
+    # block (this data is random: its chunks are stored raw, read in windows).
+    assert stats["methods"].get("HEAD", 0) == 0
+    assert stats["requests"] <= 3 * len(chunks), stats["requests"]
+    assert stats["max_in_flight"] >= 4  # fetched together, not one at a time
+    for i, s in enumerate(starts):
+        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+        np.testing.assert_array_equal(got[i], data[sel])
+
+
+def test_shard_indexes_are_read_once(s3_server, s3_dataset, datasets, latency_proxy):
+    group, data = datasets["v3sharded"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    proxy = latency_proxy(s3_server)
+    a = zarrcrop.open_group(
+        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+    )["a"]
+    zarrcrop.clear_index_cache()
+    np.testing.assert_array_equal(a[0, :200, :300], data[0, :200, :300])
+    proxy.reset()
+    np.testing.assert_array_equal(a[0, :200, :300], data[0, :200, :300])
+    # The second read: inner chunks only, no suffix range for the index again.
+    assert not any(r.startswith("bytes=-") for r in proxy.stats()["ranges"])
+
+
+def test_http_reads_and_failures(http_server, datasets, tmp_path):
+    group, data = datasets["v2"]
+    server = http_server(group.parent)
+    url = server.url(f"{group.name}/a")
+    a = zarrcrop.open(url, strict=True)
+    np.testing.assert_array_equal(a[:], data)
+    # 403 on one chunk: PermissionError naming the URL and the chunk.
+    server.faults = [Fault(pattern=f"*{group.name}/a/0.1.0", status=403)]
+    with pytest.raises(PermissionError, match=r"0\.1\.0.*403"):
+        a[0]
+    # A reply cut short, every time: an error, never a short copy.
+    server.faults = [Fault(pattern=f"*{group.name}/a/1.0.1", truncate=100)]
+    with pytest.raises((zarrcrop.ChunkError, OSError), match=r"1\.0\.1"):
+        a[1]
+    # A transient 503: retried, the read succeeds.
+    server.faults = [Fault(pattern=f"*{group.name}/a/2.0.0", status=503, times=2)]
+    np.testing.assert_array_equal(a[2], data[2])
+    server.faults = []
+
+
+def test_missing_shard_reads_as_fill_value(s3_server, s3_dataset, datasets):
+    group, _data = datasets["v3sharded"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    a = zarrcrop.open_group(ds.url, storage_options=_s3fs_options(s3_server), strict=True)["a"]
+    import obstore
+
+    shards = sorted(k for k in ds.keys if k.startswith("ds.zarr/a/") and "zarr.json" not in k)
+    obstore.delete(ds.store(), shards[0])  # bucket-relative key
+    expected = zarr.open_group(ds.url, mode="r", storage_options=_s3fs_options(s3_server))["a"][:]
+    np.testing.assert_array_equal(a[:], expected)
+
+
+SLOW = """
+import sys, time, zarrcrop
+from zarrcrop.remote import RetryPolicy
+url = sys.argv[1]
+a = zarrcrop.open(url, strict=True)
+a._layout.fetch.client.retry = RetryPolicy(attempts=2, backoff=0.01, budget=5, timeout=0.5)
+t0 = time.monotonic()
+try:
+    a[0]
+    print("finished")
+except OSError as e:
+    print(type(e).__name__, round(time.monotonic() - t0, 2), e)
+"""
+
+
+def test_a_server_slower_than_the_timeout_is_an_error(http_server, datasets, tmp_path):
+    group, _ = datasets["v2"]
+    server = http_server(group.parent)
+    server.faults = [Fault(pattern=f"*{group.name}/a/0.*", delay=3.0)]
+    script = tmp_path / "slow.py"
+    script.write_text(textwrap.dedent(SLOW))
+    proc = subprocess.run(
+        [sys.executable, str(script), server.url(f"{group.name}/a")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.strip()
+    assert out.startswith(("TimeoutError", "ConnectionError")), out
+    assert ("0." in out and "timeout" in out.lower()) or "no reply" in out, out
+
+
+def test_the_server_dying_mid_read_is_an_error_naming_the_url(http_server, datasets):
+    group, data = datasets["v2"]
+    server = http_server(group.parent)
+    a = zarrcrop.open(server.url(f"{group.name}/a"), strict=True)
+    np.testing.assert_array_equal(a[0, :10, :10], data[0, :10, :10])
+    a._layout.fetch.client.retry = zarrcrop.remote.RetryPolicy(attempts=2, backoff=0.01, budget=2)
+    server.die_after = 2
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match=server.endpoint.split("//")[1]):
+        a[:]
+    assert time.monotonic() - t0 < 30
+
+
+FORK = """
+import sys, zarrcrop
+import torch.utils.data as tud
+
+class DS(tud.Dataset):
+    def __init__(self, a):
+        self.a = a
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        return self.a[i % 3, :64, :64].astype("int64").sum()
+
+if __name__ == "__main__":
+    url, opts = sys.argv[1], eval(sys.argv[2])
+    a = zarrcrop.open_group(url, storage_options=opts, strict=True)["a"]
+    parent = a[0, :50, :50].copy()  # the parent reads first
+    for ctx in ("fork", "spawn"):
+        dl = tud.DataLoader(DS(a), batch_size=2, num_workers=2, multiprocessing_context=ctx,
+                            timeout=60)
+        total = sum(int(b.sum()) for b in dl)
+        print(ctx, total)
+"""
+
+
+def test_dataloader_workers_fork_and_spawn_after_the_parent_read(s3_server, s3_dataset,
+                                                                 datasets, tmp_path):  # fmt: skip
+    pytest.importorskip("torch")
+    group, data = datasets["v2"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(FORK))
+    proc = subprocess.run(
+        [sys.executable, str(script), ds.url, repr(_s3fs_options(s3_server))],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = sum(int(data[i % 3, :64, :64].astype("int64").sum()) for i in range(8))
+    assert proc.stdout.split() == ["fork", str(expected), "spawn", str(expected)], proc.stdout
+
+
+def test_remote_reads_release_their_processes(s3_server):
+    # The session's server is the only weed process this module started.
+    assert s3_server.pid is not None and os.path.exists(f"/proc/{s3_server.pid}")
+
+
+def test_paths_to_local_arrays_still_read_locally(tmp_path):
+    path = tmp_path / "l.zarr"
+    data = make_data((2, 30, 30), "uint8", seed=1)
+    create_array(path, ArraySpec(2, data.shape, (1, 10, 10), "uint8", Blosc("lz4", 5, "shuffle")),
+                 data)  # fmt: skip
+    a = zarrcrop.open(path)
+    assert a.native and a._layout.fetch is None
+    assert Path(a._layout.root).is_dir()

@@ -31,8 +31,8 @@ zarrcrop::FetchFn python_fetch(py::object fn) {
         }
         delete o;
     });
-    return [callable](const std::string& key, std::size_t offset, std::size_t len,
-                      bool from_end, uint8_t* dst) {
+    return [callable](const std::string& key, std::size_t offset, std::size_t len, bool from_end,
+                      uint8_t* dst) {
         zarrcrop::ObjectRange got;
         std::string error;
         int error_errno = 0;
@@ -43,8 +43,7 @@ zarrcrop::FetchFn python_fetch(py::object fn) {
                     py::memoryview out = py::memoryview::from_memory(
                         dst, static_cast<py::ssize_t>(len), /*readonly=*/false);
                     const py::tuple r = (*callable)(key, offset, len, from_end, out);
-                    if (r.size() != 5)
-                        throw std::invalid_argument("fetch must return 5 values");
+                    if (r.size() != 5) throw std::invalid_argument("fetch must return 5 values");
                     got.found = r[0].cast<bool>();
                     got.object_size = r[1].cast<std::size_t>();
                     got.offset = r[2].cast<std::size_t>();

@@ -18,7 +18,8 @@ public:
 // read saw): a ChunkError; kept state about it must be dropped.
 class StaleObject : public ChunkError {
 public:
-    StaleObject(const std::string& what, std::string url) : ChunkError(what), url_(std::move(url)) {}
+    StaleObject(const std::string& what, std::string url)
+        : ChunkError(what), url_(std::move(url)) {}
     const std::string& url() const noexcept { return url_; }
 
 private:

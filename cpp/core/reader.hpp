@@ -90,7 +90,7 @@ private:
     ArraySpec spec_;
     FileChunkSource source_;
     std::shared_ptr<const ObjectSource> store_;  // null: a local directory store
-    std::unique_ptr<ShardReader> shards_;  // null unless sharded
+    std::unique_ptr<ShardReader> shards_;        // null unless sharded
     std::unique_ptr<ChunkCache> cache_;
     ChunkDecoder decoder_;
     std::vector<int64_t> chunk_strides_;  // bytes, C order within a decoded chunk

@@ -167,8 +167,7 @@ bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedC
         if (got.object_size > max_file_bytes())
             throw ChunkError("chunk object " + opened.file.path() + " has " +
                              std::to_string(got.object_size) + " bytes, more than the " +
-                             std::to_string(max_file_bytes()) +
-                             " a chunk of this array can have");
+                             std::to_string(max_file_bytes()) + " a chunk of this array can have");
         if (got.offset != 0 || got.bytes > got.object_size)
             throw ChunkError("chunk object " + opened.file.path() +
                              ": the store answered another range than was asked for");

@@ -73,8 +73,8 @@ void fetch_exactly(const ObjectSource& store, const std::string& key, const std:
         throw ChunkError("chunk object " + url + " disappeared while it was read (was " +
                          std::to_string(size) + " bytes)");
     if (!version.empty() && !got.version.empty() && got.version != version)
-        throw StaleObject("chunk object " + url + " changed while it was read (version " +
-                              version + ", now " + got.version + "); read it again",
+        throw StaleObject("chunk object " + url + " changed while it was read (version " + version +
+                              ", now " + got.version + "); read it again",
                           url);
     if (got.offset != base + offset || got.bytes != len)
         throw ChunkError("chunk object " + url + " shrank while it was read (asked for " +

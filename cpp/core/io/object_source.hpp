@@ -31,7 +31,8 @@ using FetchFn = std::function<ObjectRange(const std::string& key, std::size_t of
 
 class ObjectSource {
 public:
-    ObjectSource(std::string root, FetchFn fetch) : root_(std::move(root)), fetch_(std::move(fetch)) {
+    ObjectSource(std::string root, FetchFn fetch)
+        : root_(std::move(root)), fetch_(std::move(fetch)) {
         while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
     }
     // The store's location (a URL prefix), for messages.

@@ -37,13 +37,22 @@ uint64_t shard_index_bytes(std::size_t n_inner, bool crc) {
     return 16 * static_cast<uint64_t>(n_inner) + (crc ? 4 : 0);
 }
 
-std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw_bytes, uint64_t size,
-                                              std::size_t n_inner, bool at_start, bool crc,
-                                              std::size_t max_chunk_bytes) {
+std::shared_ptr<ShardIndex> new_shard_index(std::size_t n_inner, bool crc, uint8_t** raw) {
+    auto index = std::make_shared<ShardIndex>();
+    // The raw index is read straight into the entries' memory and decoded in place: no
+    // second index-sized buffer (an index can be tens of MiB).
+    index->entries.resize(2 * n_inner + (crc ? 1 : 0));
+    *raw = reinterpret_cast<uint8_t*>(index->entries.data());
+    return index;
+}
+
+void parse_shard_index(ShardIndex& index, uint64_t size, std::size_t n_inner, bool at_start,
+                       bool crc, std::size_t max_chunk_bytes) {
     const uint64_t index_bytes = shard_index_bytes(n_inner, crc);
     if (size < index_bytes)
         bad("the shard has " + std::to_string(size) + " bytes, fewer than its " +
             std::to_string(index_bytes) + "-byte index");
+    const auto* raw_bytes = reinterpret_cast<const uint8_t*>(index.entries.data());
     if (crc) {
         try {
             check_crc32c(raw_bytes, index_bytes);
@@ -51,16 +60,16 @@ std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw_bytes, uint64_t
             bad(e.what());
         }
     }
-    auto index = std::make_shared<ShardIndex>();
-    index->entries.resize(2 * n_inner);
+    index.entries.resize(2 * n_inner);  // drops the checksum word
     const uint64_t lo = at_start ? index_bytes : 0;
     const uint64_t hi = at_start ? size : size - index_bytes;
     std::vector<std::pair<uint64_t, std::size_t>> used;  // (offset, inner chunk)
     for (std::size_t i = 0; i < n_inner; ++i) {
+        // In place: entry i's bytes are read before they are written back.
         const uint64_t offset = read_u64(raw_bytes + 16 * i);
         const uint64_t nbytes = read_u64(raw_bytes + 16 * i + 8);
-        index->entries[2 * i] = offset;
-        index->entries[2 * i + 1] = nbytes;
+        index.entries[2 * i] = offset;
+        index.entries[2 * i + 1] = nbytes;
         if (offset == kEmpty && nbytes == kEmpty) continue;
         if (offset == kEmpty || nbytes == kEmpty)
             bad("inner chunk " + std::to_string(i) + " has a half-empty entry");
@@ -76,11 +85,10 @@ std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw_bytes, uint64_t
     std::sort(used.begin(), used.end());
     for (std::size_t k = 1; k < used.size(); ++k) {
         const std::size_t prev = used[k - 1].second;
-        if (used[k - 1].first + index->entries[2 * prev + 1] > used[k].first)
+        if (used[k - 1].first + index.entries[2 * prev + 1] > used[k].first)
             bad("inner chunks " + std::to_string(prev) + " and " + std::to_string(used[k].second) +
                 " overlap");
     }
-    return index;
 }
 
 std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st,
@@ -91,12 +99,13 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
     if (size < index_bytes)
         bad("the shard file has " + std::to_string(size) + " bytes, fewer than its " +
             std::to_string(index_bytes) + "-byte index");
-    std::vector<uint8_t> raw(static_cast<std::size_t>(index_bytes));
+    uint8_t* raw = nullptr;
+    auto index = new_shard_index(n_inner, crc, &raw);
     const uint64_t pos = at_start ? 0 : size - index_bytes;
     std::size_t done = 0;
     while (done < index_bytes) {
         const ssize_t n =
-            ::pread(fd, raw.data() + done, index_bytes - done, static_cast<off_t>(pos + done));
+            ::pread(fd, raw + done, index_bytes - done, static_cast<off_t>(pos + done));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0)
             throw ChunkIoError(std::string("cannot read shard index: ") + std::strerror(errno),
@@ -104,7 +113,7 @@ std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st
         if (n == 0) bad("the shard file shrank while its index was read");
         done += static_cast<std::size_t>(n);
     }
-    auto index = parse_shard_index(raw.data(), size, n_inner, at_start, crc, max_chunk_bytes);
+    parse_shard_index(*index, size, n_inner, at_start, crc, max_chunk_bytes);
     index->dev = st.st_dev;
     index->ino = st.st_ino;
     index->size = st.st_size;
@@ -265,16 +274,18 @@ std::shared_ptr<const ShardIndex> ShardReader::remote_index_for(const std::strin
     const std::string ckey = cache_key(url, max_bytes);
     ShardIndexCache& cache = process_shard_indexes();
     if (auto hit = cache.get_remote(ckey)) return hit;
-    const auto want = static_cast<std::size_t>(shard_index_bytes(n_inner_, spec_.shard_index_crc32c));
-    std::vector<uint8_t> raw(want);
+    const auto want =
+        static_cast<std::size_t>(shard_index_bytes(n_inner_, spec_.shard_index_crc32c));
+    uint8_t* raw = nullptr;
+    auto index = new_shard_index(n_inner_, spec_.shard_index_crc32c, &raw);
     const bool at_start = spec_.shard_index_at_start;
-    const ObjectRange got = store_->fetch(key, 0, want, !at_start, raw.data());
+    const ObjectRange got = store_->fetch(key, 0, want, !at_start, raw);
     if (!got.found) return nullptr;
     if (got.bytes != want || (!at_start && got.offset + got.bytes != got.object_size))
         bad("the shard " + url + " has " + std::to_string(got.object_size) +
             " bytes, fewer than its " + std::to_string(want) + "-byte index");
-    auto index = parse_shard_index(raw.data(), got.object_size, n_inner_, at_start,
-                                   spec_.shard_index_crc32c, max_bytes);
+    parse_shard_index(*index, got.object_size, n_inner_, at_start, spec_.shard_index_crc32c,
+                      max_bytes);
     index->size = static_cast<off_t>(got.object_size);
     index->version = got.version;
     cache.put(ckey, index);

@@ -41,10 +41,11 @@ struct ShardIndex {
 std::shared_ptr<const ShardIndex> read_shard_index(int fd, const struct stat& st,
                                                    std::size_t n_inner, bool at_start, bool crc,
                                                    std::size_t max_chunk_bytes);
-// The same checks for index bytes already read, of a shard of `size` bytes.
-std::shared_ptr<ShardIndex> parse_shard_index(const uint8_t* raw, uint64_t size,
-                                              std::size_t n_inner, bool at_start, bool crc,
-                                              std::size_t max_chunk_bytes);
+// An index of `n_inner` entries whose raw bytes (shard_index_bytes of them) are to be read to
+// *raw; then parse_shard_index decodes and checks them in place, for a shard of `size` bytes.
+std::shared_ptr<ShardIndex> new_shard_index(std::size_t n_inner, bool crc, uint8_t** raw);
+void parse_shard_index(ShardIndex& index, uint64_t size, std::size_t n_inner, bool at_start,
+                       bool crc, std::size_t max_chunk_bytes);
 // Bytes of the index of a shard of `n_inner` inner chunks.
 uint64_t shard_index_bytes(std::size_t n_inner, bool crc);
 

@@ -229,3 +229,52 @@ def test_an_object_that_changes_during_a_read_is_an_error_then_read_again(tmp_pa
     # The stale index was dropped: the next read fetches it again and succeeds.
     reader.read([0, 100, 100], [1, 1, 1], [1, 300, 300], out)
     np.testing.assert_array_equal(out[0], data[0, 100:400, 100:400])
+
+
+def test_headers_of_remote_chunks_are_kept(tmp_path):
+    # A second read of the same chunks fetches only blocks: no first read, no round trip for
+    # the header.
+    path, data = _zstd(tmp_path)
+    zarrcrop.clear_index_cache()
+    fetch = DirFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 100, 100), np.uint16)
+    reader.read([0, 100, 100], [1, 1, 1], [1, 100, 100], out)
+    first = fetch.calls
+    reader.read([0, 300, 300], [1, 1, 1], [1, 100, 100], out)
+    np.testing.assert_array_equal(out[0], data[0, 300:400, 300:400])
+    assert fetch.calls - first < first
+    assert zarrcrop.index_cache_info()["hits"] >= 1
+
+
+class SlowFetcher(DirFetcher):
+    """A store far away: every request costs `delay` seconds, bytes are nearly free."""
+
+    delay = 0.02
+
+    def __call__(self, key, offset, length, from_end, out):
+        import time
+
+        time.sleep(self.delay)
+        return super().__call__(key, offset, length, from_end, out)
+
+
+def test_far_stores_get_whole_chunks_in_one_round_trip(tmp_path):
+    # After a few requests have shown that a round trip costs more than moving a whole chunk,
+    # chunks are fetched whole: one request each instead of a header, then blocks.
+    path, data = _zstd(tmp_path)
+    zarrcrop.set_index_cache_limit(0)  # no kept headers: every chunk needs its first read
+    try:
+        fetch = SlowFetcher(path)
+        reader = remote_reader(path, fetch)
+        out = np.empty((2, 1, 400, 400), np.uint16)
+        starts = np.array([[0, 0, 0], [1, 600, 600]], dtype=np.int64)
+        for _ in range(3):  # learn the costs (large block reads show the bandwidth)
+            reader.read_crops(starts, [1, 400, 400], out, False, b"\0\0")
+        calls = fetch.calls
+        reader.read_crops(starts, [1, 400, 400], out, False, b"\0\0")
+        # One request per chunk: 0.0.0, and 1.1.1 (600:1000 lies in chunk 1 of each axis).
+        assert fetch.calls - calls == 2
+        np.testing.assert_array_equal(out[1, 0], data[1, 600:1000, 600:1000])
+    finally:
+        zarrcrop.set_index_cache_limit(zarrcrop.DEFAULT_INDEX_CACHE_LIMIT)

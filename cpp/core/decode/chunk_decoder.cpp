@@ -150,6 +150,34 @@ void ChunkDecoder::process_bytes(MutableBytes bytes, const Stitch* stitches, std
     if (base != nullptr) stitch_all(base, stitches, n);
 }
 
+bool ChunkDecoder::whole_in_one_trip() const {
+    // One round trip for the whole chunk when moving all of it costs less than the round trip
+    // that reading its header first would add.
+    const FetchCosts c = store_->costs();
+    return c.round_trip > 0 && c.bytes_per_second > 0 && c.object_size > 0 &&
+           c.object_size / c.bytes_per_second < c.round_trip;
+}
+
+std::string ChunkDecoder::remote_header_key(const ChunkFile& file) const {
+    // '\0' cannot be in a URL; 'h' keeps it apart from shard index keys.
+    return file.path() + '\0' + 'h' + std::to_string(file.base());
+}
+
+std::shared_ptr<const ShardIndex> ChunkDecoder::remote_header(const ChunkFile& file) const {
+    return process_shard_indexes().get_remote(remote_header_key(file));
+}
+
+void ChunkDecoder::keep_remote_header(const ChunkFile& file, const uint8_t* prefix,
+                                      std::size_t len) const {
+    ShardIndexCache& cache = process_shard_indexes();
+    if (cache.limit() == 0 || file.version().empty()) return;  // no version: cannot check it
+    auto entry = std::make_shared<ShardIndex>();
+    entry->header.assign(prefix, prefix + len);
+    entry->size = static_cast<off_t>(file.size());
+    entry->version = file.version();
+    cache.put(remote_header_key(file), std::move(entry));
+}
+
 bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
                                   ReadBatch& batch) const {
     WorkerScratch& s = scratch();
@@ -172,6 +200,7 @@ bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedC
             throw ChunkError("chunk object " + opened.file.path() +
                              ": the store answered another range than was asked for");
         opened.file = ChunkFile(store_, opened.file.key(), got.object_size, got.version);
+        store_->note_chunk_size(got.object_size);
         have = got.bytes;
     }
     const ChunkFile& file = opened.file;
@@ -212,6 +241,7 @@ void ChunkDecoder::rethrow_in_context(const std::string& key) const {
     } catch (const StaleObject& e) {
         // The object changed: nothing kept about it may be used again.
         if (shards_ != nullptr) shards_->forget(e.url(), max_file_bytes());
+        process_shard_indexes().erase_prefix(e.url() + '\0' + 'h');
         throw ChunkError(where + e.what());
     } catch (const ChunkError& e) {
         throw ChunkError(where + e.what());
@@ -320,7 +350,10 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     const bool cold = opened.cold;
     uint8_t* buf = s.file.get(size);
     std::size_t have = 16;  // bytes of the file in buf
-    if (opened.head != kNoTicket) {
+    if (opened.header) {
+        have = std::min(size, opened.header->header.size());
+        std::memcpy(buf, opened.header->header.data(), have);
+    } else if (opened.head != kNoTicket) {
         have = std::min(size, opened.head_bytes);
         std::memcpy(buf, batch.wait(opened.head), have);
         batch.release(opened.head);
@@ -350,6 +383,8 @@ ChunkDecoder::LoadedChunk ChunkDecoder::load_needed(const ChunkFile& file, const
     const std::size_t prefix = blosc_prefix_bytes(h);
     if (prefix > have) file.read_at(have, prefix - have, buf + have);
     c.extents = blosc_block_extents(h, buf, size);
+    // A remote chunk's validated header: kept, so that its next read needs no round trip.
+    if (file.remote() && !opened.header) keep_remote_header(file, buf, prefix);
     const std::vector<BlockExtent>& extents = c.extents;
     c.needed = plan_blocks(h, stitches, n, c.whole, s.skip);
     c.kind = LoadedChunk::Compressed;
@@ -396,10 +431,19 @@ void ChunkDecoder::open_ahead(const int64_t* coords, OpenedChunk& opened, ReadBa
             // whole chunk); others: whole.
             opened.cold = true;
             const bool piecewise = spec_.compressor == Compressor::Blosc;
+            // A header kept from an earlier read: no first read; the blocks are asked for as
+            // soon as the plan knows them.
+            if (piecewise && (opened.header = remote_header(f))) {
+                // A chunk object's size is its file's; an inner chunk's, its shard's slice.
+                const std::size_t size =
+                    shards_ != nullptr ? f.size() : static_cast<std::size_t>(opened.header->size);
+                opened.file = ChunkFile(store_, f.key(), size, opened.header->version, f.base());
+                return;
+            }
             if (shards_ == nullptr) {
                 opened.first = true;
-                opened.whole = !piecewise;
-                opened.head_bytes = piecewise ? kRemoteFirstRead : max_file_bytes();
+                opened.whole = !piecewise || whole_in_one_trip();
+                opened.head_bytes = opened.whole ? max_file_bytes() : kRemoteFirstRead;
                 opened.head = batch.submit_first(f, opened.head_bytes);
                 return;
             }

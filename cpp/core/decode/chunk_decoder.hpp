@@ -74,6 +74,9 @@ struct OpenedChunk {
     // A remote chunk object whose size is not known before its first read (submit_first):
     // `file` names it; its size and version come with the ticket.
     bool first = false;
+    // A remote Blosc chunk whose header and block offsets were kept from an earlier read:
+    // no first read; `file` has the size and version they came with.
+    std::shared_ptr<const ShardIndex> header;
 };
 
 class ChunkDecoder {
@@ -137,6 +140,14 @@ private:
     // `opened.file` is the sized object and the read goes on piecewise (true).
     bool resolve_remote(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
                         ReadBatch& batch) const;
+    // Whether a remote chunk is better fetched whole in one round trip (by what fetches have
+    // cost so far) than piecewise.
+    bool whole_in_one_trip() const;
+    // The kept header and block offsets of a remote chunk (its size and version with them),
+    // or null; keep_remote_header keeps them after a read validated them.
+    std::string remote_header_key(const ChunkFile& file) const;
+    std::shared_ptr<const ShardIndex> remote_header(const ChunkFile& file) const;
+    void keep_remote_header(const ChunkFile& file, const uint8_t* prefix, std::size_t len) const;
     // Validates and decodes a chunk held whole in memory and writes the stitches.
     void process_bytes(MutableBytes bytes, const Stitch* stitches, std::size_t n) const;
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -29,23 +30,33 @@ struct ObjectRange {
 using FetchFn = std::function<ObjectRange(const std::string& key, std::size_t offset,
                                           std::size_t len, bool from_end, uint8_t* dst)>;
 
+// What fetches have cost so far, to choose between one round trip for a whole chunk and two
+// for its header, then only the blocks a read needs (exponentially weighted averages; 0 until
+// measured).
+struct FetchCosts {
+    double round_trip = 0;        // seconds of a small request (<= 64 KiB)
+    double bytes_per_second = 0;  // of larger ones (>= 128 KiB), their round trip taken out
+    double object_size = 0;       // bytes of a chunk object (note_chunk_size)
+};
+
 class ObjectSource {
 public:
-    ObjectSource(std::string root, FetchFn fetch)
-        : root_(std::move(root)), fetch_(std::move(fetch)) {
-        while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
-    }
+    ObjectSource(std::string root, FetchFn fetch);
     // The store's location (a URL prefix), for messages.
     const std::string& root() const { return root_; }
     std::string url_of(const std::string& key) const { return root_ + "/" + key; }
+    // Calls the fetch function and records what it cost.
     ObjectRange fetch(const std::string& key, std::size_t offset, std::size_t len, bool from_end,
-                      uint8_t* dst) const {
-        return fetch_(key, offset, len, from_end, dst);
-    }
+                      uint8_t* dst) const;
+    FetchCosts costs() const;
+    // A chunk object's size, as its first read told it (for the averages).
+    void note_chunk_size(std::size_t bytes) const;
 
 private:
     std::string root_;
     FetchFn fetch_;
+    mutable std::mutex mutex_;
+    mutable FetchCosts costs_;
 };
 
 }  // namespace zarrcrop

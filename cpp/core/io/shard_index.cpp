@@ -145,7 +145,8 @@ std::string ShardReader::label(const int64_t* coords) const {
 }
 
 std::size_t ShardIndexCache::cost(const std::string& key, const ShardIndex& index) {
-    return sizeof(ShardIndex) + index.entries.capacity() * sizeof(uint64_t) + 2 * key.size() + 128;
+    return sizeof(ShardIndex) + index.entries.capacity() * sizeof(uint64_t) +
+           index.header.capacity() + index.version.capacity() + 2 * key.size() + 128;
 }
 
 void ShardIndexCache::evict_to(State& s, std::size_t limit) {
@@ -202,6 +203,22 @@ void ShardIndexCache::erase(const std::string& key) {
     s.size -= cost(key, *gone);
     s.lru.erase(it->second);
     s.index.erase(it);
+}
+
+void ShardIndexCache::erase_prefix(const std::string& prefix) {
+    State& s = state_.get();
+    std::vector<std::shared_ptr<const ShardIndex>> gone;  // freed after the lock
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (auto it = s.lru.begin(); it != s.lru.end();) {
+        if (it->first.compare(0, prefix.size(), prefix) == 0) {
+            s.size -= cost(it->first, *it->second);
+            s.index.erase(it->first);
+            gone.push_back(std::move(it->second));
+            it = s.lru.erase(it);
+        } else {
+            ++it;
+        }
+    }
 }
 
 void ShardIndexCache::put(const std::string& key, std::shared_ptr<const ShardIndex> index) {

@@ -28,6 +28,7 @@ namespace zarrcrop {
 
 struct ShardIndex {
     std::vector<uint64_t> entries;  // (offset, nbytes) per inner chunk, C order
+    std::vector<uint8_t> header;    // or, for a remote Blosc chunk: its header and offsets
     dev_t dev = 0;
     ino_t ino = 0;
     off_t size = 0;
@@ -69,8 +70,9 @@ public:
     std::shared_ptr<const ShardIndex> get(const std::string& key, const struct stat& st);
     // The cached index of a remote shard (its version is checked by every read of the shard).
     std::shared_ptr<const ShardIndex> get_remote(const std::string& key);
-    // Forgets `key` (a remote shard that changed).
+    // Forgets `key` (a remote shard that changed), or every key starting with `prefix`.
     void erase(const std::string& key);
+    void erase_prefix(const std::string& prefix);
     void put(const std::string& key, std::shared_ptr<const ShardIndex> index);
     void set_limit(std::size_t bytes);
     std::size_t limit() const { return limit_.load(std::memory_order_relaxed); }
@@ -94,7 +96,7 @@ private:
 };
 
 // 32 MiB: thousands of typical shards (a (1, 3, 2160, 3840) shard of 960x960 inner chunks
-// has a 204-byte index).
+// has a 204-byte index), or about 100,000 remote chunk headers of 11 blocks.
 constexpr std::size_t kDefaultIndexCacheLimit = std::size_t{32} << 20;
 ShardIndexCache& process_shard_indexes();
 

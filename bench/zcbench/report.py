@@ -182,6 +182,7 @@ def render_extra(run: Run) -> list[str]:
                 *_table(("Target", "Measured", "Required", "Result"), target_rows_, "lrrl"),
             ]
     lines += render_cold(run)
+    lines += render_remote(run)
     formats = _extra(run, "format")
     if formats:
         lines += ["", "### Zarr vs PNG / TIFF (the tutorial's comparison, 960x960 crops)", ""]
@@ -324,6 +325,85 @@ def render_cold(run: Run) -> list[str]:
         "",
         *_table(
             ("Target", "Case", "Measured", "Required", "Result"), cold_target_rows(run), "llrrl"
+        ),
+    ]
+
+
+REMOTE_READERS = (
+    "zarrcrop",
+    "zarrcrop-batch",
+    "zarr-python-s3fs",
+    "zarr-python-s3fs-batch",
+    "zarr-python-obstore",
+    "zarr-python-obstore-batch",
+    "tensorstore",
+    "tensorstore-batch",
+)
+
+
+def render_remote(run: Run) -> list[str]:
+    """The object-store tables (bench/test_remote.py), when it ran: crops/s per case, RTT and
+    reader; zarrcrop's requests, bytes and bounds; zarrcrop against the best peer."""
+    rows: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+    for bench in run.raw.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "remote_case" in info and info.get("crops_per_s"):
+            key = (str(info["remote_case"]), float(info["rtt_ms"]))
+            rows.setdefault(key, {})[str(info["remote_reader"])] = info
+    if not rows:
+        return []
+    speed = []
+    detail = []
+    for (case, rtt), readers in sorted(rows.items()):
+        speed.append((case, f"{rtt:g}", *(_cps(readers.get(r, {}).get("crops_per_s"))
+                                          for r in REMOTE_READERS)))  # fmt: skip
+        for mode in ("zarrcrop", "zarrcrop-batch"):
+            info = readers.get(mode)
+            if not info:
+                continue
+            peers = [
+                v["crops_per_s"] for k, v in readers.items()
+                if not k.startswith("zarrcrop") and k.endswith("-batch") == mode.endswith("-batch")
+            ]  # fmt: skip
+            best = max(peers) if peers else None
+            detail.append((
+                case, f"{rtt:g}", mode, _cps(info["crops_per_s"]),
+                f"{info['requests_per_round']:.0f}", f"{info['heads_per_round']:.0f}",
+                str(info["max_in_flight"]), f"{info['mb_per_round']:.1f}",
+                _cps(info.get("transfer_bound_crops_per_s")),
+                _cps(info.get("latency_bound_crops_per_s")),
+                _cps(info.get("decode_bound_crops_per_s")),
+                _ratio(info["crops_per_s"] / best if best else None),
+            ))  # fmt: skip
+    rate = next(iter(next(iter(rows.values())).values())).get("proxy_mb_per_s")
+    return [
+        "",
+        "### Object store (S3 on loopback behind a latency proxy; crops/s)",
+        "",
+        *_table(("Case", "RTT ms", *REMOTE_READERS), speed, "ll" + "r" * len(REMOTE_READERS)),
+        "",
+        "zarrcrop per round of 16 crops (requests, HEADs, most in flight and MB counted at the "
+        f"proxy, whose own throughput was {rate:.0f} MB/s in this run) and its bounds: transfer "
+        "(the round's bytes at the proxy's rate), latency (one round trip per crop, loop only), "
+        "decode (single-thread decode seconds / threads):",
+        "",
+        *_table(
+            (
+                "Case",
+                "RTT ms",
+                "Reader",
+                "crops/s",
+                "requests",
+                "HEADs",
+                "in flight",
+                "MB",
+                "transfer bound",
+                "latency bound",
+                "decode bound",
+                "/ best peer",
+            ),
+            detail,
+            "lll" + "r" * 9,
         ),
     ]
 
@@ -550,7 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--suite-seconds", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     run = load_run(args.json, args.stat)
-    if not run.cases and not run.meta.get("memory") and not _cold_results(run):
+    remote = any("remote_case" in b.get("extra_info", {}) for b in run.raw.get("benchmarks", []))
+    if not run.cases and not run.meta.get("memory") and not _cold_results(run) and not remote:
         print(f"{args.json}: no zarrcrop benchmark results in this file", file=sys.stderr)
         return 2
     print(render_report(run), end="")

@@ -95,6 +95,14 @@ void register_testing(py::module_& m) {
     t.def(
         "read_budget", [] { return zarrcrop::get_read_queue().budget_bytes; },
         "Most bytes the I/O stage holds read ahead of decoding, over all reads.");
+    t.def(
+        "set_read_budget",
+        [](std::size_t bytes) {
+            zarrcrop::ReadQueueSettings s = zarrcrop::get_read_queue();
+            s.budget_bytes = bytes;
+            zarrcrop::set_read_queue(s);
+        },
+        "Test hook: the I/O stage's budget (0: the default).");
     t.def("reset_read_ahead_counts", &zarrcrop::reset_read_ahead_counts,
           "Zeroes read_ahead_counts().");
     t.def("stream_threshold", &zarrcrop::stream_threshold,

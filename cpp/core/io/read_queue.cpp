@@ -50,9 +50,19 @@ public:
     ReadQueue(const ReadQueue&) = delete;
     ReadQueue& operator=(const ReadQueue&) = delete;
 
-    void push(ReadBatch* batch, ReadBatch::Ticket* t) {
+    // `remote`: the read is a request to an object store (kRemoteReadDepth in flight per
+    // batch from the start, and threads for them), else to a local device.
+    void push(ReadBatch* batch, ReadBatch::Ticket* t, bool remote) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
+            if (remote && batch->q_cap_ == 0) {
+                // Round trips dominate: no slow start, a deep window.
+                batch->q_cap_ = kRemoteReadDepth;
+                batch->q_window_ = kRemoteReadDepth;
+                if (wanted_ < kRemoteReadDepth && !start_failed_) wanted_ = kRemoteReadDepth;
+            } else if (batch->q_cap_ == 0) {
+                batch->q_cap_ = asked_;
+            }
             start_threads();
             queue_.emplace_back(batch, t);
         }
@@ -103,6 +113,7 @@ private:
             } catch (const std::system_error&) {
                 if (threads_.empty()) throw;
                 wanted_ = threads_.size();
+                start_failed_ = true;
             }
         }
     }
@@ -140,7 +151,8 @@ private:
     bool held_back_ = false;    // reads wait for their batch's window
     const std::size_t budget_;
     const std::size_t asked_;
-    std::size_t wanted_;  // asked_, or fewer when the system refused to start some
+    std::size_t wanted_;  // asked_ (more for remote reads), or fewer when the system refused
+    bool start_failed_ = false;
     bool stopping_ = false;
 };
 
@@ -203,7 +215,7 @@ void ReadQueue::loop() {
                 // The first read whose batch may have one more in flight.
                 for (pick = 0; pick < queue_.size(); ++pick) {
                     const ReadBatch* b = queue_[pick].first;
-                    if (b->q_running_ < b->q_window_) break;
+                    if (b->q_running_ < std::min(b->q_window_, b->q_cap_)) break;
                 }
                 if (pick == queue_.size()) {
                     held_back_ = !queue_.empty();
@@ -330,7 +342,7 @@ std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::si
         ticket->first = first;
         if (claimable) ++unclaimed_;
     }
-    queue->push(this, ticket);
+    queue->push(this, ticket, file.remote());
     return index;
 }
 

@@ -85,6 +85,7 @@ private:
     // each read that arrives, up to the I/O threads (a deep queue for the device).
     std::size_t q_running_ = 0;
     std::size_t q_window_ = kStartWindow;
+    std::size_t q_cap_ = 0;  // the most in flight, set by the first read: the queue's depth
     static constexpr std::size_t kStartWindow = 2;
 };
 
@@ -98,6 +99,9 @@ struct ReadQueueSettings {
 // bandwidth so that every read arrives later, and costs CPU (bench/PROFILE.md, session 8).
 constexpr std::size_t kMinReadThreads = 4;
 constexpr std::size_t kMaxReadThreads = 64;
+// Requests to an object store in flight per read: round trips, not a device, limit them
+// (the I/O threads mostly wait; the peers keep 4-28 in flight, obstore 10 per call).
+constexpr std::size_t kRemoteReadDepth = 32;
 // Bytes read ahead of decoding by default, over all reads of the process.
 constexpr std::size_t kDefaultReadBudget = 64u << 20;
 void set_read_queue(const ReadQueueSettings& s);

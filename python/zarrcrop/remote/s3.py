@@ -155,7 +155,7 @@ def _profile_settings(profile: str) -> tuple[dict[str, str], dict[str, str]]:
 
 def _botocore_credentials(profile: str | None) -> Any:
     try:
-        import botocore.session  # type: ignore[import-not-found]
+        import botocore.session
     except ImportError:
         return None
     session = botocore.session.Session(profile=profile)

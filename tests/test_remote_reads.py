@@ -274,3 +274,24 @@ def test_paths_to_local_arrays_still_read_locally(tmp_path):
     a = zarrcrop.open(path)
     assert a.native and a._layout.fetch is None
     assert Path(a._layout.root).is_dir()
+
+
+def test_many_python_threads_read_one_remote_array(s3_server, s3_dataset, datasets):
+    from concurrent.futures import ThreadPoolExecutor
+
+    group, data = datasets["v3sharded"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    a = zarrcrop.open_group(ds.url, storage_options=_s3fs_options(s3_server), strict=True)["a"]
+    rng = np.random.default_rng(9)
+    jobs = [_crops(data.shape, rng, n=3) for _ in range(24)]
+
+    def read(job):
+        starts, size = job
+        return a.read_crops(starts, size)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read, jobs))
+    for (starts, size), got in zip(jobs, results, strict=True):
+        for i, s in enumerate(starts):
+            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+            np.testing.assert_array_equal(got[i], data[sel])

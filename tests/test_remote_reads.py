@@ -59,6 +59,19 @@ def datasets(tmp_path_factory):
         zarr.open_group(str(group), mode="w", zarr_format=spec.zarr_format)
         create_array(group / "a", spec, data, missing=[(1, 0, 0)] if name == "v2small" else ())
         out[name] = (group, np.asarray(zarr.open_array(str(group / "a"), mode="r")[:]))
+    # v3 sharded with the index at the start of each shard.
+    group = root / "v3start"
+    data = make_data((3, 512, 700), "uint16", seed=9, mode="runs")
+    zarr.open_group(str(group), mode="w", zarr_format=3)
+    sharding = zarr.codecs.ShardingCodec(
+        chunk_shape=(1, 128, 175),
+        codecs=[zarr.codecs.BytesCodec(), zarr.codecs.BloscCodec(cname="zstd", clevel=3)],
+        index_location="start",
+    )
+    z = zarr.create_array(store=str(group / "a"), shape=data.shape, chunks=(1, 256, 350),
+                          dtype="uint16", serializer=sharding, compressors=None)  # fmt: skip
+    z[...] = data
+    out["v3start"] = (group, data)
     return out
 
 
@@ -68,7 +81,7 @@ def _crops(shape, rng, n=4, size=(1, 150, 170)):
     ), size
 
 
-@pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3zstd"])
+@pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3start", "v3zstd"])
 def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets, name):
     group, data = datasets[name]
     ds = s3_dataset(group, prefix="ds.zarr")

@@ -15,6 +15,15 @@ by the warmup rounds), so the mean round time is the steady-state time per batch
 crops/s = batch size / mean. ``extra_info["crops_per_s"]`` records it; the module prints a
 summary with the ratios against the targets at the end.
 
+``test_locality`` compares ``CropLoader``'s epoch orders (zcbench.loader.LOCALITY_ORDERS):
+``shuffle="random"`` against ``shuffle="window"`` (each batch drawn from one window of frames,
+here one frame per chunk file), with the page cache warm and cold (every file of the dataset
+evicted before each round, as in test_cold.py). A round is the first LOCALITY_BATCHES batches
+of a fresh iterator over a new epoch of LOCALITY_LENGTH samples (the epoch's order is computed
+before the round, untimed); crops/s = crops of the round / mean round time. Recorded with it:
+how random the order stays and how local its batches are (``order_statistics``: mean frame
+distance between consecutive samples, frames and chunks per batch).
+
     python -m pytest bench/test_loader.py
 """
 
@@ -32,7 +41,7 @@ from zcbench.session import Settings
 pytest.importorskip("pytest_benchmark")
 torch = pytest.importorskip("torch")
 
-from zcbench.loader import PIPELINES, make_pipeline  # noqa: E402
+from zcbench.loader import LOCALITY_ORDERS, PIPELINES, make_pipeline, order_statistics  # noqa: E402
 
 CONTENT = "photo"
 ZARR_FORMAT = 2
@@ -49,7 +58,14 @@ TARGETS = (
     ("dataloader-cropdataset", "dataloader-zarr-python", 1.5),
 )
 
+#: The locality benchmark: samples per epoch, batches per round, most rounds when cold.
+LOCALITY_LENGTH = 512
+LOCALITY_BATCHES = 4
+LOCALITY_COLD_ROUNDS = 12
+LOCALITY_GROUP = f"locality-{CONTENT}-v{ZARR_FORMAT}-{CROP}-b{BATCH}"
+
 _RESULTS: dict[str, float] = {}
+_LOCALITY: dict[tuple[str, str], dict[str, float]] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,13 +73,16 @@ def _summary(request: pytest.FixtureRequest) -> Any:
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not _RESULTS:
+    if reporter is None or capture is None or not (_RESULTS or _LOCALITY):
         return
     with capture.global_and_fixture_disabled():
         _write_summary(reporter)
+        _write_locality_summary(reporter)
 
 
 def _write_summary(reporter: Any) -> None:
+    if not _RESULTS:
+        return
     reporter.write_line("")
     reporter.write_line(f"{GROUP}: crops/s delivered as torch tensors")
     for name, rate in _RESULTS.items():
@@ -137,3 +156,89 @@ def _check_first_batch(batch: Any, path: Any, length: int) -> None:
     starts = dataset.sample_starts(range(BATCH))["__single__"]
     expected = dataset.arrays["__single__"].read_crops(starts, dataset.crop_shapes["__single__"])
     assert np.array_equal(batch.numpy(), expected[:, 0])
+
+
+def _write_locality_summary(reporter: Any) -> None:
+    if not _LOCALITY:
+        return
+    reporter.write_line("")
+    reporter.write_line(f"{LOCALITY_GROUP}: CropLoader epoch orders")
+    for (order, cache), info in _LOCALITY.items():
+        reporter.write_line(
+            f"  {order:<7} {cache:<5} {info['crops_per_s']:8.1f} crops/s, "
+            f"{info['chunks_per_batch']:5.1f} chunks/batch, "
+            f"{info['frames_per_batch']:4.2f} frames/batch, "
+            f"frame distance {info['frame_distance']:4.2f}"
+        )
+    for cache in ("warm", "cold"):
+        window, random = _LOCALITY.get(("window", cache)), _LOCALITY.get(("random", cache))
+        if window and random:
+            ratio = window["crops_per_s"] / random["crops_per_s"]
+            reporter.write_line(f"  window / random ({cache}): {ratio:.2f}x crops/s")
+
+
+@pytest.mark.benchmark(group=LOCALITY_GROUP)
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+@pytest.mark.parametrize("order", LOCALITY_ORDERS)
+def test_locality(
+    benchmark: Any, order: str, cache: str, bench_data: DataCache, bench_settings: Settings
+) -> None:
+    import zarrcrop
+    from zarrcrop.torch import CropDataset, CropLoader
+
+    spec = dataset_spec(CONTENT, ZARR_FORMAT)
+    path = bench_data.array_path(spec)
+    group = bench_data.group_path(spec)
+    rounds = bench_settings.rounds
+    if cache == "cold":
+        from test_cold import dataset_files, evict, is_cached
+
+        evict(group)
+        if all(is_cached(p) for p in dataset_files(group)):
+            pytest.skip("evicting files from the page cache has no effect on this file system")
+        rounds = min(rounds, LOCALITY_COLD_ROUNDS)
+    else:
+        bench_data.warm(spec)
+    dataset = CropDataset(zarrcrop.open(path, strict=True), CROP, length=LOCALITY_LENGTH, seed=0)
+    loader = CropLoader(dataset, BATCH, shuffle=order, prefetch=2)
+    epochs = iter(range(10**9))
+    running: list[Any] = []
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        # The previous round's iterator stops here, untimed (its thread may be reading ahead).
+        while running:
+            running.pop().close()
+        loader.set_epoch(next(epochs))
+        loader.order()  # computed (and kept) before the round
+        if cache == "cold":
+            evict(group)
+        return (), {}
+
+    def read_round() -> None:
+        it = iter(loader)
+        running.append(it)
+        for _ in range(LOCALITY_BATCHES):
+            next(it)
+
+    try:
+        benchmark.pedantic(read_round, setup=setup, rounds=rounds, iterations=1, warmup_rounds=1)
+    finally:
+        while running:
+            running.pop().close()
+    crops_per_s = LOCALITY_BATCHES * BATCH / float(benchmark.stats.stats.mean)
+    stats = order_statistics(loader, range(rounds + 1), spec.chunks)
+    _LOCALITY[(order, cache)] = {"crops_per_s": crops_per_s, **stats}
+    benchmark.extra_info.update(
+        locality=order,
+        cache=cache,
+        window=loader.window,
+        content=CONTENT,
+        zarr_format=ZARR_FORMAT,
+        crop_size=CROP,
+        batch_size=BATCH,
+        batches_per_round=LOCALITY_BATCHES,
+        length=LOCALITY_LENGTH,
+        threads=bench_settings.threads,
+        crops_per_s=crops_per_s,
+        **stats,
+    )

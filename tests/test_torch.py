@@ -457,14 +457,21 @@ def test_loader_ranks_partition(multires):
         assert len(list(loader)) == len(loader) == 3
     flat = np.concatenate(all_indices)
     assert set(flat.tolist()) == set(range(23)) and len(flat) == 24
+    # The global order 0..22 is consumed in steps of world * batch = 8 samples, rank r taking
+    # the r-th pair of each; the short last step (16..22) is padded with sample 0.
     unshuffled = [
-        CropLoader(ds, 2, shuffle=False, rank=r, world_size=world).indices().tolist()
+        [b.tolist() for b in CropLoader(ds, 2, shuffle=False, rank=r, world_size=world,
+                                        drop_last=False).batches()]
         for r in range(world)
-    ]
+    ]  # fmt: skip
     assert unshuffled == [
-        list(DistributedSampler(ds, num_replicas=world, rank=r, shuffle=False))
-        for r in range(world)
+        [[0, 1], [8, 9], [16, 17]],
+        [[2, 3], [10, 11], [18, 19]],
+        [[4, 5], [12, 13], [20, 21]],
+        [[6, 7], [14, 15], [22, 0]],
     ]
+    # drop_last drops the short last step on every rank.
+    assert [len(CropLoader(ds, 2, rank=r, world_size=world)) for r in range(world)] == [2] * 4
     with pytest.raises(ValueError):
         CropLoader(ds, 2, rank=4, world_size=4)
 

@@ -4,6 +4,10 @@ Every pipeline yields batches of the same random crops (the positions of one
 ``zarrcrop.torch.CropDataset``, in order): ``CropLoader`` in-process, and a
 ``torch.utils.data.DataLoader`` with worker processes over a ``CropDataset``, over a minimal
 zarr-python dataset and over a minimal tensorstore dataset. torch is imported by the caller.
+
+Also the statistics of the locality benchmark (:func:`order_statistics`): how random an
+epoch's order stays and how many chunk files its batches touch, for ``CropLoader``'s
+``shuffle="random"`` and ``shuffle="window"``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
+    "LOCALITY_ORDERS",
     "PIPELINES",
     "StartsDataset",
     "TensorstoreDataset",
     "ZarrPythonDataset",
     "make_pipeline",
+    "order_statistics",
     "worker_threads",
 ]
 
@@ -33,6 +39,45 @@ PIPELINES = (
     "dataloader-zarr-python",
     "dataloader-tensorstore",
 )
+
+
+#: The epoch orders compared by the locality benchmark (``CropLoader(shuffle=...)``).
+LOCALITY_ORDERS = ("random", "window")
+
+
+def order_statistics(loader: Any, epochs: range, chunks: tuple[int, ...]) -> dict[str, float]:
+    """How random and how local the batches of ``loader`` (a ``CropLoader`` of a dataset of
+    one array with chunks ``chunks``) are, averaged over ``epochs``:
+
+    - ``frame_distance``: mean |difference| of the frames of consecutive samples of the
+      epoch's order (for uniformly random frames among T: (T * T - 1) / (3 * T));
+    - ``frames_per_batch``: mean distinct frames in a batch;
+    - ``chunks_per_batch``: mean distinct chunks the crops of a batch touch (each read and
+      decoded once by ``read_crops``).
+    """
+    dataset = loader.dataset
+    name = dataset.names[0]
+    k, _, h, w = dataset.crop_shapes[name]
+    ct, _, cy, cx = chunks
+    distance, frames, touched = [], [], []
+    for epoch in epochs:
+        plan = dataset.sample_plan(np.arange(len(dataset)), epoch)
+        distance.append(float(np.abs(np.diff(plan.t[loader.order(epoch)])).mean()))
+        for batch in loader.batches(epoch):
+            frames.append(len(set(plan.t[batch].tolist())))
+            keys = set()
+            for i in batch.tolist():
+                t, y, x = int(plan.t[i]), int(plan.y[i]), int(plan.x[i])
+                for tt in range(t // ct, (t + k - 1) // ct + 1):
+                    for yy in range(y // cy, (y + h - 1) // cy + 1):
+                        for xx in range(x // cx, (x + w - 1) // cx + 1):
+                            keys.add((tt, yy, xx))
+            touched.append(len(keys))
+    return {
+        "frame_distance": float(np.mean(distance)),
+        "frames_per_batch": float(np.mean(frames)),
+        "chunks_per_batch": float(np.mean(touched)),
+    }
 
 
 def worker_threads(threads: int, workers: int) -> int:

@@ -11,9 +11,14 @@ does (``from zarrcrop.torch import CropDataset``). Modules:
 - :class:`CropLoader` (``zarrcrop.torch.loader``): an in-process batch loader without worker
   processes. It reads each batch with one :meth:`zarrcrop.CropArray.read_crops` call per array
   (on zarrcrop's C++ thread pool, GIL released) into reused, optionally pinned, buffers and
-  prefetches the next batches in a background thread while the training step runs.
+  prefetches the next batches in a background thread while the training step runs. Its
+  ``state_dict()`` / ``load_state_dict()`` resume an epoch mid-way, on any number of ranks.
+- :class:`CropSampler` (``zarrcrop.torch.sampler``): the same epoch order, rank shares and
+  state as a batch sampler for ``DataLoader`` and torchdata's ``StatefulDataLoader``.
 - ``zarrcrop.torch.geometry``: the torch-free crop geometry (scales, snapping, the seeded
-  draws of :class:`SamplePlan`), importable without torch.
+  draws of :class:`SamplePlan`), importable without torch; likewise ``order`` (the order of
+  an epoch and each rank's share), ``state`` (the format of saved states) and ``progress``
+  (where a loader stands). ``prefetcher`` is the loader's background reading.
 """
 
 from __future__ import annotations
@@ -25,11 +30,17 @@ if TYPE_CHECKING:
     from .dataset import CropDataset
     from .geometry import SamplePlan
     from .loader import CropLoader
+    from .sampler import CropSampler
 
-__all__ = ["CropDataset", "CropLoader", "SamplePlan"]
+__all__ = ["CropDataset", "CropLoader", "CropSampler", "SamplePlan"]
 
 # Imported on first use, so that zarrcrop.torch.geometry imports without importing torch.
-_SUBMODULES = {"CropDataset": "dataset", "CropLoader": "loader", "SamplePlan": "geometry"}
+_SUBMODULES = {
+    "CropDataset": "dataset",
+    "CropLoader": "loader",
+    "CropSampler": "sampler",
+    "SamplePlan": "geometry",
+}
 
 
 def __getattr__(name: str) -> Any:

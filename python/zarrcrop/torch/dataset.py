@@ -50,6 +50,10 @@ class _ArraySource:
                 f"arrays must be zarrcrop.CropArray or zarr.Array, got {type(array).__name__}"
             )
         self.shape: tuple[int, ...] = tuple(int(n) for n in self._zarr.shape)
+        self.dtype: np.dtype[Any] = np.dtype(self._zarr.dtype)
+        # The T extent of one chunk file: a shard's when sharded, else a chunk's.
+        shards = getattr(self._zarr, "shards", None)
+        self.file_frames = int((shards or self._zarr.chunks)[0])
 
     @property
     def array(self) -> CropArray:
@@ -153,6 +157,22 @@ class CropDataset(Dataset[Sample]):
     def arrays(self) -> dict[str, CropArray]:
         """The arrays, opened with zarrcrop (a bare array is named ``"__single__"``)."""
         return {name: src.array for name, src in self._sources.items()}
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each array's shape (T, C, H, W), in the order of :attr:`names`."""
+        return {name: src.shape for name, src in self._sources.items()}
+
+    @property
+    def dtypes(self) -> dict[str, np.dtype[Any]]:
+        """Each array's dtype as stored (samples come in native byte order)."""
+        return {name: src.dtype for name, src in self._sources.items()}
+
+    @property
+    def file_frames(self) -> int:
+        """Frames per chunk file of the reference array: the T extent of its shards when it is
+        sharded, else of its chunks (the default window of ``shuffle="window"``)."""
+        return self._sources[self.names[0]].file_frames
 
     def sample_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of each array's tensor in one sample: (C, h, w), or (k, C, h, w) with frames."""

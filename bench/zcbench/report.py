@@ -332,6 +332,7 @@ def render_cold(run: Run) -> list[str]:
 REMOTE_READERS = (
     "zarrcrop",
     "zarrcrop-batch",
+    "zarrcrop-loader",
     "zarr-python-s3fs",
     "zarr-python-s3fs-batch",
     "zarr-python-obstore",
@@ -339,6 +340,58 @@ REMOTE_READERS = (
     "tensorstore",
     "tensorstore-batch",
 )
+
+
+#: Object-store targets of issue 17 at 20 ms RTT: (label, case, reader, kind, threshold);
+#: kind "tensorstore" is the ratio to tensorstore's reader of the same mode, "bound" the
+#: fraction of the lowest of the transfer, latency and decode bounds.
+REMOTE_TARGETS = (
+    ("single loop: zarrcrop / tensorstore", "photo-v2-960", "zarrcrop", "tensorstore", 1.25),
+    ("single loop: zarrcrop / tensorstore", "photo-v3sharded-960", "zarrcrop", "tensorstore",
+     1.5),
+    ("read_crops batch: zarrcrop / tensorstore ts.Batch", "photo-v2-960", "zarrcrop-batch",
+     "tensorstore", 1.5),
+    ("read_crops batch: zarrcrop / tensorstore ts.Batch", "photo-v3sharded-960",
+     "zarrcrop-batch", "tensorstore", 1.5),
+    ("CropLoader with prefetch: zarrcrop / lowest bound", "photo-v2-960", "zarrcrop-loader",
+     "bound", 0.85),
+    ("CropLoader with prefetch: zarrcrop / lowest bound", "photo-v3sharded-960",
+     "zarrcrop-loader", "bound", 0.85),
+)  # fmt: skip
+REMOTE_TARGET_RTT_MS = 20.0
+
+
+def remote_target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
+    """(target, case, value, required, PASS/FAIL/n/a) for each object-store target."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for bench in run.raw.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if info.get("crops_per_s") and info.get("rtt_ms") == REMOTE_TARGET_RTT_MS:
+            rows.setdefault(str(info["remote_case"]), {})[str(info["remote_reader"])] = info
+    out = []
+    for label, case, reader, kind, threshold in REMOTE_TARGETS:
+        readers = rows.get(case, {})
+        info = readers.get(reader, {})
+        rate = info.get("crops_per_s")
+        value: float | None = None
+        if rate and kind == "tensorstore":
+            peer_name = "tensorstore-batch" if reader != "zarrcrop" else "tensorstore"
+            peer = readers.get(peer_name, {}).get("crops_per_s")
+            value = float(rate) / float(peer) if peer else None
+        elif rate:
+            bounds = [
+                float(b) for b in (
+                    info.get("transfer_bound_crops_per_s"),
+                    info.get("latency_bound_crops_per_s"),
+                    info.get("decode_bound_crops_per_s"),
+                ) if b
+            ]  # fmt: skip
+            value = float(rate) / min(bounds) if bounds else None
+        fmt = _ratio if kind == "tensorstore" else _pct
+        status = "n/a (not measured)" if value is None else (
+            "PASS" if value >= threshold else "FAIL")  # fmt: skip
+        out.append((label, case, fmt(value), ">= " + fmt(threshold), status))
+    return out
 
 
 def render_remote(run: Run) -> list[str]:
@@ -357,13 +410,13 @@ def render_remote(run: Run) -> list[str]:
     for (case, rtt), readers in sorted(rows.items()):
         speed.append((case, f"{rtt:g}", *(_cps(readers.get(r, {}).get("crops_per_s"))
                                           for r in REMOTE_READERS)))  # fmt: skip
-        for mode in ("zarrcrop", "zarrcrop-batch"):
+        for mode in ("zarrcrop", "zarrcrop-batch", "zarrcrop-loader"):
             info = readers.get(mode)
             if not info:
                 continue
             peers = [
                 v["crops_per_s"] for k, v in readers.items()
-                if not k.startswith("zarrcrop") and k.endswith("-batch") == mode.endswith("-batch")
+                if not k.startswith("zarrcrop") and k.endswith("-batch") == (mode != "zarrcrop")
             ]  # fmt: skip
             best = max(peers) if peers else None
             detail.append((
@@ -376,7 +429,12 @@ def render_remote(run: Run) -> list[str]:
                 _ratio(info["crops_per_s"] / best if best else None),
             ))  # fmt: skip
     rate = next(iter(next(iter(rows.values())).values())).get("proxy_mb_per_s")
+    header = ("Target", "Case", "Measured", "Required", "Result")
     return [
+        "",
+        "### Object store targets (20 ms RTT)",
+        "",
+        *_table(header, remote_target_rows(run), "llrrl"),
         "",
         "### Object store (S3 on loopback behind a latency proxy; crops/s)",
         "",
@@ -384,7 +442,8 @@ def render_remote(run: Run) -> list[str]:
         "",
         "zarrcrop per round of 16 crops (requests, HEADs, most in flight and MB counted at the "
         f"proxy, whose own throughput was {rate:.0f} MB/s in this run) and its bounds: transfer "
-        "(the round's bytes at the proxy's rate), latency (one round trip per crop, loop only), "
+        "(the round's bytes at the proxy's rate), latency (one round trip per crop for a loop, "
+        "per batch for the loader), "
         "decode (single-thread decode seconds / threads):",
         "",
         *_table(

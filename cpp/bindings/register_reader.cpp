@@ -72,7 +72,7 @@ zarrcrop::FetchFn python_fetch(py::object fn) {
     };
 }
 
-std::unique_ptr<zarrcrop::CropReader> make_reader(
+std::shared_ptr<zarrcrop::CropReader> make_reader(
     std::string name, std::string root, std::vector<int64_t> shape, std::vector<int64_t> chunks,
     std::size_t itemsize, const std::vector<std::string>& codecs, std::string key_prefix,
     const std::string& key_separator, const py::bytes& fill, std::size_t cache_bytes,
@@ -111,7 +111,7 @@ std::unique_ptr<zarrcrop::CropReader> make_reader(
     spec.fill_value.assign(fill_bytes.begin(), fill_bytes.end());
     zarrcrop::FetchFn fetch_fn;
     if (!fetch.is_none()) fetch_fn = python_fetch(std::move(fetch));
-    return std::make_unique<zarrcrop::CropReader>(std::move(spec), cache_bytes,
+    return std::make_shared<zarrcrop::CropReader>(std::move(spec), cache_bytes,
                                                   std::move(fetch_fn));
 }
 
@@ -210,7 +210,7 @@ void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& start
 }  // namespace
 
 void register_reader(py::module_& m) {
-    py::class_<zarrcrop::CropReader>(m, "CropReader")
+    py::class_<zarrcrop::CropReader, std::shared_ptr<zarrcrop::CropReader>>(m, "CropReader")
         .def(py::init(&make_reader), py::arg("name"), py::arg("root"), py::arg("shape"),
              py::arg("chunks"), py::arg("itemsize"), py::arg("codecs"), py::arg("key_prefix"),
              py::arg("key_separator"), py::arg("fill_value"), py::arg("cache_bytes") = 0,

@@ -7,6 +7,7 @@
 #include "../core/codec/bitshuffle.hpp"
 #include "../core/errors.hpp"
 #include "../core/io/chunk_source.hpp"
+#include "../core/io/fetch_ahead.hpp"
 #include "../core/io/file_map.hpp"
 #include "../core/io/read_ahead.hpp"
 #include "../core/io/read_queue.hpp"
@@ -105,6 +106,8 @@ void register_testing(py::module_& m) {
         "Test hook: the I/O stage's budget (0: the default).");
     t.def("reset_read_ahead_counts", &zarrcrop::reset_read_ahead_counts,
           "Zeroes read_ahead_counts().");
+    t.def("wait_fetch_ahead", &zarrcrop::wait_ahead_idle, py::call_guard<py::gil_scoped_release>(),
+          "Waits until the fetch-ahead threads (prefetch on object stores) are idle.");
     t.def("stream_threshold", &zarrcrop::stream_threshold,
           "Outputs larger than this many bytes are written with non-temporal stores.");
     t.def(

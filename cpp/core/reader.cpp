@@ -13,6 +13,8 @@
 
 #include "codec/blosc_decoder.hpp"
 #include "errors.hpp"
+#include "io/fetch_ahead.hpp"
+#include "io/prefetched_bytes.hpp"
 #include "io/read_queue.hpp"
 #include "stitch/stitcher.hpp"
 #include "runtime/thread_pool.hpp"
@@ -325,6 +327,30 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
                   fill_outside, fill.data(), /*stream=*/false, /*overlay=*/true);
     WorkWindow w;
     std::size_t asked = 0;
+    if (store_) {
+        // Object store: a task per chunk on the fetch-ahead threads, each holding the reader.
+        const std::shared_ptr<const CropReader> self = weak_from_this().lock();
+        if (!self) return 0;           // not held by a shared_ptr: nothing can outlive this call
+        process_prefetched().sweep();  // what earlier reads took: not for this one
+        const FetchCosts costs = store_->costs();
+        const auto estimate = static_cast<std::size_t>(
+            costs.object_size > 0 ? costs.object_size : static_cast<double>(kRemoteFirstRead));
+        auto left = std::make_shared<std::atomic<std::size_t>>(budget);
+        while (asked < budget && plan.next(w, kWindowPieces)) {
+            for (const ChunkTask& t : w.tasks) {
+                cancel.check();
+                std::vector<int64_t> coords(t.coords, t.coords + spec_.ndim());
+                std::vector<Stitch> stitches(t.stitches, t.stitches + t.n);
+                run_ahead([self, left, coords = std::move(coords), stitches = std::move(stitches)] {
+                    self->decoder_.fetch_ahead_chunk(coords.data(), stitches.data(),
+                                                     stitches.size(), *left);
+                });
+                asked += estimate;
+                if (asked >= budget) break;
+            }
+        }
+        return std::min(asked, budget);
+    }
     while (asked < budget && plan.next(w, kWindowPieces)) {
         for (const ChunkTask& t : w.tasks) {
             cancel.check();

@@ -23,7 +23,8 @@
 
 namespace zarrcrop {
 
-class CropReader {
+// Held by shared_ptr (prefetch on an object store hands it to the fetch-ahead threads).
+class CropReader : public std::enable_shared_from_this<CropReader> {
 public:
     // Throws std::invalid_argument for an inconsistent spec.
     // cache_bytes > 0 enables an LRU cache of decoded chunks of that many bytes. With `fetch`,
@@ -59,6 +60,10 @@ public:
     // once, until `budget` bytes are asked for; then returns without waiting for the device.
     // Returns the bytes asked for. Crops reaching outside the array throw std::out_of_range
     // unless fill_outside. `starts` must not change during the call.
+    // On an object store the requests are made on fetch-ahead threads (io/fetch_ahead: what
+    // a read will ask for, held in memory for it, ChunkDecoder::fetch_ahead_chunk): the
+    // value returned is then an estimate (the store's average chunk object size per chunk),
+    // and `budget` bounds what those threads fetch.
     std::size_t prefetch(const int64_t* starts, std::size_t n,
                          const std::vector<int64_t>& crop_shape, bool fill_outside,
                          std::size_t budget, const CancelFlags& cancel = {}) const;

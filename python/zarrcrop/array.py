@@ -280,6 +280,12 @@ class CropArray:
         reading batch ``i``, so the disk works while batch ``i`` decodes. Arrays read through
         zarr-python (not native) return 0.
 
+        On an object store (``s3://``, ``gs://``, ``http(s)://``), the requests a read of these
+        crops will make are started on fetch-ahead threads and their bytes held in memory for
+        that read (at most 256 MiB per process; bytes a read used are dropped when the next
+        ``prefetch`` starts); the value returned is then an estimate, and a failed fetch ahead
+        is reported by the read that needs it.
+
         The read-ahead lands in the page cache, which the kernel may reclaim under memory
         pressure before the read comes: ``budget`` (default 256 MiB) bounds what one call
         asks for.

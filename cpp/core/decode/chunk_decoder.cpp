@@ -18,29 +18,6 @@
 
 namespace zarrcrop {
 
-namespace {
-
-// Compressed chunks smaller than this are read with one pread; larger ones read only the
-// blocks that the destinations need.
-constexpr std::size_t kPartialReadMin = 64 * 1024;
-// The first read of a cold chunk read piecewise by the I/O stage: its header and the offsets
-// of up to about 2,000 blocks (more are read when the header says so).
-constexpr std::size_t kHeadRead = 8 * 1024;
-// The first read of a remote Blosc chunk: its header and block offsets, and whole any chunk up
-// to this size, in one round trip (a round trip costs as much as a few hundred KiB there).
-constexpr std::size_t kRemoteFirstRead = 64 * 1024;
-// Cold blocks are read in pieces of at most this many bytes (a block larger than that alone):
-// each decoded as soon as it has arrived.
-constexpr std::size_t kReadPiece = 256 * 1024;
-// Needed blocks closer than this are read in one piece, the gap included.
-constexpr std::size_t kReadMergeGap = 16 * 1024;
-// The same for remote objects: a request costs a round trip and the server's work per
-// request, worth about a MiB of transfer; larger pieces, larger gaps read through.
-constexpr std::size_t kRemoteReadPiece = 8u << 20;
-constexpr std::size_t kRemoteMergeGap = 1u << 20;
-
-}  // namespace
-
 ChunkDecoder::ChunkDecoder(const ArraySpec& spec, const FileChunkSource& source,
                            const ShardReader* shards, ChunkCache* cache,
                            std::shared_ptr<const ObjectSource> store)

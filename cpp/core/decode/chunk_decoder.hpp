@@ -28,6 +28,25 @@
 
 namespace zarrcrop {
 
+// Compressed chunks smaller than this are read with one pread; larger ones read only the
+// blocks that the destinations need.
+constexpr std::size_t kPartialReadMin = 64 * 1024;
+// The first read of a cold chunk read piecewise by the I/O stage: its header and the offsets
+// of up to about 2,000 blocks (more are read when the header says so).
+constexpr std::size_t kHeadRead = 8 * 1024;
+// The first read of a remote Blosc chunk: its header and block offsets, and whole any chunk up
+// to this size, in one round trip (a round trip costs as much as a few hundred KiB there).
+constexpr std::size_t kRemoteFirstRead = 64 * 1024;
+// Cold blocks are read in pieces of at most this many bytes (a block larger than that alone):
+// each decoded as soon as it has arrived.
+constexpr std::size_t kReadPiece = 256 * 1024;
+// Needed blocks closer than this are read in one piece, the gap included.
+constexpr std::size_t kReadMergeGap = 16 * 1024;
+// The same for remote objects: a request costs a round trip and the server's work per
+// request, worth about a MiB of transfer; larger pieces, larger gaps read through.
+constexpr std::size_t kRemoteReadPiece = 8u << 20;
+constexpr std::size_t kRemoteMergeGap = 1u << 20;
+
 // A chunk whose needed Blosc blocks are decoded one at a time, each on any thread
 // (ChunkDecoder::process_or_plan, then decode_block): the file is open and its header and
 // block offsets are read and validated; the blocks' bytes are not read yet.
@@ -114,6 +133,13 @@ public:
     // (0 when missing or cached). Waits only for a sharded array's index the first time it is
     // needed.
     std::size_t prefetch_chunk(const int64_t* coords, const Stitch* stitches, std::size_t n) const;
+    // prefetch_chunk for a remote store, on a fetch-ahead thread (it waits for round trips):
+    // fetches what a read of these stitches will ask the store for (the shard index, the
+    // first read, then the needed blocks), and holds it in the store's PrefetchedBytes for
+    // that read, within `budget` bytes (what it asks for is taken off). Keeps the chunk's
+    // header as a read does. Throws what the fetches throw.
+    void fetch_ahead_chunk(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                           std::atomic<std::size_t>& budget) const;
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;

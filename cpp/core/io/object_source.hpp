@@ -3,13 +3,16 @@
 // stage's threads call it, many at once; decode and stitch never know where bytes came from.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace zarrcrop {
 
@@ -42,17 +45,30 @@ struct FetchCosts {
 class ObjectSource {
 public:
     ObjectSource(std::string root, FetchFn fetch);
+    ObjectSource(const ObjectSource&) = delete;
+    ObjectSource& operator=(const ObjectSource&) = delete;
     // The store's location (a URL prefix), for messages.
     const std::string& root() const { return root_; }
     std::string url_of(const std::string& key) const { return root_ + "/" + key; }
-    // Calls the fetch function and records what it cost.
+    // Answers from bytes fetched ahead when they cover the range (waiting for such a fetch
+    // still in flight); otherwise calls the fetch function and records what it cost.
     ObjectRange fetch(const std::string& key, std::size_t offset, std::size_t len, bool from_end,
                       uint8_t* dst) const;
+    // Fetches [offset, offset + len) of `key` ahead of the read that will need it and holds
+    // it (process_prefetched()), unless held or in flight already; with `copy`, its bytes are
+    // copied there too. Counts the bytes it asks for against `budget`. Empty when there is
+    // no room (budget, or kPrefetchHoldBytes held). Throws what the fetch throws.
+    std::optional<ObjectRange> fetch_ahead(const std::string& key, std::size_t offset,
+                                           std::size_t len, std::vector<uint8_t>* copy,
+                                           std::atomic<std::size_t>& budget) const;
     FetchCosts costs() const;
     // A chunk object's size, as its first read told it (for the averages).
     void note_chunk_size(std::size_t bytes) const;
 
 private:
+    ObjectRange fetch_direct(const std::string& key, std::size_t offset, std::size_t len,
+                             bool from_end, uint8_t* dst) const;
+
     std::string root_;
     FetchFn fetch_;
     mutable std::mutex mutex_;

@@ -58,7 +58,8 @@ class CropLoader:
         reading a batch the loader asks the kernel to read ahead what the next batches need
         that is not cached (:meth:`zarrcrop.CropArray.prefetch`: the headers of the batch
         after next, the blocks of the next one): with data larger than RAM the disk works
-        while a batch decodes.
+        while a batch decodes. On an object store the next batches' requests are made then,
+        their bytes held in memory for the reads.
     pin_memory:
         Allocate the buffers in pinned (page-locked) memory for fast host-to-GPU copies. Only
         when CUDA is available; otherwise a warning is issued and ordinary memory is used.

@@ -1,0 +1,247 @@
+"""Prefetch on object stores (``CropArray.prefetch`` and ``CropLoader``), against the real
+SeaweedFS S3 server behind the counting latency proxy (tests/remote_fixtures): what a read will
+ask the store for is fetched on threads of its own and held for that read, so the read itself
+sends no request; results equal zarr-python's; failures of fetches ahead surface only in the
+read, naming the URL; a forked child starts without the parent's fetches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import zarr
+import zarrcrop
+from helpers import ArraySpec, Blosc, create_array, make_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from zarrcrop import _core
+
+pytest_plugins = ["remote_fixtures"]
+
+pytest.importorskip("obstore")
+
+
+def _options(server, endpoint=None):
+    return {
+        "key": server.access_key,
+        "secret": server.secret_key,
+        "client_kwargs": {"endpoint_url": endpoint or server.endpoint, "region_name": "us-east-1"},
+    }
+
+
+LAYOUTS = {
+    # Large zstd chunks of photo-like runs: read piecewise (header, then blocks).
+    "v2": ArraySpec(2, (3, 512, 700), (1, 256, 350), "uint16", Blosc("zstd", 3, "bitshuffle")),
+    # Small lz4 chunks, one missing: read whole; the missing one reads as the fill value.
+    "v2small": ArraySpec(2, (3, 200, 300), (1, 40, 50), "uint8", Blosc("lz4", 5, "shuffle")),
+    "v3sharded": ArraySpec(
+        3,
+        (3, 512, 700),
+        (1, 128, 175),
+        "uint16",
+        Blosc("zstd", 3, "bitshuffle"),
+        layout="v3-sharding",
+    ),
+    "v3zstd": ArraySpec(3, (3, 200, 300), (1, 64, 64), "int16", None, layout="v3-zstd-crc32c"),
+    # Incompressible: Blosc stores the chunks raw (memcpyed).
+    "v2raw": ArraySpec(2, (2, 300, 400), (1, 300, 400), "uint8", Blosc("lz4", 1, "noshuffle")),
+}
+
+
+@pytest.fixture(scope="module")
+def uploaded(tmp_path_factory, s3_server):
+    root = tmp_path_factory.mktemp("prefetch-data")
+    out = {}
+    for i, (name, spec) in enumerate(LAYOUTS.items()):
+        group = root / name
+        mode = "random" if name == "v2raw" else "runs"
+        data = make_data(spec.shape, spec.dtype, seed=i, mode=mode)
+        zarr.open_group(str(group), mode="w", zarr_format=spec.zarr_format)
+        create_array(group / "a", spec, data, missing=[(1, 0, 0)] if name == "v2small" else ())
+        expected = np.asarray(zarr.open_array(str(group / "a"), mode="r")[:])
+        bucket = f"zc-prefetch-{os.getpid()}-{i}"
+        out[name] = (s3_server.dataset(group, bucket, "ds.zarr"), expected)
+    return out
+
+
+def _open(server, ds, endpoint=None):
+    a = zarrcrop.open_group(ds.url, storage_options=_options(server, endpoint), strict=True)["a"]
+    assert a.native, a.fallback_reason
+    return a
+
+
+def _check(got, data, starts, size):
+    for i, s in enumerate(starts):
+        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+        np.testing.assert_array_equal(got[i], data[sel])
+
+
+def _starts(shape, size, rng, n):
+    rows = [[int(rng.integers(0, shape[d] - size[d] + 1)) for d in range(len(shape))]
+            for _ in range(n)]  # fmt: skip
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_a_prefetched_batch_is_read_without_a_request(s3_server, uploaded, latency_proxy,
+                                                      name):  # fmt: skip
+    ds, data = uploaded[name]
+    proxy = latency_proxy(s3_server, rtt=0.002)
+    a = _open(s3_server, ds, proxy.endpoint)
+    zarrcrop.clear_index_cache()  # shard indexes and kept headers: fetched ahead too
+    size = (1, 90, 110)
+    starts = _starts(data.shape, size, np.random.default_rng(4), 6)
+    assert a.prefetch(starts, size) > 0
+    _core._testing.wait_fetch_ahead()
+    assert proxy.stats()["requests"] > 0
+    proxy.reset()
+    got = a.read_crops(starts, size)
+    assert proxy.stats()["requests"] == 0, proxy.stats()
+    _check(got, data, starts, size)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    name=st.sampled_from(sorted(LAYOUTS)),
+    seed=st.integers(0, 2**16),
+    n_ahead=st.integers(1, 5),
+    n_read=st.integers(1, 5),
+    budget=st.sampled_from([0, 1, 70_000, 300_000, 256 << 20]),
+    wait=st.booleans(),
+)
+def test_reads_after_any_prefetch_equal_zarr_python(s3_server, uploaded, name, seed, n_ahead,
+                                                    n_read, budget, wait):  # fmt: skip
+    """Prefetches of other crops, overlapping ones, partial budgets, reads while fetches are
+    still in flight: every read equals zarr-python's."""
+    ds, data = uploaded[name]
+    a = _open(s3_server, ds)
+    rng = np.random.default_rng(seed)
+    size = (1, int(rng.integers(1, 130)), int(rng.integers(1, 170)))
+    ahead = _starts(data.shape, size, rng, n_ahead)
+    read = np.concatenate([ahead[: int(rng.integers(0, n_ahead + 1))],
+                           _starts(data.shape, size, rng, n_read)])  # fmt: skip
+    if rng.integers(0, 2):
+        zarrcrop.clear_index_cache()
+    asked = a.prefetch(ahead, size, budget=budget)
+    assert 0 <= asked <= budget
+    if wait:
+        _core._testing.wait_fetch_ahead()
+    _check(a.read_crops(read, size), data, read, size)
+    _core._testing.wait_fetch_ahead()
+
+
+def test_prefetch_failures_surface_in_the_read_naming_the_url(http_server, tmp_path):
+    from helpers.servers import Fault
+
+    spec = LAYOUTS["v2"]
+    group = tmp_path / "g"
+    data = make_data(spec.shape, spec.dtype, seed=1, mode="runs")
+    create_array(group / "a", spec, data)
+    server = http_server(tmp_path)
+    a = zarrcrop.open(server.url("g/a"), strict=True)
+    server.faults = [Fault(pattern="*g/a/0.0.1", status=403)]
+    starts = np.array([[0, 0, 300]])
+    # The fetch ahead fails quietly; the read reports it, naming the chunk.
+    a.prefetch(starts, (1, 100, 100))
+    _core._testing.wait_fetch_ahead()
+    with pytest.raises(PermissionError, match=r"0\.0\.1.*403"):
+        a.read_crops(starts, (1, 100, 100))
+    server.faults = []
+    _check(a.read_crops(starts, (1, 100, 100)), data, starts, (1, 100, 100))
+
+
+def test_the_server_dying_while_fetching_ahead_fails_the_read(http_server, tmp_path):
+    spec = LAYOUTS["v2"]
+    group = tmp_path / "g"
+    data = make_data(spec.shape, spec.dtype, seed=2, mode="runs")
+    create_array(group / "a", spec, data)
+    server = http_server(tmp_path)
+    a = zarrcrop.open(server.url("g/a"), strict=True)
+    a._layout.fetch.client.retry = zarrcrop.remote.RetryPolicy(attempts=2, backoff=0.01, budget=2)
+    server.die_after = 3
+    t0 = time.monotonic()
+    a.prefetch(np.array([[0, 0, 0], [1, 200, 300]]), (1, 300, 400))
+    with pytest.raises(OSError, match=server.endpoint.split("//")[1]):
+        a.read_crops(np.array([[0, 0, 0], [1, 200, 300]]), (1, 300, 400))
+    _core._testing.wait_fetch_ahead()
+    assert time.monotonic() - t0 < 60
+
+
+def test_budget_bounds_what_is_fetched_ahead(s3_server, uploaded, latency_proxy):
+    ds, data = uploaded["v2"]
+    proxy = latency_proxy(s3_server)
+    a = _open(s3_server, ds, proxy.endpoint)
+    starts = _starts(data.shape, (1, 200, 300), np.random.default_rng(7), 8)
+    _core._testing.wait_fetch_ahead()
+    proxy.reset()
+    assert a.prefetch(starts, (1, 200, 300), budget=0) == 0
+    _core._testing.wait_fetch_ahead()
+    assert proxy.stats()["requests"] == 0
+    zarrcrop.clear_index_cache()
+    a.prefetch(starts, (1, 200, 300), budget=100_000)
+    _core._testing.wait_fetch_ahead()
+    assert 0 < proxy.stats()["bytes_down"] <= 100_000 + 64 * 1024, proxy.stats()
+    _check(a.read_crops(starts, (1, 200, 300)), data, starts, (1, 200, 300))
+
+
+def test_a_forked_child_reads_without_the_parents_fetches(s3_server, uploaded):
+    ds, data = uploaded["v3sharded"]
+    a = _open(s3_server, ds)
+    size = (1, 200, 300)
+    starts = _starts(data.shape, size, np.random.default_rng(11), 6)
+    zarrcrop.clear_index_cache()
+    a.prefetch(starts, size)  # fetches in flight while the process forks
+    pid = os.fork()
+    if pid == 0:  # the child: its own fetches, the same answer
+        code = 1
+        try:
+            got = a.read_crops(starts, size)
+            ok = all(
+                np.array_equal(
+                    got[i], data[tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))]
+                )
+                for i, s in enumerate(starts)
+            )
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _check(a.read_crops(starts, size), data, starts, size)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_croploader_from_s3_prefetches_and_equals_zarr_python(s3_server, s3_dataset, tmp_path,
+                                                              latency_proxy):  # fmt: skip
+    pytest.importorskip("torch")
+    from zarrcrop.torch import CropDataset, CropLoader
+
+    spec = ArraySpec(2, (4, 3, 256, 350), (1, 3, 128, 175), "uint8", Blosc("zstd", 3, "bitshuffle"))
+    data = make_data(spec.shape, spec.dtype, seed=3, mode="runs")
+    zarr.open_group(str(tmp_path / "g"), mode="w", zarr_format=2)
+    create_array(tmp_path / "g" / "rgb", spec, data)
+    ds = s3_dataset(tmp_path / "g", prefix="ds.zarr")
+    proxy = latency_proxy(s3_server, rtt=0.005)
+    group = zarrcrop.open_group(ds.url, storage_options=_options(s3_server, proxy.endpoint),
+                                strict=True)  # fmt: skip
+    dataset = CropDataset(group["rgb"], crop=(96, 128), length=24, seed=5)
+    loader = CropLoader(dataset, 4, shuffle=True, seed=2, copy=True, prefetch=2)
+    batches = loader.batches()
+    n = 0
+    for b, batch in enumerate(loader):
+        starts = dataset.sample_starts(batches[b])["__single__"]
+        _check(batch.numpy()[:, None], data, starts, (1, 3, 96, 128))
+        n += 1
+    assert n == len(batches) == 6
+    assert proxy.stats()["requests"] > 0

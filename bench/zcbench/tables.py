@@ -1,0 +1,28 @@
+"""Markdown table formatting shared by the report's sections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["cps", "pct", "ratio", "table"]
+
+
+def cps(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    marks = {"l": ":---", "r": "---:"}
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines

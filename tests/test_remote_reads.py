@@ -308,3 +308,32 @@ def test_many_python_threads_read_one_remote_array(s3_server, s3_dataset, datase
         for i, s in enumerate(starts):
             sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
             np.testing.assert_array_equal(got[i], data[sel])
+
+
+def test_a_chunk_fetched_whole_keeps_its_header_for_partial_reads(tmp_path, s3_server,
+                                                                  s3_dataset, latency_proxy):  # fmt: skip
+    # Chunks of ~150-300 KB compressed: at 20 ms a round trip costs more than moving one, so
+    # once the costs are measured a chunk's first read fetches all of it.
+    spec = ArraySpec(2, (2, 1024, 1024), (1, 1024, 1024), "uint16", Blosc("zstd", 1, "shuffle"))
+    data = make_data(spec.shape, spec.dtype, seed=5, mode="runs")
+    zarr.open_group(str(tmp_path / "g"), mode="w", zarr_format=2)
+    create_array(tmp_path / "g" / "a", spec, data)
+    ds = s3_dataset(tmp_path / "g", prefix="ds.zarr")
+    proxy = latency_proxy(s3_server, rtt=0.02)
+    a = zarrcrop.open_group(
+        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+    )["a"]
+    for _ in range(3):  # the costs: round trips, transfer rate, object sizes
+        zarrcrop.clear_index_cache()
+        np.testing.assert_array_equal(a[:], data)
+    zarrcrop.clear_index_cache()
+    proxy.reset()
+    np.testing.assert_array_equal(a[1, :8, :8], data[1, :8, :8])
+    first = proxy.stats()
+    assert first["requests"] == 1, first["ranges"]  # the whole chunk, in one round trip
+    proxy.reset()
+    np.testing.assert_array_equal(a[1, -8:, -8:], data[1, -8:, -8:])
+    second = proxy.stats()
+    # Its header was kept: only the last rows' blocks, one request.
+    assert second["requests"] == 1, second["ranges"]
+    assert second["bytes_down"] < first["bytes_down"] / 2, (first, second)

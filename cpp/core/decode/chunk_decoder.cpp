@@ -155,6 +155,15 @@ void ChunkDecoder::keep_remote_header(const ChunkFile& file, const uint8_t* pref
     cache.put(remote_header_key(file), std::move(entry));
 }
 
+void ChunkDecoder::keep_header_of_whole(const ChunkFile& file, const uint8_t* bytes) const {
+    // Before decoding (which may rewrite header flags): the same check process_bytes makes.
+    if (spec_.compressor != Compressor::Blosc || file.size() < kPartialReadMin) return;
+    const BloscHeader h = validate_blosc_header(bytes, file.size(), chunk_bytes_);
+    if (h.memcpyed()) return;
+    const std::size_t prefix = blosc_prefix_bytes(h);
+    if (prefix <= file.size()) keep_remote_header(file, bytes, prefix);
+}
+
 bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
                                   ReadBatch& batch) const {
     WorkerScratch& s = scratch();
@@ -189,6 +198,7 @@ bool ChunkDecoder::resolve_remote(const Stitch* stitches, std::size_t n, OpenedC
         batch.release(opened.head);
         opened.head = kNoTicket;
         if (have < size) file.read_at(have, size - have, buf + have);
+        keep_header_of_whole(file, buf);
         process_bytes(MutableBytes(buf, size), stitches, n);
         return false;
     }

@@ -174,6 +174,9 @@ private:
     std::string remote_header_key(const ChunkFile& file) const;
     std::shared_ptr<const ShardIndex> remote_header(const ChunkFile& file) const;
     void keep_remote_header(const ChunkFile& file, const uint8_t* prefix, std::size_t len) const;
+    // A remote Blosc chunk fetched whole (`bytes`, file.size() of them): its header is kept
+    // too, so that a later read of other parts fetches only their blocks, in one round trip.
+    void keep_header_of_whole(const ChunkFile& file, const uint8_t* bytes) const;
     // Validates and decodes a chunk held whole in memory and writes the stitches.
     void process_bytes(MutableBytes bytes, const Stitch* stitches, std::size_t n) const;
 

@@ -67,10 +67,15 @@ void ChunkDecoder::fetch_ahead_chunk(const int64_t* coords, const Stitch* stitch
             version = got->version;
         }
         held_from = head.size();
-        if (!piecewise || held_from >= size || size < kPartialReadMin) {
+        if (!piecewise || size < kPartialReadMin) {
             // Read whole: the rest, when the first read did not hold all of it.
             if (held_from < size && size <= max_file_bytes())
                 store_->fetch_ahead(key, base + held_from, size - held_from, nullptr, budget);
+            return;
+        }
+        if (held_from >= size) {  // all of it in hand: kept as a read of it keeps it
+            if (size <= max_file_bytes())
+                keep_header_of_whole(ChunkFile(store_, key, size, version, base), head.data());
             return;
         }
     }

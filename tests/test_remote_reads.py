@@ -310,8 +310,7 @@ def test_many_python_threads_read_one_remote_array(s3_server, s3_dataset, datase
             np.testing.assert_array_equal(got[i], data[sel])
 
 
-def test_a_chunk_fetched_whole_keeps_its_header_for_partial_reads(tmp_path, s3_server,
-                                                                  s3_dataset, latency_proxy):  # fmt: skip
+def test_a_chunk_fetched_whole_keeps_its_header(tmp_path, s3_server, s3_dataset, latency_proxy):
     # Chunks of ~150-300 KB compressed: at 20 ms a round trip costs more than moving one, so
     # once the costs are measured a chunk's first read fetches all of it.
     spec = ArraySpec(2, (2, 1024, 1024), (1, 1024, 1024), "uint16", Blosc("zstd", 1, "shuffle"))

@@ -414,6 +414,27 @@ def test_loader_batches_match_dataset(multires, frames, flips):
     _wait_no_loader_threads()
 
 
+def test_loader_reuses_its_buffers_across_epochs_and_keeps_the_last_batches(multires):
+    path, _ = multires
+    ds = CropDataset(_open(path, "hr")["hr"], crop=16, length=12)
+    loader = CropLoader(ds, 4, shuffle=True, seed=3, prefetch=2)
+    first = list(loader)  # views of the ring: prefetch + 2 = 4 slots
+    kept = first[-1].clone()
+    ptrs = {b.data_ptr() for b in first}
+    it = iter(loader)  # the next epoch: the same buffers, from the slot after the last one
+    second = [next(it)]
+    assert torch.equal(first[-1], kept)  # the previous epoch's last batch still holds
+    second_clones = [second[0].clone()]
+    for b in it:
+        second.append(b)
+        second_clones.append(b.clone())
+    for got, e in zip(second_clones, _expected_batches(ds, 4, loader.indices()), strict=True):
+        _assert_same(got, e)
+    ptrs |= {b.data_ptr() for b in second} | {b.data_ptr() for b in loader}
+    assert len(ptrs) == 4, ptrs  # three epochs, one ring
+    _wait_no_loader_threads()
+
+
 def test_loader_single_array_and_no_shuffle(multires):
     path, _ = multires
     ds = CropDataset(_open(path, "hr")["hr"], crop=(16, 32), length=12)

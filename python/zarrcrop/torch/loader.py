@@ -12,7 +12,7 @@ import torch
 from .._api import set_num_threads
 from .dataset import CropDataset, Sample
 from .order import Shuffle
-from .prefetcher import THREAD_NAME, LoaderIterator
+from .prefetcher import THREAD_NAME, LoaderIterator, RingPool
 from .progress import EpochProgress
 
 __all__ = ["THREAD_NAME", "CropLoader"]
@@ -30,7 +30,9 @@ class CropLoader:
     **Buffer reuse**: a yielded batch is a view of the loader's buffers (a ring of
     ``prefetch + 2`` batches per array). It stays valid while the next batch is in use (so an
     asynchronous ``.to(device, non_blocking=True)`` copy of it may still be running) and is
-    overwritten after that: keep a batch longer with ``.clone()``, or pass ``copy=True``.
+    overwritten after that: keep a batch longer with ``.clone()``, or pass ``copy=True``. The
+    ring is kept from one epoch to the next (the next epoch goes on at the slot after the last
+    one written, so the rule holds across epochs too).
 
     **Resuming**: :meth:`state_dict` is a small JSON-serialisable dict (the epoch and the
     position in its global order); a loader given it by :meth:`load_state_dict` yields exactly
@@ -121,6 +123,7 @@ class CropLoader:
             world_size=world_size,
         )
         self.prefetch = int(prefetch)
+        self._rings = RingPool()  # the batch buffers, kept from one epoch to the next
         self.num_threads = None if num_threads is None else int(num_threads)
         self.copy = bool(copy)
         self.pin_memory = bool(pin_memory)

@@ -19,7 +19,7 @@ from .geometry import SamplePlan, apply_flips
 if TYPE_CHECKING:
     from .loader import CropLoader
 
-__all__ = ["THREAD_NAME", "LoaderIterator"]
+__all__ = ["THREAD_NAME", "LoaderIterator", "RingPool"]
 
 #: The name of the background thread of an iterating CropLoader.
 THREAD_NAME = "zarrcrop-CropLoader"
@@ -55,6 +55,30 @@ class _Ring:
             self.arrays.append(arrays)
 
 
+class RingPool:
+    """A loader's spare ring, kept between epochs: a fresh iterator reuses it (allocating and
+    faulting in ``prefetch + 2`` batches of buffers costs as much as reading a batch) and goes
+    on writing at the slot after the last one written, so the previous epoch's last batches
+    stay valid as long as a batch is documented to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: tuple[tuple[Any, ...], _Ring, int] | None = None
+
+    def take(self, key: tuple[Any, ...]) -> tuple[_Ring, int] | None:
+        """The spare ring made for ``key`` (dataset, batch size, slots, pinning) and its next
+        slot, or None."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or spare[0] != key:
+            return None
+        return spare[1], spare[2]
+
+    def give(self, key: tuple[Any, ...], ring: _Ring, next_slot: int) -> None:
+        with self._lock:
+            self._spare = (key, ring, next_slot)
+
+
 class _State:
     """What the background thread shares with the iterator (never the iterator itself, so the
     iterator can be garbage collected and its finalizer stop the thread)."""
@@ -63,6 +87,7 @@ class _State:
         self.stop = threading.Event()
         self.free = threading.Semaphore(prefetch)
         self.results: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.written = 0  # batches written into the ring (the thread's count)
 
 
 def _produce(
@@ -71,9 +96,11 @@ def _produce(
     ring: _Ring,
     batches: list[np.ndarray],
     epoch: int,
+    first_slot: int,
 ) -> None:
-    """The background thread: read ``batches`` into the ring's slots in turn, a slot once the
-    iterator has freed one, and report each batch (or the end, or an error) on the queue."""
+    """The background thread: read ``batches`` into the ring's slots in turn from
+    ``first_slot``, a slot once the iterator has freed one, and report each batch (or the end,
+    or an error) on the queue."""
     arrays = dataset.arrays
     slots = len(ring.arrays)
     ahead: tuple[SamplePlan, dict[str, np.ndarray]] | None = None
@@ -84,7 +111,8 @@ def _produce(
                     return
             if state.stop.is_set():
                 return
-            slot = b % slots
+            slot = (first_slot + b) % slots
+            state.written = b + 1
             n = len(idx)
             if ahead is None:
                 plan = dataset.sample_plan(idx, epoch)
@@ -115,10 +143,19 @@ def _produce(
         state.results.put(("error", exc))
 
 
-def _shutdown(state: _State, thread: threading.Thread) -> None:
+def _shutdown(
+    state: _State,
+    thread: threading.Thread,
+    pool: RingPool,
+    key: tuple[Any, ...],
+    ring: _Ring,
+    first_slot: int,
+) -> None:
     state.stop.set()
     if thread is not threading.current_thread() and thread.is_alive():
         thread.join(timeout=30.0)
+    if not thread.is_alive():  # nothing writes into the ring any more: the next epoch's
+        pool.give(key, ring, (first_slot + state.written) % len(ring.arrays))
 
 
 class LoaderIterator(Iterator[Sample]):
@@ -136,18 +173,24 @@ class LoaderIterator(Iterator[Sample]):
         self._yielded = 0
         self._copy = loader.copy
         self._remaining = len(batches)
-        self._ring = _Ring(
-            loader.dataset, loader.batch_size, loader.prefetch + 2, loader.pin_memory
-        )
+        key = (id(loader.dataset), loader.batch_size, loader.prefetch + 2, loader.pin_memory)
+        spare = loader._rings.take(key)
+        if spare is None:
+            slots = loader.prefetch + 2
+            spare = (_Ring(loader.dataset, loader.batch_size, slots, loader.pin_memory), 0)
+        self._ring, first_slot = spare
         self._state = _State(loader.prefetch)
         self._thread = threading.Thread(
             target=_produce,
-            args=(self._state, loader.dataset, self._ring, batches, epoch),
+            args=(self._state, loader.dataset, self._ring, batches, epoch, first_slot),
             name=THREAD_NAME,
             daemon=True,
         )
         self._thread.start()
-        self._finalizer = weakref.finalize(self, _shutdown, self._state, self._thread)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._state, self._thread, loader._rings, key, self._ring,
+            first_slot,
+        )  # fmt: skip
         self._done = False
 
     def __len__(self) -> int:

@@ -1,15 +1,18 @@
 """Run the benchmark suite, report it, and gate it: the one documented entry point.
 
     python bench/run.py [--json PATH] [--write-results bench/RESULTS.md] [--note TEXT]
-                        [--no-gate] [--no-confirm] [--update-baselines] [PYTEST ARGS ...]
+                        [--no-gate] [--no-confirm] [--no-ab] [--update-baselines]
+                        [PYTEST ARGS ...]
 
 1. ``python -m pytest bench --benchmark-json=PATH [PYTEST ARGS]`` from the repository root
    (PATH defaults to ``bench/.results/run-<UTC time>.json``; extra arguments such as
    ``-k photo-v2-960`` or ``--bench-rounds 8`` go to pytest);
 2. ``python bench/report.py PATH`` (and writes RESULTS.md with ``--write-results``);
 3. ``python bench/gate.py PATH`` (or ``--update`` with ``--update-baselines``); when it
-   fails, the regressed cases are run once more and only those that regress again fail the
-   gate (``--no-confirm``: fail on the first run).
+   fails, the regressed cases are run once more; a case that regresses again is read by the
+   baselines' commit's build and this one in one process (``zcbench/ab_judge.py``), and fails
+   the gate only if this build is slower there (``--no-confirm``: fail on the first run;
+   ``--no-ab``: fail on the second).
 
 Exits non-zero when pytest failed (for example the memory check) or the gate failed.
 """
@@ -31,7 +34,7 @@ ROOT = BENCH_DIR.parent
 
 sys.path.insert(0, str(BENCH_DIR))
 
-from zcbench import gate, report  # noqa: E402
+from zcbench import ab_judge, gate, report  # noqa: E402
 from zcbench.results import gate_ratios, load_run  # noqa: E402
 
 
@@ -53,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="fail on the first gate result (default: rerun the regressed cases once and "
         "fail only on cases that regress in both runs)",
+    )
+    parser.add_argument(
+        "--no-ab",
+        action="store_true",
+        help="fail on cases that regress in both runs without the A/B of builds that judges "
+        "them (default: build the baselines' commit and compare in one process)",
     )
     parser.add_argument(
         "--update-baselines",
@@ -95,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         gate_rc = gate.main([str(json_path)])
         if gate_rc == gate.EXIT_REGRESSION and not args.no_confirm:
-            gate_rc = _confirm(json_path, pytest_args, env)
+            gate_rc = _confirm(json_path, pytest_args, env, ab=not args.no_ab)
     for what, rc in (("pytest", pytest_rc), ("report", report_rc), ("gate", gate_rc)):
         if rc:
             print(f"bench/run.py: {what} failed (exit {rc})", file=sys.stderr)
@@ -130,10 +139,12 @@ def _without_k(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str]) -> int:
-    """Rerun the regressed cases (zarrcrop and zarr-python readers) once; a case fails the gate
-    only if it regresses again. Ratios of one run swing by about 10% on a noisy machine (the
-    zarr-python side as much as zarrcrop's), so one run alone flags unchanged builds."""
+def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str], *, ab: bool) -> int:
+    """Rerun the regressed cases (zarrcrop and zarr-python readers) once; a case that regresses
+    again goes to the A/B of builds (with ``ab``), which fails it only if this build is slower
+    than the baselines'. Ratios of one run swing by about 10% on a noisy machine (the
+    zarr-python side as much as zarrcrop's), and move with the machine, so ratios alone flag
+    unchanged builds."""
     first = gate.regressed_cases(json_path)
     cases = sorted({key.rsplit("/", 1)[0] for key in first})
     expr = " or ".join(f"{case}-zarrcrop or {case}-zarr-python" for case in cases)
@@ -151,6 +162,14 @@ def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str]) -
     rerun_keys = set(gate_ratios(load_run(rerun)))
     again = set(gate.regressed_cases(rerun))
     confirmed = [key for key in first if key in again or key not in rerun_keys]
+    if confirmed and ab:
+        print(f"\ngate: regressed in both runs: {', '.join(confirmed)}")
+        slower = ab_judge.judge(confirmed, gate.DEFAULT_BASELINES)
+        if slower:
+            print(f"\ngate: FAIL, slower than the baselines' build: {', '.join(slower)}")
+            return gate.EXIT_REGRESSION
+        print("\ngate: ok after the A/B (this build reads those cases as fast as the baselines')")
+        return 0
     if confirmed:
         print(f"\ngate: FAIL, regressed in both runs: {', '.join(confirmed)}")
         return gate.EXIT_REGRESSION

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import ab_judge
 from .results import STATS, Run, gate_ratios, load_run
 
 __all__ = [
@@ -138,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stat", choices=STATS, default=None, help="default: the file's/mean")
     parser.add_argument(
+        "--ab",
+        action="store_true",
+        help="judge the regressed cases by an A/B of the baselines' build against this one "
+        "in one process (zcbench/ab_judge.py); fail only on those slower there",
+    )
+    parser.add_argument(
         "--update",
         action="store_true",
         help="rewrite the baselines of the cases in this run from it (others are kept)",
@@ -188,6 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, base, now, _ in regressions:
             assert base is not None and now is not None
             print(f"  {key}: {now:.2f}x < {base:.2f}x * {1 - tolerance:.2f}")
+        if args.ab:
+            slower = ab_judge.judge([row[0] for row in regressions], args.baselines)
+            if not slower:
+                print("\ngate: ok after the A/B (as fast as the baselines' build)")
+                return 0
+            print(f"\ngate: FAIL, slower than the baselines' build: {', '.join(slower)}")
         return EXIT_REGRESSION
     checked = sum(1 for row in rows if row[3] == "ok")
     if checked == 0:

@@ -41,22 +41,13 @@ import pytest
 from zcbench.cases import MODES, Case, crop_batches
 from zcbench.data import DataCache
 from zcbench.readers import ReaderUnavailable, RoundReader, ZarrcropLoop, open_reader
+from zcbench.report_io import COLD_READERS
 from zcbench.session import Settings
 
 pytest.importorskip("pytest_benchmark")
 
 CASES = (Case("photo", 2, 960), Case("photo", 3, 960), Case("photo", 3, 960, "sharded"))
-READERS = (
-    "zarrcrop",
-    "zarrcrop-prefetch",
-    "zarrcrop-batch",
-    "zarrcrop-loader",
-    "zarr-python",
-    "tensorstore",
-    "disk-16-per-crop",
-    "disk-16",
-    "disk-1",
-)
+READERS = COLD_READERS
 MAX_ROUNDS = 12
 LOADER_BATCHES = 4
 

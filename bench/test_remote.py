@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 from zcbench.cases import Case, crop_batches
 from zcbench.data import DataCache
+from zcbench.report_io import REMOTE_READERS
 from zcbench.session import Settings
 
 pytest.importorskip("pytest_benchmark")
@@ -58,17 +59,7 @@ servers = _load_servers()
 
 CASES = (Case("photo", 2, 960), Case("photo", 3, 960, "sharded"))
 RTTS = (0.0, 0.005, 0.020)
-READERS = (
-    "zarrcrop",
-    "zarrcrop-batch",
-    "zarrcrop-loader",
-    "zarr-python-s3fs",
-    "zarr-python-s3fs-batch",
-    "zarr-python-obstore",
-    "zarr-python-obstore-batch",
-    "tensorstore",
-    "tensorstore-batch",
-)
+READERS = REMOTE_READERS
 MAX_ROUNDS = 6
 
 

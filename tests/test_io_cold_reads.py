@@ -12,7 +12,6 @@ import ctypes
 import mmap
 import os
 import resource
-import signal
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
-from helpers import ArraySpec, Blosc, create_array, make_data
+from helpers import ArraySpec, Blosc, create_array, make_data, wait_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarrcrop import _core
@@ -274,17 +273,7 @@ def test_cold_reads_in_a_forked_child(tmp_path):
             os._exit(0 if ok else 1)
         except BaseException:
             os._exit(2)
-    deadline = time.monotonic() + 120
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish its read in 120 s")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, 120) == 0
 
 
 # ------------------------------------------------------------------------------ prefetch

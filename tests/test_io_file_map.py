@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
+from helpers import wait_child
 from zarrcrop import _core
 
 # Every array here is meant to be read natively: strict mode (tests/conftest.py).
@@ -388,8 +389,7 @@ def test_forked_child_reads_through_its_own_mappings(tmp_path):
             code = 0 if fine and info["files"] == SHAPE[0] and info["hits"] == 0 else 1
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, 120) == 0
     np.testing.assert_array_equal(arr[1], data[1])
 
 

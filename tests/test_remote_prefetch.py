@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
-from helpers import ArraySpec, Blosc, create_array, make_data
+from helpers import REMOTE_SPECS, ArraySpec, Blosc, create_array, make_data, wait_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarrcrop import _core
@@ -24,38 +24,11 @@ pytest_plugins = ["remote_fixtures"]
 pytest.importorskip("obstore")
 
 
-def _options(server, endpoint=None):
-    return {
-        "key": server.access_key,
-        "secret": server.secret_key,
-        "client_kwargs": {"endpoint_url": endpoint or server.endpoint, "region_name": "us-east-1"},
-    }
-
-
-LAYOUTS = {
-    # Large zstd chunks of photo-like runs: read piecewise (header, then blocks).
-    "v2": ArraySpec(2, (3, 512, 700), (1, 256, 350), "uint16", Blosc("zstd", 3, "bitshuffle")),
-    # Small lz4 chunks, one missing: read whole; the missing one reads as the fill value.
-    "v2small": ArraySpec(2, (3, 200, 300), (1, 40, 50), "uint8", Blosc("lz4", 5, "shuffle")),
-    "v3sharded": ArraySpec(
-        3,
-        (3, 512, 700),
-        (1, 128, 175),
-        "uint16",
-        Blosc("zstd", 3, "bitshuffle"),
-        layout="v3-sharding",
-    ),
-    "v3zstd": ArraySpec(3, (3, 200, 300), (1, 64, 64), "int16", None, layout="v3-zstd-crc32c"),
-    # Incompressible: Blosc stores the chunks raw (memcpyed).
-    "v2raw": ArraySpec(2, (2, 300, 400), (1, 300, 400), "uint8", Blosc("lz4", 1, "noshuffle")),
-}
-
-
 @pytest.fixture(scope="module")
 def uploaded(tmp_path_factory, s3_server):
     root = tmp_path_factory.mktemp("prefetch-data")
     out = {}
-    for i, (name, spec) in enumerate(LAYOUTS.items()):
+    for i, (name, spec) in enumerate(REMOTE_SPECS.items()):
         group = root / name
         mode = "random" if name == "v2raw" else "runs"
         data = make_data(spec.shape, spec.dtype, seed=i, mode=mode)
@@ -68,7 +41,9 @@ def uploaded(tmp_path_factory, s3_server):
 
 
 def _open(server, ds, endpoint=None):
-    a = zarrcrop.open_group(ds.url, storage_options=_options(server, endpoint), strict=True)["a"]
+    a = zarrcrop.open_group(ds.url, storage_options=server.storage_options(endpoint), strict=True)[
+        "a"
+    ]
     assert a.native, a.fallback_reason
     return a
 
@@ -85,7 +60,7 @@ def _starts(shape, size, rng, n):
     return np.array(rows)
 
 
-@pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.parametrize("name", sorted(REMOTE_SPECS))
 def test_a_prefetched_batch_is_read_without_a_request(s3_server, uploaded, latency_proxy,
                                                       name):  # fmt: skip
     ds, data = uploaded[name]
@@ -105,7 +80,7 @@ def test_a_prefetched_batch_is_read_without_a_request(s3_server, uploaded, laten
 
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(
-    name=st.sampled_from(sorted(LAYOUTS)),
+    name=st.sampled_from(sorted(REMOTE_SPECS)),
     seed=st.integers(0, 2**16),
     n_ahead=st.integers(1, 5),
     n_read=st.integers(1, 5),
@@ -133,15 +108,19 @@ def test_reads_after_any_prefetch_equal_zarr_python(s3_server, uploaded, name, s
     _core._testing.wait_fetch_ahead()
 
 
+def _served_v2(http_server, tmp_path, seed: int):
+    """The "v2" array with new data, served over HTTP: (server, array opened strict, data)."""
+    spec = REMOTE_SPECS["v2"]
+    data = make_data(spec.shape, spec.dtype, seed=seed, mode="runs")
+    create_array(tmp_path / "g" / "a", spec, data)
+    server = http_server(tmp_path)
+    return server, zarrcrop.open(server.url("g/a"), strict=True), data
+
+
 def test_prefetch_failures_surface_in_the_read_naming_the_url(http_server, tmp_path):
     from helpers.servers import Fault
 
-    spec = LAYOUTS["v2"]
-    group = tmp_path / "g"
-    data = make_data(spec.shape, spec.dtype, seed=1, mode="runs")
-    create_array(group / "a", spec, data)
-    server = http_server(tmp_path)
-    a = zarrcrop.open(server.url("g/a"), strict=True)
+    server, a, data = _served_v2(http_server, tmp_path, seed=1)
     server.faults = [Fault(pattern="*g/a/0.0.1", status=403)]
     starts = np.array([[0, 0, 300]])
     # The fetch ahead fails quietly; the read reports it, naming the chunk.
@@ -154,12 +133,7 @@ def test_prefetch_failures_surface_in_the_read_naming_the_url(http_server, tmp_p
 
 
 def test_the_server_dying_while_fetching_ahead_fails_the_read(http_server, tmp_path):
-    spec = LAYOUTS["v2"]
-    group = tmp_path / "g"
-    data = make_data(spec.shape, spec.dtype, seed=2, mode="runs")
-    create_array(group / "a", spec, data)
-    server = http_server(tmp_path)
-    a = zarrcrop.open(server.url("g/a"), strict=True)
+    server, a, _ = _served_v2(http_server, tmp_path, seed=2)
     a._layout.fetch.client.retry = zarrcrop.remote.RetryPolicy(attempts=2, backoff=0.01, budget=2)
     server.die_after = 3
     t0 = time.monotonic()
@@ -209,17 +183,7 @@ def test_a_forked_child_reads_without_the_parents_fetches(s3_server, uploaded):
         finally:
             os._exit(code)
     _check(a.read_crops(starts, size), data, starts, size)
-    deadline = time.monotonic() + 120
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, 120) == 0
 
 
 def test_croploader_from_s3_prefetches_and_equals_zarr_python(s3_server, s3_dataset, tmp_path,
@@ -233,7 +197,7 @@ def test_croploader_from_s3_prefetches_and_equals_zarr_python(s3_server, s3_data
     create_array(tmp_path / "g" / "rgb", spec, data)
     ds = s3_dataset(tmp_path / "g", prefix="ds.zarr")
     proxy = latency_proxy(s3_server, rtt=0.005)
-    group = zarrcrop.open_group(ds.url, storage_options=_options(s3_server, proxy.endpoint),
+    group = zarrcrop.open_group(ds.url, storage_options=s3_server.storage_options(proxy.endpoint),
                                 strict=True)  # fmt: skip
     dataset = CropDataset(group["rgb"], crop=(96, 128), length=24, seed=5)
     loader = CropLoader(dataset, 4, shuffle=True, seed=2, copy=True, prefetch=2)

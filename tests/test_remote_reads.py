@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 import zarrcrop
-from helpers import ArraySpec, Blosc, create_array, make_data
+from helpers import REMOTE_SPECS, ArraySpec, Blosc, create_array, make_data
 from helpers.servers import Fault
 
 pytest_plugins = ["remote_fixtures"]
@@ -26,32 +26,12 @@ pytest_plugins = ["remote_fixtures"]
 pytest.importorskip("obstore")
 
 
-def _s3fs_options(server, endpoint=None):
-    return {
-        "key": server.access_key,
-        "secret": server.secret_key,
-        "client_kwargs": {"endpoint_url": endpoint or server.endpoint, "region_name": "us-east-1"},
-    }
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     """Local zarr datasets to upload: v2 Blosc zstd (large chunks, read piecewise), v2 with
     small chunks and a missing chunk, v3 sharded (index at the end), v3 zstd chain."""
     root = tmp_path_factory.mktemp("remote-data")
-    specs = {
-        "v2": ArraySpec(2, (3, 512, 700), (1, 256, 350), "uint16", Blosc("zstd", 3, "bitshuffle")),
-        "v2small": ArraySpec(2, (3, 200, 300), (1, 40, 50), "uint8", Blosc("lz4", 5, "shuffle")),
-        "v3sharded": ArraySpec(
-            3,
-            (3, 512, 700),
-            (1, 128, 175),
-            "uint16",
-            Blosc("zstd", 3, "bitshuffle"),
-            layout="v3-sharding",
-        ),
-        "v3zstd": ArraySpec(3, (3, 200, 300), (1, 64, 64), "int16", None, layout="v3-zstd-crc32c"),
-    }
+    specs = {k: v for k, v in REMOTE_SPECS.items() if k != "v2raw"}
     out = {}
     for i, (name, spec) in enumerate(specs.items()):
         group = root / name
@@ -85,7 +65,7 @@ def _crops(shape, rng, n=4, size=(1, 150, 170)):
 def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets, name):
     group, data = datasets[name]
     ds = s3_dataset(group, prefix="ds.zarr")
-    opts = _s3fs_options(s3_server)
+    opts = s3_server.storage_options()
     g = zarrcrop.open_group(ds.url, storage_options=opts, strict=True)
     a = g["a"]
     assert a.native, a.fallback_reason
@@ -122,7 +102,7 @@ def test_a_batch_is_fetched_together_in_few_requests(s3_server, s3_dataset, data
     ds = s3_dataset(group, prefix="ds.zarr")
     proxy = latency_proxy(s3_server, rtt=0.005)
     a = zarrcrop.open_group(
-        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
     )["a"]
     rng = np.random.default_rng(3)
     starts, size = _crops(data.shape, rng, n=16)
@@ -148,7 +128,7 @@ def test_shard_indexes_are_read_once(s3_server, s3_dataset, datasets, latency_pr
     ds = s3_dataset(group, prefix="ds.zarr")
     proxy = latency_proxy(s3_server)
     a = zarrcrop.open_group(
-        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
     )["a"]
     zarrcrop.clear_index_cache()
     np.testing.assert_array_equal(a[0, :200, :300], data[0, :200, :300])
@@ -181,12 +161,14 @@ def test_http_reads_and_failures(http_server, datasets, tmp_path):
 def test_missing_shard_reads_as_fill_value(s3_server, s3_dataset, datasets):
     group, _data = datasets["v3sharded"]
     ds = s3_dataset(group, prefix="ds.zarr")
-    a = zarrcrop.open_group(ds.url, storage_options=_s3fs_options(s3_server), strict=True)["a"]
+    a = zarrcrop.open_group(ds.url, storage_options=s3_server.storage_options(), strict=True)["a"]
     import obstore
 
     shards = sorted(k for k in ds.keys if k.startswith("ds.zarr/a/") and "zarr.json" not in k)
     obstore.delete(ds.store(), shards[0])  # bucket-relative key
-    expected = zarr.open_group(ds.url, mode="r", storage_options=_s3fs_options(s3_server))["a"][:]
+    expected = zarr.open_group(ds.url, mode="r", storage_options=s3_server.storage_options())["a"][
+        :
+    ]
     np.testing.assert_array_equal(a[:], expected)
 
 
@@ -266,7 +248,7 @@ def test_dataloader_workers_fork_and_spawn_after_the_parent_read(s3_server, s3_d
     script = tmp_path / "fork.py"
     script.write_text(textwrap.dedent(FORK))
     proc = subprocess.run(
-        [sys.executable, str(script), ds.url, repr(_s3fs_options(s3_server))],
+        [sys.executable, str(script), ds.url, repr(s3_server.storage_options())],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -294,7 +276,7 @@ def test_many_python_threads_read_one_remote_array(s3_server, s3_dataset, datase
 
     group, data = datasets["v3sharded"]
     ds = s3_dataset(group, prefix="ds.zarr")
-    a = zarrcrop.open_group(ds.url, storage_options=_s3fs_options(s3_server), strict=True)["a"]
+    a = zarrcrop.open_group(ds.url, storage_options=s3_server.storage_options(), strict=True)["a"]
     rng = np.random.default_rng(9)
     jobs = [_crops(data.shape, rng, n=3) for _ in range(24)]
 
@@ -320,7 +302,7 @@ def test_a_chunk_fetched_whole_keeps_its_header(tmp_path, s3_server, s3_dataset,
     ds = s3_dataset(tmp_path / "g", prefix="ds.zarr")
     proxy = latency_proxy(s3_server, rtt=0.02)
     a = zarrcrop.open_group(
-        ds.url, storage_options=_s3fs_options(s3_server, proxy.endpoint), strict=True
+        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
     )["a"]
     for _ in range(3):  # the costs: round trips, transfer rate, object sizes
         zarrcrop.clear_index_cache()

@@ -10,6 +10,7 @@ from .tables import cps as _cps
 from .tables import pct as _pct
 from .tables import ratio as _ratio
 from .tables import table as _table
+from .tables import target_row
 
 __all__ = [
     "cold_results",
@@ -95,10 +96,7 @@ def cold_target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
         elif rate:
             lower = _cold_bounds(readers, reader, bounds[reader])[2]
             value = float(rate) / lower if lower else None
-        fmt = _ratio if kind == "tensorstore" else _pct
-        status = "n/a (not measured)" if value is None else (
-            "PASS" if value >= threshold else "FAIL")  # fmt: skip
-        rows.append((label, COLD_TARGET_CASE, fmt(value), ">= " + fmt(threshold), status))
+        rows.append(target_row(label, COLD_TARGET_CASE, value, threshold, kind == "tensorstore"))
     return rows
 
 
@@ -204,10 +202,7 @@ def remote_target_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
                 ) if b
             ]  # fmt: skip
             value = float(rate) / min(bounds) if bounds else None
-        fmt = _ratio if kind == "tensorstore" else _pct
-        status = "n/a (not measured)" if value is None else (
-            "PASS" if value >= threshold else "FAIL")  # fmt: skip
-        out.append((label, case, fmt(value), ">= " + fmt(threshold), status))
+        out.append(target_row(label, case, value, threshold, kind == "tensorstore"))
     return out
 
 

@@ -8,7 +8,8 @@
   messages name, ``expected_read``;
 - ``helpers.strategies``: hypothesis strategies for array specs and basic selections;
 - ``helpers.fuzz``: the arrays and outcome recording of the fuzz tests;
-- ``helpers.process``: RSS measurement and ``run_python`` (a script in its own process).
+- ``helpers.process``: RSS measurement, ``run_python`` (a script in its own process) and
+  ``wait_child`` (a forked child's exit code, with a timeout).
 
 Fixtures live in tests/conftest.py.
 """
@@ -22,6 +23,7 @@ from .arrays import (
     FALLBACK_LAYOUTS,
     NATIVE_LAYOUTS,
     NATIVE_V2,
+    REMOTE_SPECS,
     V2_KEY_ENCODINGS,
     V3_KEY_ENCODINGS,
     ArraySpec,
@@ -40,7 +42,7 @@ from .checks import (
 )
 from .data import expected_crops, make_data, random_crop
 from .fuzz import ARRAY_NAMES, CLEAN, NP_INT_TYPES, attempt, fuzz_arrays
-from .process import rss_bytes, rss_check, run_python
+from .process import rss_bytes, rss_check, run_python, wait_child
 from .strategies import (
     ALL_BLOSC,
     array_specs,
@@ -61,6 +63,7 @@ __all__ = [
     "NATIVE_LAYOUTS",
     "NATIVE_V2",
     "NP_INT_TYPES",
+    "REMOTE_SPECS",
     "V2_KEY_ENCODINGS",
     "V3_KEY_ENCODINGS",
     "ArraySpec",
@@ -87,4 +90,5 @@ __all__ = [
     "run_python",
     "shape_in_message",
     "shapes_and_chunks",
+    "wait_child",
 ]

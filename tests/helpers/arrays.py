@@ -204,3 +204,23 @@ NATIVE_V2 = ArraySpec(
     codec=Blosc("lz4", 5, "shuffle"),
     fill_value=-3,
 )
+
+
+#: The arrays the object-store tests serve (tests/test_remote_*.py), by name.
+REMOTE_SPECS = {
+    # Large zstd chunks of photo-like runs: read piecewise (header, then blocks).
+    "v2": ArraySpec(2, (3, 512, 700), (1, 256, 350), "uint16", Blosc("zstd", 3, "bitshuffle")),
+    # Small lz4 chunks (tests leave one missing: it reads as the fill value): read whole.
+    "v2small": ArraySpec(2, (3, 200, 300), (1, 40, 50), "uint8", Blosc("lz4", 5, "shuffle")),
+    "v3sharded": ArraySpec(
+        3,
+        (3, 512, 700),
+        (1, 128, 175),
+        "uint16",
+        Blosc("zstd", 3, "bitshuffle"),
+        layout="v3-sharding",
+    ),
+    "v3zstd": ArraySpec(3, (3, 200, 300), (1, 64, 64), "int16", None, layout="v3-zstd-crc32c"),
+    # Incompressible: Blosc stores the chunks raw (memcpyed).
+    "v2raw": ArraySpec(2, (2, 300, 400), (1, 300, 400), "uint8", Blosc("lz4", 1, "noshuffle")),
+}

@@ -1,5 +1,5 @@
-"""The test process and child processes: resident memory (RSS) and Python scripts run in a
-process of their own, with a timeout."""
+"""The test process and child processes: resident memory (RSS), Python scripts run in a
+process of their own, and forked children waited for, each with a timeout."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,18 @@ def run_python(
         out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout} s\nstdout: {out}\nstderr: {err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_child(pid: int, timeout: float) -> int:
+    """The exit code of the forked child ``pid``; past ``timeout`` seconds it is killed (by its
+    PID) and the test fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child {pid} did not finish in {timeout} s")
+        time.sleep(0.02)

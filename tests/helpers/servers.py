@@ -507,6 +507,18 @@ class S3Server:
             "client_options": {"allow_http": True},
         }
 
+    def storage_options(self, endpoint: str | None = None) -> dict[str, Any]:
+        """fsspec/s3fs ``storage_options`` (as users pass them to ``zarrcrop.open``) for this
+        server, or for ``endpoint`` in front of it."""
+        return {
+            "key": self.access_key,
+            "secret": self.secret_key,
+            "client_kwargs": {
+                "endpoint_url": endpoint or self.endpoint,
+                "region_name": self.region,
+            },
+        }
+
     def store(self, bucket: str, prefix: str | None = None, endpoint: str | None = None) -> S3Store:
         """An obstore ``S3Store`` of ``bucket`` (through ``endpoint`` when given)."""
         from obstore.store import S3Store

@@ -103,8 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif not args.no_gate:
         print()
         gate_rc = gate.main([str(json_path)])
+        verdict = [_first_verdict(json_path, gate_rc)]
         if gate_rc == gate.EXIT_REGRESSION and not args.no_confirm:
-            gate_rc = _confirm(json_path, pytest_args, env, ab=not args.no_ab)
+            gate_rc = _confirm(json_path, pytest_args, env, verdict, ab=not args.no_ab)
+        verdict.append("verdict: " + ("ok" if gate_rc == 0 else f"FAIL (exit {gate_rc})"))
+        if args.write_results:
+            _append_gate(args.write_results, verdict)
     for what, rc in (("pytest", pytest_rc), ("report", report_rc), ("gate", gate_rc)):
         if rc:
             print(f"bench/run.py: {what} failed (exit {rc})", file=sys.stderr)
@@ -139,7 +143,31 @@ def _without_k(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str], *, ab: bool) -> int:
+def _first_verdict(json_path: Path, rc: int) -> str:
+    if rc == 0:
+        return "first run: every case within 10% of its baseline"
+    if rc != gate.EXIT_REGRESSION:
+        return f"first run: no verdict (gate exit {rc})"
+    return "first run: below baseline by more than 10%: " + ", ".join(
+        gate.regressed_cases(json_path)
+    )
+
+
+def _append_gate(results: Path, verdict: Sequence[str]) -> None:
+    """The gate's outcome at the end of RESULTS.md (the report is written before it runs)."""
+    lines = ["", "### Regression gate of this run", "", *(f"- {line}" for line in verdict)]
+    with results.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _confirm(
+    json_path: Path,
+    pytest_args: Sequence[str],
+    env: dict[str, str],
+    verdict: list[str],
+    *,
+    ab: bool,
+) -> int:
     """Rerun the regressed cases (zarrcrop and zarr-python readers) once; a case that regresses
     again goes to the A/B of builds (with ``ab``), which fails it only if this build is slower
     than the baselines'. Ratios of one run swing by about 10% on a noisy machine (the
@@ -156,15 +184,22 @@ def _confirm(json_path: Path, pytest_args: Sequence[str], env: dict[str, str], *
     subprocess.run(command, cwd=ROOT, env=env, check=False)
     if not rerun.exists():
         print(f"bench/run.py: no benchmark JSON at {rerun}", file=sys.stderr)
+        verdict.append("second run: wrote no benchmark JSON")
         return gate.EXIT_REGRESSION
     print()
     gate.main([str(rerun)])
     rerun_keys = set(gate_ratios(load_run(rerun)))
     again = set(gate.regressed_cases(rerun))
     confirmed = [key for key in first if key in again or key not in rerun_keys]
+    verdict.append(
+        "second run of those cases: "
+        + (f"below again: {', '.join(confirmed)}" if confirmed else "all within 10%")
+    )
     if confirmed and ab:
         print(f"\ngate: regressed in both runs: {', '.join(confirmed)}")
-        slower = ab_judge.judge(confirmed, gate.DEFAULT_BASELINES)
+        ab_lines: list[str] = []
+        slower = ab_judge.judge(confirmed, gate.DEFAULT_BASELINES, ab_lines)
+        verdict.extend(f"A/B in one process: {line}" for line in ab_lines)
         if slower:
             print(f"\ngate: FAIL, slower than the baselines' build: {', '.join(slower)}")
             return gate.EXIT_REGRESSION

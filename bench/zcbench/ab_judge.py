@@ -113,18 +113,25 @@ def ab_rates(old: Path, new: Path, case: str, batch: int) -> tuple[float, float]
     return float(rates[-1][0]), float(rates[-1][1])
 
 
-def judge(keys: Sequence[str], baselines_path: Path) -> list[str]:
+def judge(keys: Sequence[str], baselines_path: Path, log: list[str] | None = None) -> list[str]:
     """The gate keys (``<case>/loop``, ``<case>/batch``) of ``keys`` that this build reads
     more than AB_TOLERANCE slower than the baselines' build; a key the A/B cannot check (no
-    baseline commit, a case ab_builds.py does not read, a failed build) stays failed."""
+    baseline commit, a case ab_builds.py does not read, a failed build) stays failed. One line
+    per key (and per problem) is printed and appended to ``log``."""
+    lines = log if log is not None else []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     commit = baseline_commit(baselines_path)
     if commit is None:
-        print(f"gate: {baselines_path} names no single commit; no A/B", flush=True)
+        say(f"{baselines_path.name} names no single commit: no A/B, the cases stay failed")
         return list(keys)
     try:
         old = build_extension(commit)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-        print(f"gate: building the baselines' commit {commit[:10]} failed: {exc}", flush=True)
+        say(f"building the baselines' commit {commit[:10]} failed ({exc}): the cases stay failed")
         return list(keys)
     new = current_extension()
     known = {c.id for c in CASES}
@@ -133,21 +140,20 @@ def judge(keys: Sequence[str], baselines_path: Path) -> list[str]:
     for key in keys:
         case, mode = key.rsplit("/", 1)
         if case not in known:
-            print(f"  {key}: no A/B for this case; stays failed")
+            say(f"{key}: no A/B for this case; stays failed")
             failed.append(key)
             continue
         try:
             old_rate, new_rate = ab_rates(old, new, case, 16 if mode == "batch" else 1)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
-            print(f"  {key}: A/B failed ({exc}); stays failed")
+            say(f"{key}: A/B failed ({exc}); stays failed")
             failed.append(key)
             continue
         change = new_rate / old_rate - 1.0
         verdict = "slower: FAIL" if change < -AB_TOLERANCE else "ok"
-        print(
-            f"  {key}: baselines' build {old_rate:.1f}, this build {new_rate:.1f} crops/s "
-            f"({change:+.1%}), {verdict}",
-            flush=True,
+        say(
+            f"{key}: the baselines' build ({commit[:10]}) {old_rate:.1f}, this build "
+            f"{new_rate:.1f} crops/s ({change:+.1%}), {verdict}"
         )
         if change < -AB_TOLERANCE:
             failed.append(key)

@@ -137,6 +137,52 @@ def _extra(run: Run, key: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def render_locality(run: Run) -> list[str]:
+    """The CropLoader epoch orders (bench/test_loader.py::test_locality), when they ran: crops/s
+    warm and cold, how local the batches are and how random the order stays."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for bench in run.raw.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "locality" in info and info.get("crops_per_s"):
+            found[(str(info["locality"]), str(info["cache"]))] = info
+    if not found:
+        return []
+    any_info = next(iter(found.values()))
+    window = next((i for (o, _), i in found.items() if o == "window"), any_info).get("window")
+    size = any_info.get("crop_size")
+    lines = [
+        "",
+        f'### CropLoader epoch orders: shuffle="random" against "window" ({size}x{size} '
+        f"photo crops, batches of {any_info.get('batch_size')}, frames per window: {window}, "
+        f"{any_info.get('length')} samples)",
+        "",
+    ]
+    rows = [
+        (
+            order,
+            cache,
+            _cps(info["crops_per_s"]),
+            f"{info['chunks_per_batch']:.1f}",
+            f"{info['frames_per_batch']:.2f}",
+            f"{info['frame_distance']:.2f}",
+        )
+        for (order, cache), info in sorted(found.items())
+    ]
+    header = ("Order", "Page cache", "crops/s", "chunks per batch", "frames per batch",
+              "mean frame distance")  # fmt: skip
+    lines += _table(header, rows, "llrrrr")
+    rate = {key: float(info["crops_per_s"]) for key, info in found.items()}
+    ratios = [
+        f"{cache} {rate[('window', cache)] / rate[('random', cache)]:.2f}x"
+        for cache in ("warm", "cold")
+        if ("window", cache) in rate and ("random", cache) in rate
+    ]
+    if ratios:
+        lines += ["", "window / random crops/s: " + ", ".join(ratios) + " (mean frame distance: "
+                  "between the frames of consecutive samples of the epoch's order)"]  # fmt: skip
+    return lines
+
+
 def render_extra(run: Run) -> list[str]:
     """Tables for the training-loader and file-format benchmarks, when they ran."""
     lines: list[str] = []
@@ -165,6 +211,7 @@ def render_extra(run: Run) -> list[str]:
                 "",
                 *_table(("Target", "Measured", "Required", "Result"), target_rows_, "lrrl"),
             ]
+    lines += render_locality(run)
     lines += render_cold(run)
     lines += render_remote(run)
     formats = _extra(run, "format")

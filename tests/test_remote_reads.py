@@ -61,6 +61,38 @@ def _crops(shape, rng, n=4, size=(1, 150, 170)):
     ), size
 
 
+def test_connections_are_reused_across_reads_and_stay_bounded(s3_server, s3_dataset, datasets,
+                                                              latency_proxy):  # fmt: skip
+    # The I/O threads are native threads: each call into Python gets a new thread state, so a
+    # pool per thread opened a connection per request and kept them all open (file descriptors
+    # grew with every read).
+    group, data = datasets["v2"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    proxy = latency_proxy(s3_server, rtt=0.002)
+    a = zarrcrop.open_group(
+        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
+    )["a"]
+    client = a._layout.fetch.client
+    rng = np.random.default_rng(11)
+    a.read_crops(*_crops(data.shape, rng, n=8))  # opens the connections the reads need
+    fds = len(os.listdir("/proc/self/fd"))
+    proxy.reset()
+    for _ in range(12):
+        starts, size = _crops(data.shape, rng, n=8)
+        got = a.read_crops(starts, size)
+        for i, s in enumerate(starts):
+            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+            np.testing.assert_array_equal(got[i], data[sel])
+    stats = proxy.stats()
+    assert stats["requests"] >= 24, stats
+    # Connections opened during the 12 reads: only when more requests are in flight than were
+    # idle, never one per request.
+    assert stats["connections"] <= stats["max_in_flight"], stats
+    assert stats["connections"] < stats["requests"] / 2, stats
+    assert client.open_connections <= 32 + client.max_idle
+    assert len(os.listdir("/proc/self/fd")) <= fds + stats["max_in_flight"]
+
+
 @pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3start", "v3zstd"])
 def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets, name):
     group, data = datasets[name]

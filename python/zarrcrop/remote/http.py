@@ -1,11 +1,15 @@
 """Ranged GETs over HTTP(S) for the native reader: the object-store client of zarrcrop.
 
 The C++ core's I/O threads call :meth:`HttpClient.fetch` many at a time (each on its own
-thread, with the GIL released while the socket waits); each thread keeps its own keep-alive
-connections. Nothing here survives ``fork()`` in a usable state, and nothing needs to: a
-connection made by another process is never reused (its pid is checked), so DataLoader workers
-started with fork read natively after the parent has read. Only the standard library is used:
-no event loop or runtime thread that a fork would leave behind.
+thread, with the GIL released while the socket waits). Keep-alive connections are pooled per
+host: a request takes an idle one (or opens one) and gives it back once its reply has been read
+whole, so the connections open never exceed the requests in flight plus ``max_idle`` per host.
+(A pool per thread does not work here: a native thread gets a new Python thread state on every
+call into Python, and with it an empty ``threading.local``.) Nothing here survives ``fork()``
+in a usable state, and nothing needs to: a child never uses a connection its parent opened
+(the pid is checked), so DataLoader workers started with fork read natively after the parent
+has read. Only the standard library is used: no event loop or runtime thread that a fork would
+leave behind.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ __all__ = ["FetchResult", "HttpClient", "RetryPolicy"]
 FetchResult = tuple[bool, int, int, int, "str | None"]
 
 # Statuses worth another try: throttling and server-side failures.
+# Taken by the first request in a forked child to replace the pool it inherited (made again in
+# the child: a thread of the parent may have held it at the fork).
+_FORK_LOCK = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
+
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
@@ -50,10 +66,11 @@ class RetryPolicy:
 
 
 class HttpClient:
-    """Ranged GETs of objects under base URLs, with keep-alive connections per thread.
+    """Ranged GETs of objects under base URLs, over a pool of keep-alive connections per host.
 
     ``sign(method, url, headers)`` (optional) adds authentication headers to a request (S3's
-    SigV4, a bearer token); it may be called from several threads at once.
+    SigV4, a bearer token); it may be called from several threads at once. ``max_idle``: idle
+    connections kept per host (more are closed as their requests end).
     """
 
     def __init__(
@@ -61,33 +78,40 @@ class HttpClient:
         retry: RetryPolicy | None = None,
         sign: Callable[[str, str, dict[str, str]], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_idle: int = 64,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.sign = sign
         self.ssl_context = ssl_context
-        self._local = threading.local()
-        # Every connection of every thread, so that close() (and garbage collection) can
-        # close them all: thread-local pools of other threads are out of reach otherwise.
+        self.max_idle = max_idle
+        self._reset_pool()
+
+    def _reset_pool(self) -> None:
+        # Idle connections by (scheme, host), and every connection this process opened (idle
+        # or in use), so that close() and garbage collection close them all.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._open: set[http.client.HTTPConnection] = set()
-        self._open_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_local", "_open", "_open_lock"):
+        for name in ("_pid", "_lock", "_idle", "_open"):
             state.pop(name)
         state["ssl_context"] = None  # not picklable; the default context is made again
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("max_idle", 64)
         self.__dict__.update(state)
-        self._local = threading.local()
-        self._open = set()
-        self._open_lock = threading.Lock()
+        self._reset_pool()
 
     def close(self) -> None:
         """Close every keep-alive connection (of this process; a forked child's are its own)."""
-        with self._open_lock:
-            conns, self._open = self._open, set()
+        if self._pid != os.getpid():
+            return  # the parent's: its sockets are the parent's to close
+        with self._lock:
+            conns, self._open, self._idle = self._open, set(), {}
         for conn in conns:
             conn.close()
 
@@ -97,38 +121,48 @@ class HttpClient:
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
+    @property
+    def open_connections(self) -> int:
+        """Connections this process has open (idle or in use)."""
+        return len(self._open) if self._pid == os.getpid() else 0
+
     # ---------------------------------------------------------------- connections
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        pool = getattr(self._local, "pool", None)
-        if pool is None or self._local.pid != os.getpid():
-            pool = {}  # another process's connections are never used (fork)
-            self._local.pool = pool
-            self._local.pid = os.getpid()
-            with self._open_lock:
-                self._open = {c for c in self._open if getattr(c, "_zc_pid", None) == os.getpid()}
-        conn = pool.get((scheme, netloc))
-        if conn is None:
-            timeout = self.retry.timeout
-            if scheme == "https":
-                context = self.ssl_context or ssl.create_default_context()
-                conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=context)
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=timeout)
-            conn._zc_pid = os.getpid()  # type: ignore[attr-defined]
-            pool[(scheme, netloc)] = conn
-            with self._open_lock:
-                self._open.add(conn)
+    def _checkout(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        """An idle connection to the host, or a new one; the caller gives it back with
+        _checkin once the reply has been read whole, or _discard."""
+        if self._pid != os.getpid():
+            with _FORK_LOCK:  # the first call in a forked child: the parent's pool is not ours
+                if self._pid != os.getpid():
+                    self._reset_pool()
+        with self._lock:
+            idle = self._idle.get((scheme, netloc))
+            if idle:
+                return idle.pop()
+        timeout = self.retry.timeout
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            context = self.ssl_context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(netloc, timeout=timeout)
+        with self._lock:
+            self._open.add(conn)
         return conn
 
-    def _drop(self, scheme: str, netloc: str) -> None:
-        pool = getattr(self._local, "pool", None)
-        if pool is not None:
-            conn = pool.pop((scheme, netloc), None)
-            if conn is not None:
-                conn.close()
-                with self._open_lock:
-                    self._open.discard(conn)
+    def _checkin(self, scheme: str, netloc: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if conn in self._open:  # not closed by close() meanwhile
+                idle = self._idle.setdefault((scheme, netloc), [])
+                if len(idle) < self.max_idle:
+                    idle.append(conn)
+                    return
+        self._discard(conn)
+
+    def _discard(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._lock:
+            self._open.discard(conn)
 
     # ---------------------------------------------------------------- requests
 
@@ -197,21 +231,19 @@ class HttpClient:
         headers = {"Host": parts.netloc, "Range": byte_range, "Accept-Encoding": "identity"}
         if self.sign is not None:
             self.sign("GET", url, headers)
-        conn = self._connection(parts.scheme, parts.netloc)
+        conn = self._checkout(parts.scheme, parts.netloc)
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
+            result = self._reply(url, byte_range, resp, offset, length, from_end, out)
         except BaseException:
-            self._drop(parts.scheme, parts.netloc)
+            self._discard(conn)  # the reply may be half read
             raise
-        try:
-            return self._reply(url, byte_range, resp, offset, length, from_end, out)
-        except BaseException:
-            self._drop(parts.scheme, parts.netloc)  # the body may be half read
-            raise
-        finally:
-            if resp.will_close:
-                self._drop(parts.scheme, parts.netloc)
+        if resp.will_close or not resp.isclosed():
+            self._discard(conn)  # the server ends it, or bytes of the body are left
+        else:
+            self._checkin(parts.scheme, parts.netloc, conn)
+        return result
 
     def _reply(
         self,

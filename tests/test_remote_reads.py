@@ -93,6 +93,27 @@ def test_connections_are_reused_across_reads_and_stay_bounded(s3_server, s3_data
     assert len(os.listdir("/proc/self/fd")) <= fds + stats["max_in_flight"]
 
 
+def test_connections_the_server_closed_while_idle_are_replaced_within_the_same_try(
+    http_server, datasets
+):
+    group, data = datasets["v2"]
+    server = http_server(group.parent)
+    a = zarrcrop.open(server.url(f"{group.name}/a"), strict=True)
+    client = a._layout.fetch.client
+    # One try per request: a stale pooled connection must not use it up.
+    client.retry = zarrcrop.remote.RetryPolicy(attempts=1, timeout=10)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        starts, size = _crops(data.shape, rng, n=6)
+        got = a.read_crops(starts, size)
+        assert client.open_connections > 0
+        server.close_idle_connections()  # as a server's keep-alive timeout does
+        time.sleep(0.05)
+        for i, s in enumerate(starts):
+            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+            np.testing.assert_array_equal(got[i], data[sel])
+
+
 @pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3start", "v3zstd"])
 def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets, name):
     group, data = datasets[name]

@@ -846,6 +846,11 @@ class RangeHTTPServer:
         self._httpd.server_close()
         self._close_connections()
 
+    def close_idle_connections(self) -> None:
+        """Closes the server's side of every open connection, as a server's keep-alive timeout
+        does (call it between requests)."""
+        self._close_connections()
+
     def _close_connections(self) -> None:
         with self._lock:
             conns = list(self._conns)

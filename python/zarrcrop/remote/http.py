@@ -35,6 +35,11 @@ __all__ = ["FetchResult", "HttpClient", "RetryPolicy"]
 FetchResult = tuple[bool, int, int, int, "str | None"]
 
 # Statuses worth another try: throttling and server-side failures.
+# Idle connections older than this are closed rather than reused: servers close idle
+# keep-alive connections after 5-60 s (S3 about 20 s), and a request sent on one they closed
+# fails.
+_IDLE_SECONDS = 15.0
+
 # Taken by the first request in a forked child to replace the pool it inherited (made again in
 # the child: a thread of the parent may have held it at the fork).
 _FORK_LOCK = threading.Lock()
@@ -91,7 +96,7 @@ class HttpClient:
         # or in use), so that close() and garbage collection close them all.
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str], list[tuple[float, http.client.HTTPConnection]]] = {}
         self._open: set[http.client.HTTPConnection] = set()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -128,17 +133,31 @@ class HttpClient:
 
     # ---------------------------------------------------------------- connections
 
-    def _checkout(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        """An idle connection to the host, or a new one; the caller gives it back with
-        _checkin once the reply has been read whole, or _discard."""
+    def _checkout(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused): an idle connection to the host, or a new one; the caller gives
+        it back with _checkin once the reply has been read whole, or _discard."""
         if self._pid != os.getpid():
             with _FORK_LOCK:  # the first call in a forked child: the parent's pool is not ours
                 if self._pid != os.getpid():
                     self._reset_pool()
+        stale: list[http.client.HTTPConnection] = []
+        found = None
         with self._lock:
             idle = self._idle.get((scheme, netloc))
-            if idle:
-                return idle.pop()
+            now = time.monotonic()
+            while idle and found is None:
+                since, conn = idle.pop()
+                if now - since < _IDLE_SECONDS:
+                    found = conn
+                else:
+                    stale.append(conn)
+        for conn in stale:
+            self._discard(conn)
+        if found is not None:
+            return found, True
+        return self._connect(scheme, netloc), False
+
+    def _connect(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         timeout = self.retry.timeout
         conn: http.client.HTTPConnection
         if scheme == "https":
@@ -155,7 +174,7 @@ class HttpClient:
             if conn in self._open:  # not closed by close() meanwhile
                 idle = self._idle.setdefault((scheme, netloc), [])
                 if len(idle) < self.max_idle:
-                    idle.append(conn)
+                    idle.append((time.monotonic(), conn))
                     return
         self._discard(conn)
 
@@ -231,10 +250,20 @@ class HttpClient:
         headers = {"Host": parts.netloc, "Range": byte_range, "Accept-Encoding": "identity"}
         if self.sign is not None:
             self.sign("GET", url, headers)
-        conn = self._checkout(parts.scheme, parts.netloc)
+        conn, reused = self._checkout(parts.scheme, parts.netloc)
         try:
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                # The server closed the idle connection (its keep-alive timeout) before this
+                # request reached it: a new connection, within the same try.
+                self._discard(conn)
+                conn = self._connect(parts.scheme, parts.netloc)
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
             result = self._reply(url, byte_range, resp, offset, length, from_end, out)
         except BaseException:
             self._discard(conn)  # the reply may be half read

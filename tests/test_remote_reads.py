@@ -55,6 +55,24 @@ def datasets(tmp_path_factory):
     return out
 
 
+def _check(got, data, starts, size):
+    """Each crop of ``got`` equals the same crop of ``data``."""
+    for i, s in enumerate(starts):
+        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
+        np.testing.assert_array_equal(got[i], data[sel])
+
+
+def _proxied(s3_server, s3_dataset, datasets, latency_proxy, rtt):
+    """The "v2" array uploaded to S3, opened through a latency proxy: (array, data, proxy)."""
+    group, data = datasets["v2"]
+    ds = s3_dataset(group, prefix="ds.zarr")
+    proxy = latency_proxy(s3_server, rtt=rtt)
+    a = zarrcrop.open_group(
+        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
+    )["a"]
+    return a, data, proxy
+
+
 def _crops(shape, rng, n=4, size=(1, 150, 170)):
     return np.array(
         [[int(rng.integers(0, shape[d] - size[d] + 1)) for d in range(3)] for _ in range(n)]
@@ -66,12 +84,7 @@ def test_connections_are_reused_across_reads_and_stay_bounded(s3_server, s3_data
     # The I/O threads are native threads: each call into Python gets a new thread state, so a
     # pool per thread opened a connection per request and kept them all open (file descriptors
     # grew with every read).
-    group, data = datasets["v2"]
-    ds = s3_dataset(group, prefix="ds.zarr")
-    proxy = latency_proxy(s3_server, rtt=0.002)
-    a = zarrcrop.open_group(
-        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
-    )["a"]
+    a, data, proxy = _proxied(s3_server, s3_dataset, datasets, latency_proxy, rtt=0.002)
     client = a._layout.fetch.client
     rng = np.random.default_rng(11)
     a.read_crops(*_crops(data.shape, rng, n=8))  # opens the connections the reads need
@@ -80,9 +93,7 @@ def test_connections_are_reused_across_reads_and_stay_bounded(s3_server, s3_data
     for _ in range(12):
         starts, size = _crops(data.shape, rng, n=8)
         got = a.read_crops(starts, size)
-        for i, s in enumerate(starts):
-            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
-            np.testing.assert_array_equal(got[i], data[sel])
+        _check(got, data, starts, size)
     stats = proxy.stats()
     assert stats["requests"] >= 24, stats
     # Connections opened during the 12 reads: only when more requests are in flight than were
@@ -109,9 +120,7 @@ def test_connections_the_server_closed_while_idle_are_replaced_within_the_same_t
         assert client.open_connections > 0
         server.close_idle_connections()  # as a server's keep-alive timeout does
         time.sleep(0.05)
-        for i, s in enumerate(starts):
-            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
-            np.testing.assert_array_equal(got[i], data[sel])
+        _check(got, data, starts, size)
 
 
 @pytest.mark.parametrize("name", ["v2", "v2small", "v3sharded", "v3start", "v3zstd"])
@@ -125,9 +134,7 @@ def test_s3_urls_read_natively_equal_zarr_python(s3_server, s3_dataset, datasets
     rng = np.random.default_rng(1)
     starts, size = _crops(data.shape, rng)
     got = a.read_crops(starts, size)
-    for i, s in enumerate(starts):
-        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
-        np.testing.assert_array_equal(got[i], data[sel])
+    _check(got, data, starts, size)
     np.testing.assert_array_equal(a[1, 10:190:3, ::-2], data[1, 10:190:3, ::-2])
     np.testing.assert_array_equal(a[:], data)
 
@@ -151,14 +158,9 @@ def test_objectstore_and_environment_credentials(s3_server, s3_dataset, datasets
 
 def test_a_batch_is_fetched_together_in_few_requests(s3_server, s3_dataset, datasets,
                                                      latency_proxy):  # fmt: skip
-    group, data = datasets["v2"]
-    ds = s3_dataset(group, prefix="ds.zarr")
     # A round trip long enough that requests sent together overlap at the proxy even when the
     # client is slow to send them (under ASan at 5 ms, 3 of them did).
-    proxy = latency_proxy(s3_server, rtt=0.05)
-    a = zarrcrop.open_group(
-        ds.url, storage_options=s3_server.storage_options(proxy.endpoint), strict=True
-    )["a"]
+    a, data, proxy = _proxied(s3_server, s3_dataset, datasets, latency_proxy, rtt=0.05)
     rng = np.random.default_rng(3)
     starts, size = _crops(data.shape, rng, n=16)
     proxy.reset()
@@ -173,9 +175,7 @@ def test_a_batch_is_fetched_together_in_few_requests(s3_server, s3_dataset, data
     assert stats["methods"].get("HEAD", 0) == 0
     assert stats["requests"] <= 3 * len(chunks), stats["requests"]
     assert stats["max_in_flight"] >= 4  # fetched together, not one at a time
-    for i, s in enumerate(starts):
-        sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
-        np.testing.assert_array_equal(got[i], data[sel])
+    _check(got, data, starts, size)
 
 
 def test_shard_indexes_are_read_once(s3_server, s3_dataset, datasets, latency_proxy):
@@ -342,9 +342,7 @@ def test_many_python_threads_read_one_remote_array(s3_server, s3_dataset, datase
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(read, jobs))
     for (starts, size), got in zip(jobs, results, strict=True):
-        for i, s in enumerate(starts):
-            sel = tuple(slice(x, x + c) for x, c in zip(s, size, strict=True))
-            np.testing.assert_array_equal(got[i], data[sel])
+        _check(got, data, starts, size)
 
 
 def test_a_chunk_fetched_whole_keeps_its_header(tmp_path, s3_server, s3_dataset, latency_proxy):

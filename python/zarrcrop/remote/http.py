@@ -34,7 +34,6 @@ __all__ = ["FetchResult", "HttpClient", "RetryPolicy"]
 #: ``_core.CropReader``'s ``fetch`` returns.
 FetchResult = tuple[bool, int, int, int, "str | None"]
 
-# Statuses worth another try: throttling and server-side failures.
 # Idle connections older than this are closed rather than reused: servers close idle
 # keep-alive connections after 5-60 s (S3 about 20 s), and a request sent on one they closed
 # fails.
@@ -52,6 +51,7 @@ def _new_fork_lock() -> None:
 
 os.register_at_fork(after_in_child=_new_fork_lock)
 
+# Statuses worth another try: throttling and server-side failures.
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 

@@ -13,6 +13,7 @@ import errno
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -278,3 +279,144 @@ def test_far_stores_get_whole_chunks_in_one_round_trip(tmp_path):
         np.testing.assert_array_equal(out[1, 0], data[1, 600:1000, 600:1000])
     finally:
         zarrcrop.set_index_cache_limit(zarrcrop.DEFAULT_INDEX_CACHE_LIMIT)
+
+
+class StreamingFetcher(DirFetcher):
+    """A fetcher that streams (``streams = True``): the core passes ``progress`` and this one
+    writes each reply in ``pieces`` steps, telling progress after each. ``fail_mid`` keys fail
+    after half their bytes are told; ``mid_version`` keys report another version for those
+    bytes than the reply ends with."""
+
+    streams = True
+    pieces = 4
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.progress_calls = 0
+        self.fail_mid: set[str] = set()
+        self.mid_version: dict[str, str] = {}
+        self.kept: list = []  # progress objects, called again after their fetch
+        # (key, array, value): before the last piece of key's reply, wait (up to 10 s) until
+        # some element of array is no longer value; `seen` says whether one was.
+        self.watch: tuple[str, np.ndarray, int] | None = None
+        self.seen = False
+
+    def __call__(self, key, offset, length, from_end, out, progress=None):
+        if progress is None:
+            return super().__call__(key, offset, length, from_end, out)
+        self.kept.append(progress)
+        scratch = bytearray(length)
+        got = super().__call__(key, offset, length, from_end, memoryview(scratch))
+        n = got[3]
+        step = max(1, n // self.pieces)
+        for done in range(step, n, step):
+            out[done - step : done] = scratch[done - step : done]
+            with self.lock:
+                self.progress_calls += 1
+            progress(done, self.mid_version.get(key, got[4]))
+            if key in self.fail_mid and done >= n // 2:
+                raise OSError(errno.ECONNRESET, f"GET {key}: connection reset mid-body")
+        if self.watch is not None and self.watch[0] == key:
+            import time
+
+            _, array, value = self.watch
+            deadline = time.monotonic() + 10
+            while not self.seen and time.monotonic() < deadline:
+                self.seen = bool((array != value).any())
+                time.sleep(0.001)
+        out[:n] = scratch[:n]
+        return got
+
+
+@settings(max_examples=30)
+@given(
+    which=st.integers(0, len(LAYOUTS) - 1),
+    seed=st.integers(0, 2**32 - 1),
+    pieces=st.integers(1, 40),
+)
+def test_streamed_replies_read_equal_to_zarr_python(arrays, which, seed, pieces):
+    # Blocks are decoded as their bytes are told in (part by part), whatever the steps.
+    path, data = arrays[which]
+    rng = np.random.default_rng(seed)
+    zarrcrop.clear_index_cache()
+    fetch = StreamingFetcher(path)
+    fetch.pieces = pieces
+    reader = remote_reader(path, fetch)
+    za = zarr.open_array(str(path), mode="r")
+    crop = [1, int(rng.integers(1, 300)), int(rng.integers(1, 520))]
+    starts = np.array(
+        [[int(rng.integers(0, data.shape[d] - crop[d] + 1)) for d in range(3)] for _ in range(3)],
+        dtype=np.int64,
+    )
+    out = np.empty((len(starts), *crop), data.dtype)
+    for _ in range(2):  # the second time with kept headers: only blocks fetched, streamed
+        reader.read_crops(starts, crop, out, False, np.zeros(1, data.dtype).tobytes())
+        for i, row in enumerate(starts):
+            sel = tuple(slice(s, s + c) for s, c in zip(row, crop, strict=True))
+            np.testing.assert_array_equal(out[i], za[sel])
+
+
+def _streamed(tmp_path: Path) -> tuple[Path, np.ndarray, StreamingFetcher, Any]:
+    """The zstd array behind a StreamingFetcher whose reader has read 0.1.1 once (its header
+    is kept, so the next read fetches its blocks as one streamed request)."""
+    path, data = _zstd(tmp_path)
+    zarrcrop.clear_index_cache()
+    fetch = StreamingFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 100, 100), np.uint16)
+    reader.read([0, 600, 600], [1, 1, 1], [1, 100, 100], out)
+    return path, data, fetch, reader
+
+
+def test_blocks_are_handed_out_as_a_reply_streams_in(tmp_path):
+    _, data, fetch, reader = _streamed(tmp_path)
+    out = np.empty((1, 400, 400), np.uint16)
+    before = fetch.progress_calls
+    reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
+    assert fetch.progress_calls > before  # the block request streamed
+    # A progress object told after its fetch has returned does nothing (its buffer may be
+    # another read's by then).
+    for p in fetch.kept:
+        p(1 << 40, "v1")
+    reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
+
+
+def test_a_reply_that_fails_after_streaming_part_of_it_fails_the_read(tmp_path):
+    # Blocks decoded from its first half do not make the read succeed: the error names the
+    # chunk and keeps the errno; the next read, with the store well again, is right.
+    _, data, fetch, reader = _streamed(tmp_path)
+    fetch.fail_mid.add("0.1.1")
+    out = np.empty((1, 400, 400), np.uint16)
+    with pytest.raises(ConnectionResetError, match=r"0\.1\.1.*mid-body"):
+        reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    fetch.fail_mid.clear()
+    reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
+
+
+def test_bytes_streamed_from_another_version_are_not_decoded(tmp_path):
+    # Progress told for bytes of a rewritten object: ignored; the reply's version then fails
+    # the read (the object changed), and the next read fetches it again.
+    _, data, fetch, reader = _streamed(tmp_path)
+    fetch.mid_version["0.1.1"] = "v2"
+    fetch.version = "v2"
+    out = np.empty((1, 400, 400), np.uint16)
+    with pytest.raises(zarrcrop.ChunkError, match=r"0\.1\.1.*changed while it was read"):
+        reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    fetch.mid_version.clear()
+    reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
+
+
+def test_the_first_blocks_reach_the_output_before_the_reply_ends(tmp_path):
+    # The crop lies in one chunk; its blocks come in one request. Before that reply's last
+    # piece is written, the blocks told so far are decoded and stitched into the output.
+    _, data, fetch, reader = _streamed(tmp_path)
+    fetch.pieces = 8
+    out = np.full((1, 400, 400), 0xFFFF, np.uint16)  # the data is < 50
+    fetch.watch = ("0.1.1", out, 0xFFFF)
+    reader.read([0, 600, 600], [1, 1, 1], [1, 400, 400], out)
+    assert fetch.seen
+    np.testing.assert_array_equal(out[0], data[0, 600:1000, 600:1000])

@@ -7,6 +7,7 @@ slow replies past the timeout) raise errors naming the URL and chunk.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -204,6 +205,39 @@ def test_http_reads_and_failures(http_server, datasets, tmp_path):
     server.faults = [Fault(pattern=f"*{group.name}/a/2.0.0", status=503, times=2)]
     np.testing.assert_array_equal(a[2], data[2])
     server.faults = []
+
+
+def test_the_client_tells_progress_as_a_body_streams_in_and_again_after_a_retry(
+    http_server, tmp_path
+):
+    from zarrcrop.remote.http import HttpClient, RetryPolicy
+
+    blob = np.random.default_rng(3).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "blob.bin").write_bytes(blob)
+    server = http_server(tmp_path)
+    client = HttpClient(RetryPolicy(backoff=0.01))
+    try:
+        told: list[tuple[int, str | None]] = []
+        out = bytearray(600_000)
+        got = client.fetch(server.url("blob.bin"), 1000, len(out), False, memoryview(out),
+                           lambda n, v: told.append((n, v)))  # fmt: skip
+        assert got[:4] == (True, len(blob), 1000, len(out)) and out == blob[1000:601_000]
+        written = [n for n, _ in told]
+        # In steps, ascending, never the whole (the return tells that), with the ETag.
+        assert len(written) >= 3 and written == sorted(written) and written[-1] < len(out)
+        assert all(v == got[4] for _, v in told)
+        # A body cut short: retried, and progress starts again from the beginning.
+        server.faults = [Fault(pattern="*blob.bin", truncate=300_000, times=1)]
+        told.clear()
+        out[:] = bytes(len(out))
+        client.fetch(server.url("blob.bin"), 0, len(out), False, memoryview(out),
+                     lambda n, v: told.append((n, v)))  # fmt: skip
+        assert out == blob[: len(out)]
+        written = [n for n, _ in told]
+        assert any(b < a for a, b in itertools.pairwise(written))
+    finally:
+        client.close()
+        server.faults = []
 
 
 def test_missing_shard_reads_as_fill_value(s3_server, s3_dataset, datasets):

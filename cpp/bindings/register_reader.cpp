@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "../core/errors.hpp"
 #include "../core/reader.hpp"
@@ -14,11 +16,23 @@
 
 namespace {
 
+// The `progress(written, version)` a streaming fetch function is given: tells the core how
+// many bytes of `out` are in. Valid during the fetch call only (later calls do nothing: the
+// buffer may be another read's by then).
+struct StreamProgress {
+    const zarrcrop::FetchProgress* fn = nullptr;
+    void call(std::size_t written, const std::optional<std::string>& version) const {
+        if (fn != nullptr) (*fn)(written, version ? *version : std::string());
+    }
+};
+
 // A FetchFn calling the Python object-store client `fetch(key, offset, length, from_end, out)`
 // (out: a writable memoryview of `length` bytes, valid during the call) that returns
 // (found, object_size, offset, nbytes, version). Its OSError becomes ChunkIoError (errno
-// kept), any other exception ChunkError, both with the client's message.
+// kept), any other exception ChunkError, both with the client's message. A client with a true
+// `streams` attribute is also given `progress` (a StreamProgress) as a sixth argument.
 zarrcrop::FetchFn python_fetch(py::object fn) {
+    const bool streams = py::bool_(py::getattr(fn, "streams", py::bool_(false)));
     // Released with the GIL held (or leaked at interpreter exit).
     std::shared_ptr<py::object> callable(new py::object(std::move(fn)), [](py::object* o) {
         if (Py_IsInitialized() != 0 && PyGILState_Check() == 0) {
@@ -31,8 +45,9 @@ zarrcrop::FetchFn python_fetch(py::object fn) {
         }
         delete o;
     });
-    return [callable](const std::string& key, std::size_t offset, std::size_t len, bool from_end,
-                      uint8_t* dst) {
+    return [callable, streams](const std::string& key, std::size_t offset, std::size_t len,
+                               bool from_end, uint8_t* dst,
+                               const zarrcrop::FetchProgress* progress) {
         zarrcrop::ObjectRange got;
         std::string error;
         int error_errno = 0;
@@ -42,7 +57,19 @@ zarrcrop::FetchFn python_fetch(py::object fn) {
                 try {
                     py::memoryview out = py::memoryview::from_memory(
                         dst, static_cast<py::ssize_t>(len), /*readonly=*/false);
-                    const py::tuple r = (*callable)(key, offset, len, from_end, out);
+                    py::tuple r;
+                    if (streams && progress != nullptr) {
+                        const py::object told = py::cast(StreamProgress{progress});
+                        try {
+                            r = (*callable)(key, offset, len, from_end, out, told);
+                        } catch (...) {
+                            told.cast<StreamProgress&>().fn = nullptr;
+                            throw;
+                        }
+                        told.cast<StreamProgress&>().fn = nullptr;
+                    } else {
+                        r = (*callable)(key, offset, len, from_end, out);
+                    }
                     if (r.size() != 5) throw std::invalid_argument("fetch must return 5 values");
                     got.found = r[0].cast<bool>();
                     got.object_size = r[1].cast<std::size_t>();
@@ -210,6 +237,10 @@ void read_crops_into(const zarrcrop::CropReader& reader, const py::buffer& start
 }  // namespace
 
 void register_reader(py::module_& m) {
+    py::class_<StreamProgress>(m, "StreamProgress",
+                               "progress(written, version): bytes of `out` a streaming fetch has "
+                               "written so far (valid during that fetch only).")
+        .def("__call__", &StreamProgress::call, py::arg("written"), py::arg("version"));
     py::class_<zarrcrop::CropReader, std::shared_ptr<zarrcrop::CropReader>>(m, "CropReader")
         .def(py::init(&make_reader), py::arg("name"), py::arg("root"), py::arg("shape"),
              py::arg("chunks"), py::arg("itemsize"), py::arg("codecs"), py::arg("key_prefix"),

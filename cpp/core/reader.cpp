@@ -239,10 +239,12 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
     // pread), the largest compressed block first: its size predicts its decoding time, and
     // longest-first keeps the last tasks short. Then the blocks read from the device, a read
     // (a piece of one chunk: one or a few blocks) at a time in the order the reads arrive:
-    // decoding follows the device instead of waiting for any one read.
-    std::vector<std::pair<uint32_t, uint32_t>> blocks;  // (job, block index), in the cache
-    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> by_read;  // per ticket
-    std::size_t reads = 0;
+    // decoding follows the device instead of waiting for any one read. A remote response is
+    // handed out block by block as it streams in.
+    using Item = std::pair<uint32_t, uint32_t>;  // (job, block index)
+    std::vector<Item> blocks;                    // in the cache
+    std::vector<std::vector<std::vector<Item>>> by_read;  // per ticket, per part
+    std::size_t reads = 0;                                // parts of tickets
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         if (state[i] != kPlanned) continue;
         const BlockJob& j = jobs[i];
@@ -253,13 +255,15 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
                 continue;
             }
             const std::size_t t = j.reads[k].ticket;
+            const std::size_t part = j.reads[k].part;
             if (t >= by_read.size()) by_read.resize(batch.size());
-            if (by_read[t].empty()) ++reads;
-            by_read[t].push_back(item);
+            if (part >= by_read[t].size()) by_read[t].resize(part + 1);
+            if (by_read[t][part].empty()) ++reads;
+            by_read[t][part].push_back(item);
         }
     }
     if (!blocks.empty() || reads > 0) {
-        const auto compressed = [&](const std::pair<uint32_t, uint32_t>& w) {
+        const auto compressed = [&](const Item& w) {
             const BlockJob& j = jobs[w.first];
             const BlockExtent& e = j.extents[static_cast<std::size_t>(j.blocks[w.second])];
             return e.end - e.start;
@@ -274,7 +278,7 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
         for (std::size_t i = 0; i < count; ++i)
             left[i].store(state[i] == kPlanned ? jobs[i].blocks.size() : 0,
                           std::memory_order_relaxed);
-        const auto decode = [&](const std::pair<uint32_t, uint32_t>& w) {
+        const auto decode = [&](const Item& w) {
             BlockJob& job = jobs[w.first];
             decoder_.decode_block(job, w.second);
             if (left[w.first].fetch_sub(1, std::memory_order_acq_rel) == 1)
@@ -285,9 +289,9 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
                 decode(blocks[i]);
                 return;
             }
-            const std::size_t t = batch.next_arrived();
-            if (t == ReadBatch::kNone || t >= by_read.size()) return;
-            for (const auto& w : by_read[t]) decode(w);
+            const ReadBatch::Arrival a = batch.next_arrived();
+            if (a.ticket >= by_read.size() || a.part >= by_read[a.ticket].size()) return;
+            for (const auto& w : by_read[a.ticket][a.part]) decode(w);
         };
         pool->parallel_for(blocks.size() + reads, block_task, &cancel);
     }

@@ -8,6 +8,12 @@ blosc_version: str
 class ChunkError(ValueError):
     """A chunk's bytes are malformed; the message names the array and chunk key."""
 
+class StreamProgress:
+    """progress(written, version): bytes of `out` a streaming fetch has written so far
+    (valid during that fetch only)."""
+
+    def __call__(self, written: int, version: str | None) -> None: ...
+
 class CropReader:
     def __init__(
         self,
@@ -26,6 +32,11 @@ class CropReader:
         shard_shape: Sequence[int] = (),
         shard_index_location: str = "end",
         shard_index_crc32c: bool = True,
+        # fetch(key, offset, length, from_end, out[, progress]) -> (found, object size,
+        # offset, bytes written, version): chunks are objects of a remote store
+        # (zarrcrop.remote.location.RemoteFetcher); `progress` (a StreamProgress) when the
+        # callable has a true `streams` attribute.
+        fetch: Any = None,
     ) -> None: ...
     def read(
         self, starts: Sequence[int], steps: Sequence[int], counts: Sequence[int], out: Any

@@ -625,10 +625,16 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
             hi = std::max<std::size_t>(hi, extent(order[j]).end);
             ++j;
         }
-        const std::size_t ticket = batch.submit(job.file, lo, hi - lo, /*claimable=*/true);
+        // A remote response streams in: each block is a part, decoded once its bytes are in.
+        std::vector<std::size_t> part_ends;
+        if (remote)
+            for (std::size_t k = i; k < j; ++k) part_ends.push_back(extent(order[k]).end - lo);
+        const std::size_t ticket =
+            batch.submit(job.file, lo, hi - lo, /*claimable=*/true, std::move(part_ends));
         job.tickets.push_back(ticket);
-        for (; i < j; ++i)
-            job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo};
+        for (const std::size_t first = i; i < j; ++i)
+            job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo,
+                                                      remote ? i - first : 0};
     }
 }
 
@@ -640,8 +646,8 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     try {
         if (!job.reads.empty()) {
             const BlockJob::BlockRead& r = job.reads[k];
-            finish_block(job.h, job.batch->wait(r.ticket) + r.offset, len, b, job.stitches, job.n,
-                         job.whole);
+            finish_block(job.h, job.batch->wait_bytes(r.ticket, r.offset + len) + r.offset, len, b,
+                         job.stitches, job.n, job.whole);
             return;
         }
         if (job.mapped != nullptr) {
@@ -673,6 +679,13 @@ void ChunkDecoder::finish_job(BlockJob& job) const {
         } catch (...) {
             rethrow_in_context(job.key);
         }
+    }
+    // Blocks decoded from a response still streaming in: the read succeeds only if the whole
+    // response did (its length and version are checked at its end).
+    try {
+        for (const std::size_t t : job.tickets) job.batch->wait(t);
+    } catch (...) {
+        rethrow_in_context(job.key);
     }
     for (const std::size_t t : job.tickets) job.batch->release(t);
     job.file = ChunkFile();

@@ -64,11 +64,14 @@ struct BlockJob {
     MappingRef mapping;
     const uint8_t* mapped = nullptr;
     // Blocks not in the page cache are read by the I/O stage: reads[k] says where
-    // blocks[k]'s bytes arrive (a ticket of `batch`, and the block's offset in it). Empty:
-    // the blocks are read from the mapping, or with pread.
+    // blocks[k]'s bytes arrive (a ticket of `batch`, the block's offset in it, and the part
+    // of the ticket that holds it: 0 for a read handed out whole, else the block's place in
+    // the read, as a remote response streams in). Empty: the blocks are read from the
+    // mapping, or with pread.
     struct BlockRead {
         std::size_t ticket = 0;
         std::size_t offset = 0;
+        std::size_t part = 0;
     };
     ReadBatch* batch = nullptr;
     std::vector<BlockRead> reads;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -66,9 +67,18 @@ void read_range(int fd, std::size_t base, std::size_t size, const std::string& p
 
 void fetch_exactly(const ObjectSource& store, const std::string& key, const std::string& url,
                    const std::string& version, std::size_t base, std::size_t size,
-                   std::size_t offset, std::size_t len, uint8_t* dst) {
+                   std::size_t offset, std::size_t len, uint8_t* dst,
+                   const std::function<void(std::size_t)>* arrived) {
     if (len == 0) return;
-    const ObjectRange got = store.fetch(key, base + offset, len, false, dst);
+    FetchProgress progress;
+    if (arrived != nullptr)
+        progress = [&](std::size_t written, const std::string& from) {
+            // Bytes of another version are not the chunk's: the check below fails the read.
+            if (version.empty() || from.empty() || from == version)
+                (*arrived)(std::min(written, len));
+        };
+    const ObjectRange got =
+        store.fetch(key, base + offset, len, false, dst, arrived ? &progress : nullptr);
     if (!got.found)
         throw ChunkError("chunk object " + url + " disappeared while it was read (was " +
                          std::to_string(size) + " bytes)");
@@ -91,9 +101,10 @@ void ChunkFile::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const
     read_range(fd_, base_, size_, path_, offset, len, dst);
 }
 
-void ChunkFile::Ref::read_at(std::size_t offset, std::size_t len, uint8_t* dst) const {
+void ChunkFile::Ref::read_at(std::size_t offset, std::size_t len, uint8_t* dst,
+                             const std::function<void(std::size_t)>* arrived) const {
     if (store) {
-        fetch_exactly(*store, key, path, version, base, size, offset, len, dst);
+        fetch_exactly(*store, key, path, version, base, size, offset, len, dst, arrived);
         return;
     }
     read_range(fd, base, size, path, offset, len, dst);

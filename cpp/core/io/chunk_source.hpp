@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -83,7 +84,10 @@ public:
         std::shared_ptr<const ObjectSource> store;
         std::string key;
         std::string version;
-        void read_at(std::size_t offset, std::size_t len, uint8_t* dst) const;
+        // `arrived` (may be null): told how many bytes of dst hold the chunk's bytes while a
+        // remote fetch streams in (local reads: nothing before they return).
+        void read_at(std::size_t offset, std::size_t len, uint8_t* dst,
+                     const std::function<void(std::size_t)>* arrived = nullptr) const;
     };
     Ref ref() const { return Ref{fd_, base_, size_, path_, store_, key_, version_}; }
     const std::shared_ptr<const ObjectSource>& store() const { return store_; }
@@ -105,9 +109,12 @@ private:
 
 // Reads exactly `len` bytes at `offset` of the chunk at `base` of object `key`: ChunkError
 // naming `url` when the object ends early or its version is not `version` (when given).
+// `arrived` (may be null) is told the bytes of dst written so far while they stream in, only
+// those of the object at `version`.
 void fetch_exactly(const ObjectSource& store, const std::string& key, const std::string& url,
                    const std::string& version, std::size_t base, std::size_t size,
-                   std::size_t offset, std::size_t len, uint8_t* dst);
+                   std::size_t offset, std::size_t len, uint8_t* dst,
+                   const std::function<void(std::size_t)>* arrived = nullptr);
 
 class FileChunkSource {
 public:

@@ -34,11 +34,11 @@ ObjectSource::ObjectSource(std::string root, FetchFn fetch)
 }
 
 ObjectRange ObjectSource::fetch(const std::string& key, std::size_t offset, std::size_t len,
-                                bool from_end, uint8_t* dst) const {
+                                bool from_end, uint8_t* dst, const FetchProgress* progress) const {
     ObjectRange got;
     if (!from_end && process_prefetched().serve(url_of(key), offset, len, got, dst, /*take=*/true))
         return got;
-    return fetch_direct(key, offset, len, from_end, dst);
+    return fetch_direct(key, offset, len, from_end, dst, from_end ? nullptr : progress);
 }
 
 std::optional<ObjectRange> ObjectSource::fetch_ahead(const std::string& key, std::size_t offset,
@@ -69,7 +69,7 @@ std::optional<ObjectRange> ObjectSource::fetch_ahead(const std::string& key, std
         std::vector<uint8_t> bytes(len);
         ObjectRange got;
         try {
-            got = fetch_direct(key, offset, len, false, bytes.data());
+            got = fetch_direct(key, offset, len, false, bytes.data(), nullptr);
         } catch (...) {
             held.drop(url, offset);
             throw;
@@ -87,9 +87,10 @@ std::optional<ObjectRange> ObjectSource::fetch_ahead(const std::string& key, std
 }
 
 ObjectRange ObjectSource::fetch_direct(const std::string& key, std::size_t offset, std::size_t len,
-                                       bool from_end, uint8_t* dst) const {
+                                       bool from_end, uint8_t* dst,
+                                       const FetchProgress* progress) const {
     const auto start = std::chrono::steady_clock::now();
-    ObjectRange got = fetch_(key, offset, len, from_end, dst);
+    ObjectRange got = fetch_(key, offset, len, from_end, dst, progress);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::lock_guard<std::mutex> lock(mutex_);

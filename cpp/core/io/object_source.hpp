@@ -25,13 +25,20 @@ struct ObjectRange {
     std::string version;          // ETag or the like: another value means the object changed
 };
 
+// While a fetch streams in: the first `written` bytes of dst hold the object's bytes from the
+// offset asked for, as sent by the object at `version` (ETag; empty when unknown). Lets a
+// reader decode the first blocks of a response while the rest is on the way. Called any
+// number of times, from the fetching thread; a retried fetch may start again from 0.
+using FetchProgress = std::function<void(std::size_t written, const std::string& version)>;
+
 // Fetches up to `len` bytes of object `key` starting at `offset` into `dst` (fewer when the
 // object ends earlier, none past its end); with `from_end`, its last `len` bytes (all of it
 // when shorter). Throws ChunkIoError (denied, unreachable, timed out, failing after retries)
 // naming the URL, ChunkError when the reply contradicts the request. Called from several
-// threads at once.
-using FetchFn = std::function<ObjectRange(const std::string& key, std::size_t offset,
-                                          std::size_t len, bool from_end, uint8_t* dst)>;
+// threads at once. `progress` (may be null; never with from_end) is told as bytes arrive.
+using FetchFn =
+    std::function<ObjectRange(const std::string& key, std::size_t offset, std::size_t len,
+                              bool from_end, uint8_t* dst, const FetchProgress* progress)>;
 
 // What fetches have cost so far, to choose between one round trip for a whole chunk and two
 // for its header, then only the blocks a read needs (exponentially weighted averages; 0 until
@@ -52,8 +59,9 @@ public:
     std::string url_of(const std::string& key) const { return root_ + "/" + key; }
     // Answers from bytes fetched ahead when they cover the range (waiting for such a fetch
     // still in flight); otherwise calls the fetch function and records what it cost.
+    // `progress` as for FetchFn (bytes fetched ahead arrive all at once: not called).
     ObjectRange fetch(const std::string& key, std::size_t offset, std::size_t len, bool from_end,
-                      uint8_t* dst) const;
+                      uint8_t* dst, const FetchProgress* progress = nullptr) const;
     // Fetches [offset, offset + len) of `key` ahead of the read that will need it and holds
     // it (process_prefetched()), unless held or in flight already; with `copy`, its bytes are
     // copied there too. Counts the bytes it asks for against `budget`. Empty when there is
@@ -67,7 +75,7 @@ public:
 
 private:
     ObjectRange fetch_direct(const std::string& key, std::size_t offset, std::size_t len,
-                             bool from_end, uint8_t* dst) const;
+                             bool from_end, uint8_t* dst, const FetchProgress* progress) const;
 
     std::string root_;
     FetchFn fetch_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -29,6 +31,12 @@ struct ReadBatch::Ticket {
     bool claimable = false;
     bool first = false;  // submit_first: short reads allowed, `found` filled in
     ObjectRange found;
+    // Claimable in parts (submit's part_ends), and how many of them are claimable so far.
+    std::vector<std::size_t> part_ends;
+    std::size_t parts_out = 0;
+    // A remote fetch streaming in: its buffer, and how many of its first bytes are in.
+    uint8_t* data = nullptr;
+    std::size_t arrived = 0;
     bool budgeted = false;  // its bytes count against the budget until released
 };
 
@@ -247,10 +255,25 @@ void ReadQueue::loop() {
         std::exception_ptr error;
         try {
             uint8_t* dst = buf->get(std::max<std::size_t>(t->len, 1));
-            if (t->first)
+            if (t->first) {
                 t->found = t->file.store->fetch(t->file.key, t->file.base, t->len, false, dst);
-            else
+            } else if (t->file.store && !t->part_ends.empty()) {
+                {
+                    std::lock_guard<std::mutex> bl(batch->mutex_);
+                    t->data = dst;
+                }
+                // Parts are handed out as the response streams in (waiters woken).
+                const std::function<void(std::size_t)> arrived = [batch, t](std::size_t n) {
+                    std::lock_guard<std::mutex> bl(batch->mutex_);
+                    if (n <= t->arrived) return;
+                    t->arrived = n;
+                    batch->parts_arrived(*t, n, /*ended=*/false);
+                    batch->arrived_.notify_all();
+                };
+                t->file.read_at(t->offset, t->len, dst, &arrived);
+            } else {
                 t->file.read_at(t->offset, t->len, dst);
+            }
         } catch (...) {
             error = std::current_exception();
         }
@@ -271,7 +294,7 @@ void ReadQueue::loop() {
             t->buf = std::move(buf);
             t->error = error;
             t->state = error ? ReadBatch::Ticket::Failed : ReadBatch::Ticket::Done;
-            if (t->claimable) batch->arrived_claimable_.push_back(t->index);
+            batch->parts_arrived(*t, t->len, /*ended=*/true);
             --batch->running_;
             // Under the lock: once running_ is 0 the batch may end, condition variable and all.
             batch->arrived_.notify_all();
@@ -309,8 +332,7 @@ ReadBatch::Ticket& ReadBatch::ticket(std::size_t t) {
 }
 
 std::size_t ReadBatch::submit_first(const ChunkFile& object, std::size_t len) {
-    const std::size_t t = submit(object, 0, len, false, true);
-    return t;
+    return submit(object, 0, len, false, true, {});
 }
 
 ObjectRange ReadBatch::first_result(std::size_t t) {
@@ -319,12 +341,15 @@ ObjectRange ReadBatch::first_result(std::size_t t) {
 }
 
 std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::size_t len,
-                              bool claimable) {
-    return submit(file, offset, len, claimable, false);
+                              bool claimable, std::vector<std::size_t> part_ends) {
+    return submit(file, offset, len, claimable, false, std::move(part_ends));
 }
 
 std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::size_t len,
-                              bool claimable, bool first) {
+                              bool claimable, bool first, std::vector<std::size_t> part_ends) {
+    if (!part_ends.empty() && (!claimable || part_ends.back() > len ||
+                               !std::is_sorted(part_ends.begin(), part_ends.end())))
+        throw std::invalid_argument("read parts must be ascending ends within a claimable read");
     std::size_t index = 0;
     Ticket* ticket = nullptr;
     std::shared_ptr<ReadQueue> queue;
@@ -340,7 +365,8 @@ std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::si
         ticket->index = index;
         ticket->claimable = claimable;
         ticket->first = first;
-        if (claimable) ++unclaimed_;
+        if (claimable) unclaimed_ += std::max<std::size_t>(1, part_ends.size());
+        ticket->part_ends = std::move(part_ends);
     }
     queue->push(this, ticket, file.remote());
     return index;
@@ -369,14 +395,53 @@ const uint8_t* ReadBatch::wait(std::size_t t) {
     }
 }
 
-std::size_t ReadBatch::next_arrived() {
+const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        Ticket& k = ticket(t);
+        switch (k.state) {
+            case Ticket::Done:
+                return k.buf->data();
+            case Ticket::Failed:
+                std::rethrow_exception(k.error);
+            case Ticket::Cancelled:
+            case Ticket::Released:
+                throw std::logic_error("read ticket waited for after it ended");
+            default:
+                if (k.data != nullptr && k.arrived >= end) return k.data;
+                break;
+        }
+        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
+            lock.unlock();
+            cancel_.check();
+            lock.lock();
+        }
+    }
+}
+
+void ReadBatch::parts_arrived(Ticket& k, std::size_t arrived, bool ended) {
+    if (!k.claimable) return;
+    if (k.part_ends.empty()) {
+        if (ended && k.parts_out == 0) {
+            arrived_claimable_.push_back(Arrival{k.index, 0});
+            k.parts_out = 1;
+        }
+        return;
+    }
+    while (k.parts_out < k.part_ends.size() && (ended || k.part_ends[k.parts_out] <= arrived)) {
+        arrived_claimable_.push_back(Arrival{k.index, k.parts_out});
+        ++k.parts_out;
+    }
+}
+
+ReadBatch::Arrival ReadBatch::next_arrived() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
         if (next_ < arrived_claimable_.size()) {
             --unclaimed_;
             return arrived_claimable_[next_++];
         }
-        if (unclaimed_ == 0) return kNone;
+        if (unclaimed_ == 0) return Arrival{};
         if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
             lock.unlock();
             cancel_.check();

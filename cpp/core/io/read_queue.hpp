@@ -40,9 +40,12 @@ public:
     // first byte) and returns its ticket; tickets count up from 0 in the order of submission,
     // the order in which their reads start. The file's descriptor must stay open until the
     // batch ends (the ChunkFile object itself may move).
-    // With `claimable`, the ticket is also handed out by next_arrived.
+    // With `claimable`, the ticket is also handed out by next_arrived: whole once it has
+    // arrived, or, with `part_ends` (ascending offsets in the read, the last <= len), in
+    // parts: part k once the read's first part_ends[k] bytes have arrived. A remote fetch
+    // streams in, so its first parts can be decoded while the rest is on the way.
     std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len,
-                       bool claimable = false);
+                       bool claimable = false, std::vector<std::size_t> part_ends = {});
     // The first read of a remote chunk object whose size is not known yet: up to `len` bytes
     // from its start (fewer when it is smaller); first_result(t) then says what was found.
     std::size_t submit_first(const ChunkFile& object, std::size_t len);
@@ -53,11 +56,21 @@ public:
     // batch ends. Rethrows the read's error: ChunkIoError (EIO, ...), ChunkError when the file
     // ended early (it was truncated). Polls the cancel flags while it waits (throws Cancelled).
     const uint8_t* wait(std::size_t t);
-    // Waits until a claimable ticket not handed out yet has arrived (or failed) and returns
-    // it, in the order they arrive; kNone when every claimable ticket has been handed out.
-    // Polls the cancel flags while it waits.
-    std::size_t next_arrived();
+    // Waits until [0, end) of ticket t's bytes have arrived (the whole read when it is not a
+    // remote fetch that streams) and returns the read's bytes, valid until release(t) or the
+    // batch ends. Rethrows the read's error once it has failed; bytes handed out before are
+    // then not the read's result (wait(t) says whether it succeeded).
+    const uint8_t* wait_bytes(std::size_t t, std::size_t end);
     static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    // A claimable ticket, or a part of one.
+    struct Arrival {
+        std::size_t ticket = kNone;
+        std::size_t part = 0;  // 0 for a ticket handed out whole
+    };
+    // Waits until a claimable ticket (or part) not handed out yet has arrived (or its read
+    // failed) and returns it, in the order they arrive; ticket kNone when every one has been
+    // handed out. Polls the cancel flags while it waits.
+    Arrival next_arrived();
     // Ticket t's bytes are no longer needed: its buffer is freed and leaves the budget.
     void release(std::size_t t);
     std::size_t size() const;
@@ -67,7 +80,10 @@ private:
     struct Ticket;
     Ticket& ticket(std::size_t t);
     std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len, bool claimable,
-                       bool first);
+                       bool first, std::vector<std::size_t> part_ends);
+    // With mutex_ held: ticket k's bytes up to `arrived` are in (all of them when it ended):
+    // its parts covered by now become claimable.
+    void parts_arrived(Ticket& k, std::size_t arrived, bool ended);
 
     std::shared_ptr<ReadQueue> queue_;
     const CancelFlags cancel_;
@@ -76,9 +92,9 @@ private:
     // Tickets keep their address as more are added (reads in flight point at them). Nothing
     // is allocated until the first submit: a read of data in the page cache pays nothing.
     std::vector<std::unique_ptr<Ticket>> tickets_;
-    std::vector<std::size_t> arrived_claimable_;  // arrived, in order; handed out up to next_
+    std::vector<Arrival> arrived_claimable_;  // arrived, in order; handed out up to next_
     std::size_t next_ = 0;
-    std::size_t unclaimed_ = 0;  // claimable tickets not handed out yet
+    std::size_t unclaimed_ = 0;  // claimable tickets (or parts) not handed out yet
     std::size_t running_ = 0;    // tickets an I/O thread is reading (guarded by mutex_)
     // Guarded by the queue's mutex: reads in flight, and how many may be. The window starts
     // small, so that the first reads arrive soon (decoding can start), and grows by one with

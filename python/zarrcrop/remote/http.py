@@ -28,11 +28,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FetchResult", "HttpClient", "RetryPolicy"]
+__all__ = ["FetchResult", "HttpClient", "Progress", "RetryPolicy"]
 
 #: (found, object_size, offset of the bytes written, bytes written, version): what
 #: ``_core.CropReader``'s ``fetch`` returns.
 FetchResult = tuple[bool, int, int, int, "str | None"]
+
+#: ``progress(written, version)``: the first ``written`` bytes of ``out`` are in, from the
+#: object at ``version`` (the ETag). The core decodes blocks while the rest streams in.
+Progress = Callable[[int, "str | None"], None]
+
+# A body is read into ``out`` in steps of this many bytes, ``progress`` told after each: about
+# a Blosc block of a photo chunk, so each block can be decoded as soon as it is in.
+_STREAM_STEP = 128 << 10
 
 # Idle connections older than this are closed rather than reused: servers close idle
 # keep-alive connections after 5-60 s (S3 about 20 s), and a request sent on one they closed
@@ -186,14 +194,21 @@ class HttpClient:
     # ---------------------------------------------------------------- requests
 
     def fetch(
-        self, url: str, offset: int, length: int, from_end: bool, out: memoryview
+        self,
+        url: str,
+        offset: int,
+        length: int,
+        from_end: bool,
+        out: memoryview,
+        progress: Progress | None = None,
     ) -> FetchResult:
         """Up to ``length`` bytes of the object at ``url`` from ``offset`` (with ``from_end``:
         its last ``length`` bytes) into ``out``. Returns (found, object size, offset of the
         bytes written, bytes written, version (the ETag)); (False, 0, 0, 0, None) for a missing
         object (404). Raises PermissionError (401/403), FileNotFoundError is never raised,
         OSError / TimeoutError after the retry policy gave up, ValueError when a reply
-        contradicts the request (a ChunkError in the reader)."""
+        contradicts the request (a ChunkError in the reader). ``progress`` (optional) is told
+        the bytes of ``out`` written so far as the body streams in (from 0 again on a retry)."""
         if length <= 0:
             return (True, 0, 0, 0, None)  # nothing asked for: the reader never does this
         if from_end:
@@ -211,7 +226,7 @@ class HttpClient:
                     break
                 time.sleep(pause)
             try:
-                return self._get(url, byte_range, offset, length, from_end, out)
+                return self._get(url, byte_range, offset, length, from_end, out, progress)
             except _Retry as exc:
                 last = exc.cause
             except TimeoutError as exc:
@@ -242,6 +257,7 @@ class HttpClient:
         length: int,
         from_end: bool,
         out: memoryview,
+        progress: Progress | None,
     ) -> FetchResult:
         parts = urllib.parse.urlsplit(url)
         path = parts.path or "/"
@@ -264,7 +280,7 @@ class HttpClient:
                 conn = self._connect(parts.scheme, parts.netloc)
                 conn.request("GET", path, headers=headers)
                 resp = conn.getresponse()
-            result = self._reply(url, byte_range, resp, offset, length, from_end, out)
+            result = self._reply(url, byte_range, resp, offset, length, from_end, out, progress)
         except BaseException:
             self._discard(conn)  # the reply may be half read
             raise
@@ -283,6 +299,7 @@ class HttpClient:
         length: int,
         from_end: bool,
         out: memoryview,
+        progress: Progress | None,
     ) -> FetchResult:
         status = resp.status
         etag = resp.getheader("ETag")
@@ -312,7 +329,7 @@ class HttpClient:
                 raise ValueError(
                     f"GET {url} ({byte_range}): the server sent bytes {start}-{end} of {size}"
                 )
-            _read_exactly(resp, out, count, url)
+            _read_exactly(resp, out, count, url, progress, etag)
             return (True, size, start, count, etag)
         if status == 200:  # the server ignored the range: the whole object follows
             size_header = resp.getheader("Content-Length")
@@ -322,7 +339,7 @@ class HttpClient:
             start = max(0, size - length) if from_end else min(offset, size)
             count = max(0, min(length, size - start))
             _skip(resp, start, url)
-            _read_exactly(resp, out, count, url)
+            _read_exactly(resp, out, count, url, progress, etag)
             resp.read()  # the rest, so that the connection can be used again
             return (True, size, start, count, etag)
         body = resp.read(2048).decode("utf-8", "replace")
@@ -344,16 +361,27 @@ def _total(content_range: str | None) -> int | None:
     return int(got.group(3))
 
 
-def _read_exactly(resp: http.client.HTTPResponse, out: memoryview, count: int, url: str) -> None:
-    """The next ``count`` bytes of the body into out[:count]: a body cut short is retried."""
+def _read_exactly(
+    resp: http.client.HTTPResponse,
+    out: memoryview,
+    count: int,
+    url: str,
+    progress: Progress | None = None,
+    version: str | None = None,
+) -> None:
+    """The next ``count`` bytes of the body into out[:count], ``progress`` told after each
+    step: a body cut short is retried."""
+    step = _STREAM_STEP if progress is not None else count
     done = 0
     while done < count:
-        n = resp.readinto(out[done:count])
+        n = resp.readinto(out[done : min(count, done + step)])
         if not n:
             raise _Retry(
                 ConnectionError(f"GET {url}: the reply ended after {done} of {count} bytes")
             )
         done += n
+        if progress is not None and done < count:  # the whole: told by the return
+            progress(done, version)
 
 
 def _skip(resp: http.client.HTTPResponse, count: int, url: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .http import FetchResult, HttpClient, RetryPolicy
+from .http import FetchResult, HttpClient, Progress, RetryPolicy
 from .s3 import s3_location
 
 __all__ = ["RemoteFetcher", "RemoteUnsupported", "remote_fetcher"]
@@ -28,19 +28,27 @@ class RemoteUnsupported(Exception):
 
 @dataclass
 class RemoteFetcher:
-    """``fetch(key, offset, length, from_end, out)`` for ``_core.CropReader``: byte ranges of
-    the objects ``base_url/key``."""
+    """``fetch(key, offset, length, from_end, out[, progress])`` for ``_core.CropReader``: byte
+    ranges of the objects ``base_url/key``, told to ``progress`` as they stream in."""
 
     base_url: str  # no trailing "/", percent-encoded
     client: HttpClient
+    #: The core then passes ``progress``: it decodes blocks while the rest is on the way.
+    streams = True
 
     def url(self, key: str) -> str:
         return f"{self.base_url}/{urllib.parse.quote(key, safe='/~')}"
 
     def __call__(
-        self, key: str, offset: int, length: int, from_end: bool, out: memoryview
+        self,
+        key: str,
+        offset: int,
+        length: int,
+        from_end: bool,
+        out: memoryview,
+        progress: Progress | None = None,
     ) -> FetchResult:
-        return self.client.fetch(self.url(key), offset, length, from_end, out)
+        return self.client.fetch(self.url(key), offset, length, from_end, out, progress)
 
 
 def _join(*parts: str) -> str:

@@ -420,3 +420,29 @@ def test_the_first_blocks_reach_the_output_before_the_reply_ends(tmp_path):
     reader.read([0, 600, 600], [1, 1, 1], [1, 400, 400], out)
     assert fetch.seen
     np.testing.assert_array_equal(out[0], data[0, 600:1000, 600:1000])
+
+
+def test_a_shards_inner_chunks_are_fetched_in_one_request(tmp_path):
+    # Once the index and the inner chunks' headers are kept, the blocks of the four inner
+    # chunks of shard 0 come in one merged request (not one per inner chunk), streamed into
+    # each chunk's decoding; equal to the data either way.
+    path, data = _zstd(tmp_path, shards=True)
+    zarrcrop.clear_index_cache()
+    fetch = StreamingFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 1024, 1024), np.uint16)
+    reader.read([0, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+    np.testing.assert_array_equal(out[0], data[0])
+    calls = fetch.calls
+    out[:] = 0
+    reader.read([0, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+    np.testing.assert_array_equal(out[0], data[0])
+    assert fetch.calls - calls == 1
+    # A failure of the merged request fails the read, naming the shard.
+    fetch.fail["c/0/0/0"] = OSError(errno.EIO, "GET c/0/0/0: 500 after 5 tries")
+    with pytest.raises(OSError, match=r"c/0/0/0.*500"):
+        reader.read([0, 0, 0], [1, 1, 1], [1, 1024, 1024], out)
+    del fetch.fail["c/0/0/0"]
+    part = np.empty((1, 900, 900), np.uint16)
+    reader.read([0, 100, 100], [1, 1, 1], [1, 900, 900], part)
+    np.testing.assert_array_equal(part[0], data[0, 100:1000, 100:1000])

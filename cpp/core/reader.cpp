@@ -178,6 +178,32 @@ void CropReader::run(const ChunkTask* tasks, std::size_t count, const CancelFlag
     }
 }
 
+namespace {
+
+// The remote reads submitted while it lives are held, then merged and queued by flush();
+// dropped if an error ends the round first.
+class HeldReads {
+public:
+    explicit HeldReads(ReadBatch& batch) : batch_(batch) {
+        batch_.hold(kRemoteMergeGap, kRemoteReadPiece);
+    }
+    HeldReads(const HeldReads&) = delete;
+    HeldReads& operator=(const HeldReads&) = delete;
+    ~HeldReads() {
+        if (!flushed_) batch_.drop_held();
+    }
+    void flush() {
+        flushed_ = true;
+        batch_.flush();
+    }
+
+private:
+    ReadBatch& batch_;
+    bool flushed_ = false;
+};
+
+}  // namespace
+
 void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const CancelFlags& cancel,
                             std::vector<ChunkTask>* retry) const {
     if (count == 0) return;
@@ -222,19 +248,22 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
         });
         opened[i] = OpenedChunk();  // closes a file process_or_plan did not keep
     };
-    if (few) {
-        for (std::size_t i = 0; i < count; ++i) {
-            cancel.check();
-            open_task(i);
+    // Each round's remote reads are queued at its end, those of one object (a shard's inner
+    // chunks) merged into few requests.
+    const auto round = [&](const std::function<void(std::size_t)>& task) {
+        HeldReads held(batch);
+        if (few) {
+            for (std::size_t i = 0; i < count; ++i) {
+                cancel.check();
+                task(i);
+            }
+        } else {
+            pool->parallel_for(count, task, &cancel);
         }
-        for (std::size_t i = 0; i < count; ++i) {
-            cancel.check();
-            plan_task(i);
-        }
-    } else {
-        pool->parallel_for(count, open_task, &cancel);
-        pool->parallel_for(count, plan_task, &cancel);
-    }
+        held.flush();
+    };
+    round(open_task);
+    round(plan_task);
     // Round 3, decoding. Blocks in the page cache first (read through the mapping or with
     // pread), the largest compressed block first: its size predicts its decoding time, and
     // longest-first keeps the last tasks short. Then the blocks read from the device, a read

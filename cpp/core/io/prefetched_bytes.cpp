@@ -155,6 +155,14 @@ std::size_t PrefetchedBytes::held_bytes() {
     return s.bytes;
 }
 
+bool PrefetchedBytes::holds_any(const std::string& key) {
+    State& s = state_.get();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.bytes == 0) return false;
+    expire(s, key);
+    return s.ranges.count(key) != 0;
+}
+
 bool PrefetchedBytes::make_room(State& s, std::size_t want) {
     if (want > limit_) return false;
     while (s.bytes + want > limit_) {

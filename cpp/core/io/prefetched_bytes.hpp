@@ -53,6 +53,9 @@ public:
     bool serve(const std::string& key, std::size_t offset, std::size_t len, ObjectRange& got,
                uint8_t* dst, bool take);
     std::size_t held_bytes();
+    // Whether any range of `key` is held or pending (a read then asks for its own ranges,
+    // which those may answer, rather than one merged range they would not cover).
+    bool holds_any(const std::string& key);
     // Drops the spent ranges (a prefetch starts: the reads before it have ended).
     void sweep();
 

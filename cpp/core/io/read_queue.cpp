@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/chunk_source.hpp"
+#include "io/prefetched_bytes.hpp"
 #include "io/read_ahead.hpp"
 #include "runtime/byte_buffer.hpp"
 #include "runtime/fork_local.hpp"
@@ -34,9 +35,17 @@ struct ReadBatch::Ticket {
     // Claimable in parts (submit's part_ends), and how many of them are claimable so far.
     std::vector<std::size_t> part_ends;
     std::size_t parts_out = 0;
-    // A remote fetch streaming in: its buffer, and how many of its first bytes are in.
+    // Its bytes (once it has arrived; while a remote fetch streams in, already), and how many
+    // of its first bytes are in.
     uint8_t* data = nullptr;
     std::size_t arrived = 0;
+    // Merged reads (ReadBatch::flush): the read that fetches this ticket's bytes, from
+    // `carrier_delta` on in its own; or, for that read, the tickets it carries, and how many
+    // of them are not released yet (its buffer is freed with the last).
+    Ticket* carrier = nullptr;
+    std::size_t carrier_delta = 0;
+    std::vector<Ticket*> members;
+    std::size_t members_left = 0;
     bool budgeted = false;  // its bytes count against the budget until released
 };
 
@@ -257,10 +266,11 @@ void ReadQueue::loop() {
             uint8_t* dst = buf->get(std::max<std::size_t>(t->len, 1));
             if (t->first) {
                 t->found = t->file.store->fetch(t->file.key, t->file.base, t->len, false, dst);
-            } else if (t->file.store && !t->part_ends.empty()) {
+            } else if (t->file.store && (!t->part_ends.empty() || !t->members.empty())) {
                 {
                     std::lock_guard<std::mutex> bl(batch->mutex_);
                     t->data = dst;
+                    batch->carried_arrived(*t, 0, /*ended=*/false);
                 }
                 // Parts are handed out as the response streams in (waiters woken).
                 const std::function<void(std::size_t)> arrived = [batch, t](std::size_t n) {
@@ -268,6 +278,7 @@ void ReadQueue::loop() {
                     if (n <= t->arrived) return;
                     t->arrived = n;
                     batch->parts_arrived(*t, n, /*ended=*/false);
+                    batch->carried_arrived(*t, n, /*ended=*/false);
                     batch->arrived_.notify_all();
                 };
                 t->file.read_at(t->offset, t->len, dst, &arrived);
@@ -292,9 +303,11 @@ void ReadQueue::loop() {
         {
             std::lock_guard<std::mutex> bl(batch->mutex_);
             t->buf = std::move(buf);
+            t->data = t->buf->data();
             t->error = error;
             t->state = error ? ReadBatch::Ticket::Failed : ReadBatch::Ticket::Done;
             batch->parts_arrived(*t, t->len, /*ended=*/true);
+            batch->carried_arrived(*t, t->len, /*ended=*/true);
             --batch->running_;
             // Under the lock: once running_ is 0 the batch may end, condition variable and all.
             batch->arrived_.notify_all();
@@ -367,6 +380,10 @@ std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::si
         ticket->first = first;
         if (claimable) unclaimed_ += std::max<std::size_t>(1, part_ends.size());
         ticket->part_ends = std::move(part_ends);
+        if (holding_ && file.remote() && !first) {
+            held_.push_back(ticket);
+            return index;
+        }
     }
     queue->push(this, ticket, file.remote());
     return index;
@@ -378,7 +395,7 @@ const uint8_t* ReadBatch::wait(std::size_t t) {
         Ticket& k = ticket(t);
         switch (k.state) {
             case Ticket::Done:
-                return k.buf->data();
+                return k.data;
             case Ticket::Failed:
                 std::rethrow_exception(k.error);
             case Ticket::Cancelled:
@@ -401,7 +418,7 @@ const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
         Ticket& k = ticket(t);
         switch (k.state) {
             case Ticket::Done:
-                return k.buf->data();
+                return k.data;
             case Ticket::Failed:
                 std::rethrow_exception(k.error);
             case Ticket::Cancelled:
@@ -416,6 +433,96 @@ const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
             cancel_.check();
             lock.lock();
         }
+    }
+}
+
+void ReadBatch::hold(std::size_t merge_gap, std::size_t max_len) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    holding_ = true;
+    merge_gap_ = merge_gap;
+    max_merged_ = max_len;
+}
+
+void ReadBatch::drop_held() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    holding_ = false;
+    for (Ticket* t : held_) t->state = Ticket::Cancelled;
+    held_.clear();
+}
+
+void ReadBatch::flush() {
+    std::vector<Ticket*> held;
+    std::shared_ptr<ReadQueue> queue;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        holding_ = false;
+        held.swap(held_);
+        queue = queue_;
+    }
+    if (held.empty()) return;
+    const auto start = [](const Ticket* t) { return t->file.base + t->offset; };
+    // By object, then by where in it.
+    std::sort(held.begin(), held.end(), [&](const Ticket* a, const Ticket* b) {
+        if (a->file.store != b->file.store) return a->file.store < b->file.store;
+        if (a->file.key != b->file.key) return a->file.key < b->file.key;
+        return start(a) < start(b);
+    });
+    PrefetchedBytes& ahead = process_prefetched();
+    std::vector<Ticket*> to_queue;
+    std::string fetched_ahead;  // the last key looked up there, and what it said
+    bool ahead_holds = false;
+    for (std::size_t i = 0; i < held.size();) {
+        const ChunkFile::Ref& f = held[i]->file;
+        if (f.path != fetched_ahead) {
+            fetched_ahead = f.path;
+            ahead_holds = ahead.holds_any(f.path);
+        }
+        std::size_t lo = start(held[i]);
+        std::size_t hi = lo + held[i]->len;
+        std::size_t j = i + 1;
+        while (!ahead_holds && j < held.size() && held[j]->file.store == f.store &&
+               held[j]->file.key == f.key && held[j]->file.version == f.version &&
+               start(held[j]) <= hi + merge_gap_ &&
+               std::max(hi, start(held[j]) + held[j]->len) - lo <= max_merged_) {
+            hi = std::max(hi, start(held[j]) + held[j]->len);
+            ++j;
+        }
+        if (j == i + 1) {
+            to_queue.push_back(held[i]);
+            i = j;
+            continue;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        Ticket* c = tickets_.emplace_back(std::make_unique<Ticket>()).get();
+        c->index = tickets_.size() - 1;
+        c->file = f;  // the object: its key, store and version; offsets from its first byte
+        c->file.base = 0;
+        c->file.size = hi;
+        c->offset = lo;
+        c->len = hi - lo;
+        for (; i < j; ++i) {
+            held[i]->carrier = c;
+            held[i]->carrier_delta = start(held[i]) - lo;
+            c->members.push_back(held[i]);
+        }
+        c->members_left = c->members.size();
+        to_queue.push_back(c);
+    }
+    for (Ticket* t : to_queue) queue->push(this, t, true);
+}
+
+void ReadBatch::carried_arrived(Ticket& c, std::size_t arrived, bool ended) {
+    for (Ticket* m : c.members) {
+        m->data = c.data + m->carrier_delta;
+        if (ended) {
+            m->state = c.state;
+            m->error = c.error;
+            m->arrived = m->len;
+        } else {
+            m->arrived = arrived > m->carrier_delta ? std::min(arrived - m->carrier_delta, m->len)
+                                                    : 0;
+        }
+        parts_arrived(*m, m->arrived, ended);
     }
 }
 
@@ -457,9 +564,17 @@ void ReadBatch::release(std::size_t t) {
         std::lock_guard<std::mutex> lock(mutex_);
         Ticket& k = ticket(t);
         if (k.state != Ticket::Done && k.state != Ticket::Failed) return;
-        buf = std::move(k.buf);
         k.state = Ticket::Released;
-        if (k.budgeted) bytes = k.len;
+        k.data = nullptr;
+        Ticket* owner = &k;
+        if (k.carrier != nullptr) {  // the merged read's buffer goes with its last ticket
+            if (--k.carrier->members_left != 0) return;
+            owner = k.carrier;
+            owner->state = Ticket::Released;
+            owner->data = nullptr;
+        }
+        buf = std::move(owner->buf);
+        if (owner->budgeted) bytes = owner->len;
     }
     queue_->give_back(std::move(buf), bytes);
 }

@@ -75,6 +75,18 @@ public:
     void release(std::size_t t);
     std::size_t size() const;
 
+    // Remote reads submitted from now on wait for flush(), which merges those of one object
+    // (a shard's inner chunks) whose ranges lie within `merge_gap` bytes of each other into
+    // one request of at most `max_len` bytes (each ticket then a window of it, streaming in
+    // as before): one request instead of one per chunk. Reads of objects with bytes fetched
+    // ahead are not merged (those bytes answer the ranges asked for). Local reads, and first
+    // reads of objects, are queued at once.
+    void hold(std::size_t merge_gap, std::size_t max_len);
+    // Queues the reads held since hold(), merged.
+    void flush();
+    // Drops the reads held since hold() (an error ends the read: nobody waits for them).
+    void drop_held() noexcept;
+
 private:
     friend class ReadQueue;
     struct Ticket;
@@ -84,6 +96,9 @@ private:
     // With mutex_ held: ticket k's bytes up to `arrived` are in (all of them when it ended):
     // its parts covered by now become claimable.
     void parts_arrived(Ticket& k, std::size_t arrived, bool ended);
+    // With mutex_ held: a merged read's bytes up to `arrived` are in (ended: its read ended,
+    // as `c.state` says): so are its tickets'.
+    void carried_arrived(Ticket& c, std::size_t arrived, bool ended);
 
     std::shared_ptr<ReadQueue> queue_;
     const CancelFlags cancel_;
@@ -96,6 +111,11 @@ private:
     std::size_t next_ = 0;
     std::size_t unclaimed_ = 0;  // claimable tickets (or parts) not handed out yet
     std::size_t running_ = 0;    // tickets an I/O thread is reading (guarded by mutex_)
+    // hold(): remote reads submitted and not queued yet, and how they may be merged.
+    bool holding_ = false;
+    std::vector<Ticket*> held_;
+    std::size_t merge_gap_ = 0;
+    std::size_t max_merged_ = 0;
     // Guarded by the queue's mutex: reads in flight, and how many may be. The window starts
     // small, so that the first reads arrive soon (decoding can start), and grows by one with
     // each read that arrives, up to the I/O threads (a deep queue for the device).

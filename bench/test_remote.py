@@ -63,15 +63,18 @@ READERS = REMOTE_READERS
 MAX_ROUNDS = 6
 
 
-def _proxy_process(conn: Any, servers_path: str, host: str, port: int, rtt: float) -> None:
+def _proxy_process(
+    conn: Any, servers_path: str, host: str, port: int, rtt: float, rate: float = 0.0
+) -> None:
     """Runs a LatencyProxy in its own process (not competing for the readers' GIL) and
-    answers "stats", "reset" and "stop" on ``conn``."""
+    answers "stats", "reset" and "stop" on ``conn``; ``rate``: each connection's bandwidth
+    (bytes/s, 0: unlimited)."""
     spec = importlib.util.spec_from_file_location("zcbench_servers", servers_path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["zcbench_servers"] = module
     spec.loader.exec_module(module)
-    proxy = module.LatencyProxy(host, port, rtt)
+    proxy = module.LatencyProxy(host, port, rtt, rate=rate)
     conn.send(proxy.endpoint)
     while True:
         command = conn.recv()
@@ -92,13 +95,14 @@ class ProxyProcess:
     """A latency proxy in a child process (spawned): ``endpoint``, ``stats()``, ``reset()``,
     ``stop()`` (the child is joined, then killed by its PID if it does not end)."""
 
-    def __init__(self, server: Any, rtt: float) -> None:
+    def __init__(self, server: Any, rtt: float, rate: float = 0.0) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_proxy_process, args=(child, str(_SERVERS), server.host, server.port, rtt)
+            target=_proxy_process,
+            args=(child, str(_SERVERS), server.host, server.port, rtt, rate),
         )
         self.proc.start()
         if not self.conn.poll(60):

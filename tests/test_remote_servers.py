@@ -532,6 +532,40 @@ def test_proxy_relays_large_bodies_intact(http_server, latency_proxy, tmp_path) 
     assert proxy.stats()["bytes_down"] > len(data) + 2000000
 
 
+def test_proxy_rate_limits_each_connections_bandwidth(http_server, latency_proxy, tmp_path):
+    (tmp_path / "r").mkdir()
+    data = np.random.default_rng(1).integers(0, 256, 2 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "r" / "b.bin").write_bytes(data)
+    server = http_server(tmp_path / "r")
+    rate = 20e6
+    proxy = latency_proxy(server, 0.0, rate=rate)
+    conns = [http.client.HTTPConnection(proxy.host, proxy.port, timeout=30) for _ in range(2)]
+    try:
+        start = time.monotonic()
+        body = _get(conns[0], "/b.bin")[2]
+        alone = time.monotonic() - start
+        # Two connections at once: each gets the rate (a per-connection link, not shared).
+        done: list[float] = []
+
+        def fetch(c: http.client.HTTPConnection) -> None:
+            assert _get(c, "/b.bin")[2] == data
+            done.append(time.monotonic())
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=fetch, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        both = max(done) - start
+    finally:
+        for c in conns:
+            c.close()
+    assert body == data
+    assert alone >= len(data) / rate * 0.9
+    assert len(done) == 2 and both < 2 * alone * 0.9
+
+
 def test_proxy_stop_closes_connections_and_threads(http_server, site) -> None:
     server = http_server(site)
     before = threading.active_count()

@@ -1153,6 +1153,7 @@ class _ProxyConnection:
     ) -> None:
         proxy = self.proxy
         first = True
+        link_free = 0.0  # with a rate: when the link has sent what was read before
         while not self.closed.is_set():
             try:
                 data = src.recv(proxy.chunk_size)
@@ -1169,7 +1170,14 @@ class _ProxyConnection:
             if first and up_dir and self.handshake_until:
                 due = max(now, self.handshake_until) + delay
             first = False
-            self._put(q, (due, data))
+            if proxy.rate <= 0:
+                self._put(q, (due, data))
+                continue
+            piece = 64 << 10
+            for i in range(0, len(data), piece):
+                part = data[i : i + piece]
+                link_free = max(link_free, due - delay) + len(part) / proxy.rate
+                self._put(q, (link_free + delay, part))
         self._put(q, (time.monotonic() + proxy.rtt / 2, _EOF))
 
     def _put(self, q: queue.Queue[tuple[float, bytes | None]], item: tuple[float, Any]) -> None:
@@ -1246,6 +1254,9 @@ class LatencyProxy:
     sent in order by a thread that sleeps until then; TCP_NODELAY on both sides). ``rtt`` may
     be changed while it runs: chunks read after that get the new delay. ``handshake=True``
     also models TCP connection set-up: a new connection's first request is held one more rtt.
+    ``rate`` (bytes/s, 0: unlimited) models each connection's bandwidth in each direction:
+    bytes go out in pieces of 64 KiB, each due once the link has sent the ones before it
+    (a real link's per-connection rate, as S3 gives one GET some 50-100 MB/s).
 
     It parses the HTTP/1.1 requests and responses it relays: ``stats()`` gives ``requests``,
     ``methods`` ({"GET": n}), ``ranges`` (the Range headers seen, in order), ``log`` ((method,
@@ -1265,9 +1276,13 @@ class LatencyProxy:
         handshake: bool = False,
         chunk_size: int = 1 << 20,
         queue_chunks: int = 64,
+        rate: float = 0.0,
     ) -> None:
         if rtt < 0:
             raise ValueError(f"rtt must be >= 0, got {rtt}")
+        if rate < 0:
+            raise ValueError(f"rate must be >= 0, got {rate}")
+        self.rate = rate
         self.target_host = target_host
         self.target_port = target_port
         self.rtt = rtt

@@ -446,3 +446,114 @@ def test_a_shards_inner_chunks_are_fetched_in_one_request(tmp_path):
     part = np.empty((1, 900, 900), np.uint16)
     reader.read([0, 100, 100], [1, 1, 1], [1, 900, 900], part)
     np.testing.assert_array_equal(part[0], data[0, 100:1000, 100:1000])
+
+
+class FarStreamingFetcher(StreamingFetcher):
+    """A far store (each request costs `delay` s) that streams: chunks come whole in one round
+    trip once the costs are learned, and are decoded as their first read streams in."""
+
+    delay = 0.02
+
+    def __call__(self, key, offset, length, from_end, out, progress=None):
+        import time
+
+        time.sleep(self.delay)
+        return super().__call__(key, offset, length, from_end, out, progress)
+
+
+@pytest.fixture
+def no_kept_headers():
+    zarrcrop.set_index_cache_limit(0)  # every chunk needs its first read
+    try:
+        yield
+    finally:
+        zarrcrop.set_index_cache_limit(zarrcrop.DEFAULT_INDEX_CACHE_LIMIT)
+
+
+def _far(tmp_path: Path) -> tuple[np.ndarray, FarStreamingFetcher, Any]:
+    """The zstd array behind a FarStreamingFetcher that has learned the costs: its chunks'
+    first reads are whole (one request each)."""
+    path, data = _zstd(tmp_path)
+    fetch = FarStreamingFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((2, 1, 400, 400), np.uint16)
+    starts = np.array([[0, 0, 0], [1, 600, 600]], dtype=np.int64)
+    for _ in range(3):
+        reader.read_crops(starts, [1, 400, 400], out, False, b"\0\0")
+    calls = fetch.calls
+    reader.read_crops(starts, [1, 400, 400], out, False, b"\0\0")
+    assert fetch.calls - calls == 2  # whole, one request per chunk
+    return data, fetch, reader
+
+
+def test_chunks_decode_while_their_first_read_streams_in(tmp_path, no_kept_headers):
+    data, fetch, reader = _far(tmp_path)
+    fetch.pieces = 8
+    out = np.full((1, 400, 400), 0xFFFF, np.uint16)
+    fetch.watch = ("1.1.1", out, 0xFFFF)
+    reader.read([1, 600, 600], [1, 1, 1], [1, 400, 400], out)
+    assert fetch.seen  # blocks stitched before the reply's last piece was written
+    np.testing.assert_array_equal(out[0], data[1, 600:1000, 600:1000])
+
+
+def test_a_streamed_first_read_must_match_its_header_and_version(tmp_path, no_kept_headers):
+    data, fetch, reader = _far(tmp_path)
+    out = np.full((1, 400, 400), 0xFFFF, np.uint16)
+    # The reply ends as another version than it streamed as: the object changed. (The watch
+    # holds the reply's end until blocks were decoded: the streamed route was taken.)
+    fetch.mid_version["1.1.1"] = "v0"
+    fetch.watch = ("1.1.1", out, 0xFFFF)
+    with pytest.raises(zarrcrop.ChunkError, match=r"1\.1\.1.*changed while it was read"):
+        reader.read([1, 600, 600], [1, 1, 1], [1, 400, 400], out)
+    assert fetch.seen
+    fetch.mid_version.clear()
+    # A reply cut short after its header: an error naming the chunk, never a short copy.
+    fetch.short.add("1.1.1")
+    out[:] = 0xFFFF
+    fetch.seen = False
+    with pytest.raises(zarrcrop.ChunkError, match=r"1\.1\.1.*the reply ended after"):
+        reader.read([1, 600, 600], [1, 1, 1], [1, 400, 400], out)
+    assert fetch.seen
+    fetch.short.clear()
+    fetch.watch = None
+    reader.read([1, 600, 600], [1, 1, 1], [1, 400, 400], out)
+    np.testing.assert_array_equal(out[0], data[1, 600:1000, 600:1000])
+
+
+def test_streamed_first_reads_beyond_the_read_budget_do_not_wait_for_each_other(tmp_path):
+    # A batch whose chunks' first reads need far more than the read budget: reads that hold
+    # their bytes for the window's decoding leave the budget once they have ended, so the
+    # reads still queued start (they used to wait for budget those held: a hang). Run in a
+    # child with a time limit, so that a hang fails the test instead of the suite.
+    path, data = _zstd(tmp_path)
+    np.save(tmp_path / "data.npy", data)
+    script = f"""
+import sys, numpy as np
+sys.path[:0] = {[str(Path(__file__).parent)]!r}
+import zarrcrop
+from zarrcrop import _core
+import test_remote_core as t
+from pathlib import Path
+zarrcrop.set_index_cache_limit(0)
+path = Path({str(path)!r})
+fetch = t.FarStreamingFetcher(path)
+fetch.delay = 0.005
+reader = t.remote_reader(path, fetch)
+starts = np.array([[f, y, x] for f in (0, 1) for y in (0, 300, 600) for x in (0, 300, 600)])
+out = np.empty((len(starts), 1, 400, 400), np.uint16)
+for _ in range(3):  # learn the costs: first reads whole
+    reader.read_crops(starts, [1, 400, 400], out, False, b"\\0\\0")
+_core._testing.set_read_budget(1 << 20)  # about 2 chunks of 512 KiB
+reader.read_crops(starts, [1, 400, 400], out, False, b"\\0\\0")
+data = np.load(Path({str(tmp_path)!r}) / "data.npy")
+for i, (f, y, x) in enumerate(starts):
+    assert (out[i, 0] == data[f, y : y + 400, x : x + 400]).all()
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]

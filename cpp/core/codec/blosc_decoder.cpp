@@ -50,6 +50,11 @@ const char* codec_name(int code) {
 
 }  // namespace
 
+std::size_t blosc_stated_size(const uint8_t* src) {
+    const int32_t cbytes = read_i32(src + 12);
+    return cbytes < 0 ? 0 : static_cast<std::size_t>(cbytes);
+}
+
 BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
                                   std::size_t expected_nbytes) {
     if (size < kHeaderSize)

@@ -54,6 +54,9 @@ struct BlockExtent {
 // the chunk shape needs. Any typesize but 0 is accepted (it need not be the item size).
 BloscHeader validate_blosc_header(const uint8_t* src, std::size_t size,
                                   std::size_t expected_nbytes);
+// The chunk's total length as its 16-byte header at src states it (before validation: a
+// read that does not know the length yet; validate_blosc_header checks it), 0 if negative.
+std::size_t blosc_stated_size(const uint8_t* src);
 // Bytes at the chunk's start holding the header and the block offset table.
 std::size_t blosc_prefix_bytes(const BloscHeader& h);
 // From the offset table (src must hold the prefix): each block's extent, checked to lie after

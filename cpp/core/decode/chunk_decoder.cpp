@@ -529,6 +529,10 @@ bool ChunkDecoder::process_or_plan(const int64_t* coords, const Stitch* stitches
     std::string key = label(coords);
     if (opened.head != kNoTicket && opened.file.remote()) {
         try {
+            if (opened.first && opened.whole && spec_.compressor == Compressor::Blosc &&
+                (cache_ == nullptr || !cache_->enabled()) &&
+                plan_streamed(stitches, n, opened, batch, job, key))
+                return true;
             if (!resolve_remote(stitches, n, opened, batch)) return false;
         } catch (...) {
             rethrow_in_context(key);
@@ -602,6 +606,76 @@ void ChunkDecoder::make_block_job(LoadedChunk& c, ChunkFile file, const Stitch* 
     queue_block_reads(job, batch);
 }
 
+namespace {
+
+// Parts of a read that streams in: the ends of its blocks, ascending and distinct.
+std::vector<std::size_t> distinct_ends(std::vector<std::size_t> ends) {
+    std::sort(ends.begin(), ends.end());
+    ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
+    return ends;
+}
+
+// The part whose end is `end` (0 for a read handed out whole).
+std::size_t part_of(const std::vector<std::size_t>& ends, std::size_t end) {
+    if (ends.empty()) return 0;
+    return static_cast<std::size_t>(std::lower_bound(ends.begin(), ends.end(), end) - ends.begin());
+}
+
+}  // namespace
+
+bool ChunkDecoder::plan_streamed(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
+                                 ReadBatch& batch, BlockJob& job, const std::string& key) const {
+    const std::size_t t = opened.head;
+    const ReadBatch::Streamed head = batch.wait_streamed(t, 16);
+    if (head.done) return false;
+    // The object's size is not known before its read ends, but a Blosc chunk's header says.
+    const std::size_t size = blosc_stated_size(head.data);
+    if (size < kPartialReadMin || size > max_file_bytes() || size > opened.head_bytes)
+        return false;  // a small chunk, or a wrong one: the usual route reports it
+    const BloscHeader h = validate_blosc_header(head.data, size, chunk_bytes_);
+    if (h.memcpyed() || !streams_direct(h)) return false;
+    const std::size_t prefix = blosc_prefix_bytes(h);
+    const ReadBatch::Streamed table = batch.wait_streamed(t, prefix);
+    if (table.done) return false;
+    std::vector<BlockExtent> extents = blosc_block_extents(h, table.data, size);
+    WorkerScratch& s = scratch();
+    const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    plan_blocks(h, stitches, n, whole, s.skip);
+    std::vector<int32_t> blocks;
+    std::vector<std::size_t> ends;
+    for (std::size_t b = 0; b < extents.size(); ++b)
+        if (whole || !s.skip[b]) {
+            blocks.push_back(static_cast<int32_t>(b));
+            ends.push_back(extents[b].end);
+        }
+    if (blocks.empty()) return false;
+    ends = distinct_ends(std::move(ends));
+    std::vector<BlockJob::BlockRead> reads;
+    for (const int32_t b : blocks) {
+        const BlockExtent& e = extents[static_cast<std::size_t>(b)];
+        reads.push_back(BlockJob::BlockRead{t, e.start, part_of(ends, e.end)});
+    }
+    // Held until the window decodes, outside the read budget: at most half of it per window
+    // (more chunks take the usual route, their first read released once copied).
+    if (!batch.claim_parts(t, std::move(ends), get_read_queue().budget_bytes / 2)) return false;
+    job.blocks = std::move(blocks);
+    job.reads = std::move(reads);
+    job.file = ChunkFile(store_, opened.file.key(), size, table.version);
+    job.h = h;
+    job.extents = std::move(extents);
+    job.stitches = stitches;
+    job.n = n;
+    job.whole = whole;
+    job.key = key;
+    job.batch = &batch;
+    job.tickets = {t};
+    job.streamed_first = true;
+    job.stated_size = size;
+    job.stated_version = table.version;
+    opened.head = kNoTicket;  // the job's now
+    return true;
+}
+
 void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
     // Blocks in file order; runs of them become reads.
     std::vector<std::size_t> order(job.blocks.size());
@@ -629,12 +703,14 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
         std::vector<std::size_t> part_ends;
         if (remote)
             for (std::size_t k = i; k < j; ++k) part_ends.push_back(extent(order[k]).end - lo);
-        const std::size_t ticket =
-            batch.submit(job.file, lo, hi - lo, /*claimable=*/true, std::move(part_ends));
+        part_ends = distinct_ends(std::move(part_ends));
+        const std::size_t ticket = batch.submit(job.file, lo, hi - lo, /*claimable=*/true, part_ends);
         job.tickets.push_back(ticket);
-        for (const std::size_t first = i; i < j; ++i)
-            job.reads[order[i]] = BlockJob::BlockRead{ticket, extent(order[i]).start - lo,
-                                                      remote ? i - first : 0};
+        for (; i < j; ++i) {
+            const BlockExtent& e = extent(order[i]);
+            job.reads[order[i]] =
+                BlockJob::BlockRead{ticket, e.start - lo, part_of(part_ends, e.end - lo)};
+        }
     }
 }
 
@@ -670,6 +746,29 @@ void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {
     }
 }
 
+void ChunkDecoder::finish_streamed_first(const BlockJob& job) const {
+    const std::size_t t = job.tickets.front();
+    const ObjectRange got = job.batch->first_result(t);
+    const std::string& url = job.file.path();
+    if (!got.found)
+        throw ChunkError("chunk object " + url + " disappeared while it was read");
+    if (!job.stated_version.empty() && !got.version.empty() && got.version != job.stated_version)
+        throw StaleObject("chunk object " + url + " changed while it was read (version " +
+                              job.stated_version + ", now " + got.version + "); read it again",
+                          url);
+    if (got.offset != 0 || got.object_size != job.stated_size)
+        throw ChunkError("chunk object " + url + " has " + std::to_string(got.object_size) +
+                         " bytes, its Blosc header says " + std::to_string(job.stated_size));
+    if (got.bytes != got.object_size)
+        throw ChunkError("chunk object " + url + ": the reply ended after " +
+                         std::to_string(got.bytes) + " of its " + std::to_string(got.object_size) +
+                         " bytes");
+    store_->note_chunk_size(got.object_size);
+    // Validated now: kept, so that its next read needs no first read.
+    keep_remote_header(ChunkFile(store_, job.file.key(), got.object_size, got.version),
+                       job.batch->wait(t), blosc_prefix_bytes(job.h));
+}
+
 void ChunkDecoder::finish_job(BlockJob& job) const {
     // A file truncated inside its last mapped page reads zeros there without SIGBUS: the
     // size check after the last block catches it.
@@ -684,6 +783,7 @@ void ChunkDecoder::finish_job(BlockJob& job) const {
     // response did (its length and version are checked at its end).
     try {
         for (const std::size_t t : job.tickets) job.batch->wait(t);
+        if (job.streamed_first) finish_streamed_first(job);
     } catch (...) {
         rethrow_in_context(job.key);
     }

@@ -76,6 +76,12 @@ struct BlockJob {
     ReadBatch* batch = nullptr;
     std::vector<BlockRead> reads;
     std::vector<std::size_t> tickets;  // every ticket of the job, released when it is done
+    // A chunk object decoded while its first read (tickets[0]) streams in (plan_streamed):
+    // the size its header states and the version its bytes came with, checked against the
+    // object's once that read has ended (then its header is kept).
+    bool streamed_first = false;
+    std::size_t stated_size = 0;
+    std::string stated_version;
 };
 
 constexpr std::size_t kNoTicket = static_cast<std::size_t>(-1);
@@ -233,6 +239,15 @@ private:
     // Queues the reads of the job's blocks on `batch`: in file order, adjacent blocks merged
     // into reads of up to kReadPiece bytes.
     void queue_block_reads(BlockJob& job, ReadBatch& batch) const;
+    // A chunk object's first read, whole, still streaming in: once its header and block
+    // offsets are in, plans the needed blocks into `job`, each handed out to the decoders as
+    // its bytes arrive (true). False when the read ended first, or the chunk is not one to
+    // decode block by block: the usual route (resolve_remote) then takes it whole.
+    bool plan_streamed(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
+                       ReadBatch& batch, BlockJob& job, const std::string& key) const;
+    // After a streamed first read ended: the object is the one its header described (size,
+    // version), else ChunkError; its header is kept.
+    void finish_streamed_first(const BlockJob& job) const;
     // Writes the stitches from an open chunk file read whole (or, uncompressed, through a
     // window): missing (fill value), small Blosc chunks, uncompressed and codec chains.
     void process_open(const ChunkFile& file, const Stitch* stitches, std::size_t n) const;

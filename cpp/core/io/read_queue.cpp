@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "errors.hpp"
 #include "io/chunk_source.hpp"
 #include "io/prefetched_bytes.hpp"
 #include "io/read_ahead.hpp"
@@ -39,6 +40,8 @@ struct ReadBatch::Ticket {
     // of its first bytes are in.
     uint8_t* data = nullptr;
     std::size_t arrived = 0;
+    std::string stream_version;  // the object's, as the store told it while streaming
+    bool unbudget_at_end = false;  // claim_parts: leaves the budget once its read has ended
     // Merged reads (ReadBatch::flush): the read that fetches this ticket's bytes, from
     // `carrier_delta` on in its own; or, for that read, the tickets it carries, and how many
     // of them are not released yet (its buffer is freed with the last).
@@ -265,7 +268,22 @@ void ReadQueue::loop() {
         try {
             uint8_t* dst = buf->get(std::max<std::size_t>(t->len, 1));
             if (t->first) {
-                t->found = t->file.store->fetch(t->file.key, t->file.base, t->len, false, dst);
+                {
+                    std::lock_guard<std::mutex> bl(batch->mutex_);
+                    t->data = dst;
+                }
+                // The object's size is not known yet: its bytes are told as they come (a Blosc
+                // chunk's header says its size; ChunkDecoder::plan_streamed).
+                const FetchProgress told = [batch, t](std::size_t n, const std::string& v) {
+                    std::lock_guard<std::mutex> bl(batch->mutex_);
+                    if (n <= t->arrived) return;
+                    t->arrived = n;
+                    t->stream_version = v;
+                    batch->parts_arrived(*t, n, /*ended=*/false);
+                    batch->arrived_.notify_all();
+                };
+                t->found =
+                    t->file.store->fetch(t->file.key, t->file.base, t->len, false, dst, &told);
             } else if (t->file.store && (!t->part_ends.empty() || !t->members.empty())) {
                 {
                     std::lock_guard<std::mutex> bl(batch->mutex_);
@@ -300,8 +318,13 @@ void ReadQueue::loop() {
             wake = held_back_;
         }
         if (wake) wake_.notify_one();
+        std::size_t unbudget = 0;
         {
             std::lock_guard<std::mutex> bl(batch->mutex_);
+            if (t->unbudget_at_end && t->budgeted) {
+                t->budgeted = false;
+                unbudget = t->len;
+            }
             t->buf = std::move(buf);
             t->data = t->buf->data();
             t->error = error;
@@ -312,6 +335,7 @@ void ReadQueue::loop() {
             // Under the lock: once running_ is 0 the batch may end, condition variable and all.
             batch->arrived_.notify_all();
         }
+        if (unbudget != 0) give_back(nullptr, unbudget);  // this queue's, not the batch's
     }
 }
 
@@ -418,6 +442,11 @@ const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
         Ticket& k = ticket(t);
         switch (k.state) {
             case Ticket::Done:
+                // A first read may end short of what was asked for: its bytes end there.
+                if (k.first && end > k.found.bytes)
+                    throw ChunkError("chunk object " + k.file.path + ": the reply ended after " +
+                                     std::to_string(k.found.bytes) + " bytes, before byte " +
+                                     std::to_string(end) + " its header says it has");
                 return k.data;
             case Ticket::Failed:
                 std::rethrow_exception(k.error);
@@ -526,6 +555,60 @@ void ReadBatch::carried_arrived(Ticket& c, std::size_t arrived, bool ended) {
     }
 }
 
+ReadBatch::Streamed ReadBatch::wait_streamed(std::size_t t, std::size_t end) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        Ticket& k = ticket(t);
+        switch (k.state) {
+            case Ticket::Done:
+                return Streamed{k.data, k.first ? k.found.bytes : k.len, true, k.stream_version};
+            case Ticket::Failed:
+                std::rethrow_exception(k.error);
+            case Ticket::Cancelled:
+            case Ticket::Released:
+                throw std::logic_error("read ticket waited for after it ended");
+            default:
+                if (k.data != nullptr && k.arrived >= end)
+                    return Streamed{k.data, k.arrived, false, k.stream_version};
+                break;
+        }
+        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
+            lock.unlock();
+            cancel_.check();
+            lock.lock();
+        }
+    }
+}
+
+bool ReadBatch::claim_parts(std::size_t t, std::vector<std::size_t> part_ends,
+                            std::size_t max_held) {
+    std::size_t unbudget = 0;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Ticket& k = ticket(t);
+        if (k.claimable || part_ends.empty() || part_ends.back() > k.len ||
+            std::adjacent_find(part_ends.begin(), part_ends.end(), [](std::size_t a, std::size_t b) {
+                return a >= b;
+            }) != part_ends.end())
+            throw std::invalid_argument("read parts must be distinct ascending ends within the read");
+        if (claimed_held_ + k.len > max_held) return false;
+        claimed_held_ += k.len;
+        k.claimable = true;
+        k.unbudget_at_end = true;
+        unclaimed_ += part_ends.size();
+        k.part_ends = std::move(part_ends);
+        const bool ended = k.state == Ticket::Done || k.state == Ticket::Failed;
+        if (ended && k.budgeted) {
+            k.budgeted = false;
+            unbudget = k.len;
+        }
+        parts_arrived(k, ended ? k.len : k.arrived, ended);
+        arrived_.notify_all();
+    }
+    if (unbudget != 0) queue_->give_back(nullptr, unbudget);
+    return true;
+}
+
 void ReadBatch::parts_arrived(Ticket& k, std::size_t arrived, bool ended) {
     if (!k.claimable) return;
     if (k.part_ends.empty()) {
@@ -575,6 +658,7 @@ void ReadBatch::release(std::size_t t) {
         }
         buf = std::move(owner->buf);
         if (owner->budgeted) bytes = owner->len;
+        if (owner->unbudget_at_end) claimed_held_ -= std::min(claimed_held_, owner->len);
     }
     queue_->give_back(std::move(buf), bytes);
 }

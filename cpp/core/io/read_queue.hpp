@@ -17,6 +17,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "io/chunk_source.hpp"
@@ -62,6 +63,24 @@ public:
     // then not the read's result (wait(t) says whether it succeeded).
     const uint8_t* wait_bytes(std::size_t t, std::size_t end);
     static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+    // Where a read stands: its bytes (null before any are in), how many of its first bytes
+    // are in, whether it has ended (then wait(t) has its result), and the version of the
+    // object they come from as the store said while they streamed in (empty: not said).
+    struct Streamed {
+        const uint8_t* data = nullptr;
+        std::size_t arrived = 0;
+        bool done = false;
+        std::string version;
+    };
+    // Waits until ticket t's read has ended or [0, end) of its bytes have arrived (a remote
+    // fetch streaming in). Rethrows the read's error.
+    Streamed wait_streamed(std::size_t t, std::size_t end);
+    // Makes ticket t (submitted, not claimable) claimable in parts, as submit's part_ends
+    // (ascending, distinct); parts already in are handed out at once. Its bytes leave the
+    // read budget once its read has ended (a read waiting for another one's bytes must not
+    // wait for budget these hold until the window decodes): at most `max_held` bytes of such
+    // tickets per batch; false (nothing done) when this one would exceed it.
+    bool claim_parts(std::size_t t, std::vector<std::size_t> part_ends, std::size_t max_held);
     // A claimable ticket, or a part of one.
     struct Arrival {
         std::size_t ticket = kNone;
@@ -112,6 +131,7 @@ private:
     std::size_t unclaimed_ = 0;  // claimable tickets (or parts) not handed out yet
     std::size_t running_ = 0;    // tickets an I/O thread is reading (guarded by mutex_)
     // hold(): remote reads submitted and not queued yet, and how they may be merged.
+    std::size_t claimed_held_ = 0;  // bytes of tickets claim_parts took, not released yet
     bool holding_ = false;
     std::vector<Ticket*> held_;
     std::size_t merge_gap_ = 0;

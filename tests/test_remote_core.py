@@ -232,15 +232,22 @@ def test_an_object_that_changes_during_a_read_is_an_error_then_read_again(tmp_pa
     np.testing.assert_array_equal(out[0], data[0, 100:400, 100:400])
 
 
+def _read_once(tmp_path: Path, fetcher: type, at: list[int]) -> tuple[Path, np.ndarray, Any, Any]:
+    """The zstd array (no kept headers yet) behind a `fetcher`, read once: a 100x100 crop at
+    `at` (the header of its chunk is kept then). (path, data, fetcher, reader)."""
+    path, data = _zstd(tmp_path)
+    zarrcrop.clear_index_cache()
+    fetch = fetcher(path)
+    reader = remote_reader(path, fetch)
+    reader.read(at, [1, 1, 1], [1, 100, 100], np.empty((1, 100, 100), np.uint16))
+    return path, data, fetch, reader
+
+
 def test_headers_of_remote_chunks_are_kept(tmp_path):
     # A second read of the same chunks fetches only blocks: no first read, no round trip for
     # the header.
-    path, data = _zstd(tmp_path)
-    zarrcrop.clear_index_cache()
-    fetch = DirFetcher(path)
-    reader = remote_reader(path, fetch)
+    _, data, fetch, reader = _read_once(tmp_path, DirFetcher, [0, 100, 100])
     out = np.empty((1, 100, 100), np.uint16)
-    reader.read([0, 100, 100], [1, 1, 1], [1, 100, 100], out)
     first = fetch.calls
     reader.read([0, 300, 300], [1, 1, 1], [1, 100, 100], out)
     np.testing.assert_array_equal(out[0], data[0, 300:400, 300:400])
@@ -359,13 +366,7 @@ def test_streamed_replies_read_equal_to_zarr_python(arrays, which, seed, pieces)
 def _streamed(tmp_path: Path) -> tuple[Path, np.ndarray, StreamingFetcher, Any]:
     """The zstd array behind a StreamingFetcher whose reader has read 0.1.1 once (its header
     is kept, so the next read fetches its blocks as one streamed request)."""
-    path, data = _zstd(tmp_path)
-    zarrcrop.clear_index_cache()
-    fetch = StreamingFetcher(path)
-    reader = remote_reader(path, fetch)
-    out = np.empty((1, 100, 100), np.uint16)
-    reader.read([0, 600, 600], [1, 1, 1], [1, 100, 100], out)
-    return path, data, fetch, reader
+    return _read_once(tmp_path, StreamingFetcher, [0, 600, 600])
 
 
 def test_blocks_are_handed_out_as_a_reply_streams_in(tmp_path):
@@ -383,28 +384,28 @@ def test_blocks_are_handed_out_as_a_reply_streams_in(tmp_path):
     np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
 
 
-def test_a_reply_that_fails_after_streaming_part_of_it_fails_the_read(tmp_path):
-    # Blocks decoded from its first half do not make the read succeed: the error names the
-    # chunk and keeps the errno; the next read, with the store well again, is right.
+@pytest.mark.parametrize(
+    ("fault", "error", "match"),
+    [
+        # The reply fails after half of it was told: blocks decoded from that half do not
+        # make the read succeed; the error names the chunk and keeps the errno.
+        ("fail_mid", ConnectionResetError, r"0\.1\.1.*mid-body"),
+        # Bytes told as another version's (a rewritten object): not decoded; the reply's
+        # version then fails the read (the object changed).
+        ("mid_version", zarrcrop.ChunkError, r"0\.1\.1.*changed while it was read"),
+    ],
+)
+def test_a_reply_that_goes_wrong_while_streaming_fails_the_read(tmp_path, fault, error, match):
     _, data, fetch, reader = _streamed(tmp_path)
-    fetch.fail_mid.add("0.1.1")
+    if fault == "fail_mid":
+        fetch.fail_mid.add("0.1.1")
+    else:
+        fetch.mid_version["0.1.1"] = fetch.version = "v2"
     out = np.empty((1, 400, 400), np.uint16)
-    with pytest.raises(ConnectionResetError, match=r"0\.1\.1.*mid-body"):
+    with pytest.raises(error, match=match):
         reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
+    # The next read, with the store well again, is right.
     fetch.fail_mid.clear()
-    reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
-    np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])
-
-
-def test_bytes_streamed_from_another_version_are_not_decoded(tmp_path):
-    # Progress told for bytes of a rewritten object: ignored; the reply's version then fails
-    # the read (the object changed), and the next read fetches it again.
-    _, data, fetch, reader = _streamed(tmp_path)
-    fetch.mid_version["0.1.1"] = "v2"
-    fetch.version = "v2"
-    out = np.empty((1, 400, 400), np.uint16)
-    with pytest.raises(zarrcrop.ChunkError, match=r"0\.1\.1.*changed while it was read"):
-        reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
     fetch.mid_version.clear()
     reader.read([0, 520, 520], [1, 1, 1], [1, 400, 400], out)
     np.testing.assert_array_equal(out[0], data[0, 520:920, 520:920])

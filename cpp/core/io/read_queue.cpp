@@ -414,54 +414,24 @@ std::size_t ReadBatch::submit(const ChunkFile& file, std::size_t offset, std::si
 }
 
 const uint8_t* ReadBatch::wait(std::size_t t) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-        Ticket& k = ticket(t);
-        switch (k.state) {
-            case Ticket::Done:
-                return k.data;
-            case Ticket::Failed:
-                std::rethrow_exception(k.error);
-            case Ticket::Cancelled:
-            case Ticket::Released:
-                throw std::logic_error("read ticket waited for after it ended");
-            default:
-                break;
-        }
-        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
-            lock.unlock();
-            cancel_.check();
-            lock.lock();
-        }
-    }
+    return wait_streamed(t, static_cast<std::size_t>(-1)).data;  // until it has ended
 }
 
 const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-        Ticket& k = ticket(t);
-        switch (k.state) {
-            case Ticket::Done:
-                // A first read may end short of what was asked for: its bytes end there.
-                if (k.first && end > k.found.bytes)
-                    throw ChunkError("chunk object " + k.file.path + ": the reply ended after " +
-                                     std::to_string(k.found.bytes) + " bytes, before byte " +
-                                     std::to_string(end) + " its header says it has");
-                return k.data;
-            case Ticket::Failed:
-                std::rethrow_exception(k.error);
-            case Ticket::Cancelled:
-            case Ticket::Released:
-                throw std::logic_error("read ticket waited for after it ended");
-            default:
-                if (k.data != nullptr && k.arrived >= end) return k.data;
-                break;
-        }
-        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
-            lock.unlock();
-            cancel_.check();
-            lock.lock();
-        }
+    const Streamed s = wait_streamed(t, end);
+    // A first read may end short of what was asked for: its bytes end there.
+    if (s.done && end > s.arrived)
+        throw ChunkError("the reply ended after " + std::to_string(s.arrived) +
+                         " bytes, before byte " + std::to_string(end) +
+                         " its header says it has");
+    return s.data;
+}
+
+void ReadBatch::pause(std::unique_lock<std::mutex>& lock) {
+    if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
+        lock.unlock();
+        cancel_.check();
+        lock.lock();
     }
 }
 
@@ -572,11 +542,7 @@ ReadBatch::Streamed ReadBatch::wait_streamed(std::size_t t, std::size_t end) {
                     return Streamed{k.data, k.arrived, false, k.stream_version};
                 break;
         }
-        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
-            lock.unlock();
-            cancel_.check();
-            lock.lock();
-        }
+        pause(lock);
     }
 }
 
@@ -632,11 +598,7 @@ ReadBatch::Arrival ReadBatch::next_arrived() {
             return arrived_claimable_[next_++];
         }
         if (unclaimed_ == 0) return Arrival{};
-        if (arrived_.wait_for(lock, std::chrono::milliseconds(2)) == std::cv_status::timeout) {
-            lock.unlock();
-            cancel_.check();
-            lock.lock();
-        }
+        pause(lock);
     }
 }
 

@@ -112,6 +112,8 @@ private:
     Ticket& ticket(std::size_t t);
     std::size_t submit(const ChunkFile& file, std::size_t offset, std::size_t len, bool claimable,
                        bool first, std::vector<std::size_t> part_ends);
+    // Waits on arrived_ for a moment (lock held on return), then checks the cancel flags.
+    void pause(std::unique_lock<std::mutex>& lock);
     // With mutex_ held: ticket k's bytes up to `arrived` are in (all of them when it ended):
     // its parts covered by now become claimable.
     void parts_arrived(Ticket& k, std::size_t arrived, bool ended);

@@ -558,3 +558,23 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_prefetch_fetches_a_shards_inner_chunks_in_one_request(tmp_path):
+    # With the index and headers kept, a prefetch of a whole frame (four inner chunks of one
+    # shard) asks for their blocks in one merged request; the read then asks for nothing.
+    path, data = _zstd(tmp_path, shards=True)
+    zarrcrop.clear_index_cache()
+    fetch = DirFetcher(path)
+    reader = remote_reader(path, fetch)
+    out = np.empty((1, 1, 1024, 1024), np.uint16)
+    starts = np.array([[0, 0, 0]], dtype=np.int64)
+    reader.read_crops(starts, [1, 1024, 1024], out, False, b"\0\0")
+    calls = fetch.calls
+    assert reader.prefetch(starts, [1, 1024, 1024], False, 64 << 20) > 0
+    _core._testing.wait_fetch_ahead()
+    assert fetch.calls - calls == 1
+    out[:] = 0
+    reader.read_crops(starts, [1, 1024, 1024], out, False, b"\0\0")
+    assert fetch.calls - calls == 1
+    np.testing.assert_array_equal(out[0, 0], data[0])

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "codec/blosc_decoder.hpp"
 #include "errors.hpp"
@@ -370,17 +371,27 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
             costs.object_size > 0 ? costs.object_size : static_cast<double>(kRemoteFirstRead));
         auto left = std::make_shared<std::atomic<std::size_t>>(budget);
         while (asked < budget && plan.next(w, kWindowPieces)) {
+            std::vector<AheadChunk> chunks;
             for (const ChunkTask& t : w.tasks) {
                 cancel.check();
-                std::vector<int64_t> coords(t.coords, t.coords + spec_.ndim());
-                std::vector<Stitch> stitches(t.stitches, t.stitches + t.n);
-                run_ahead([self, left, coords = std::move(coords), stitches = std::move(stitches)] {
-                    self->decoder_.fetch_ahead_chunk(coords.data(), stitches.data(),
-                                                     stitches.size(), *left);
-                });
+                chunks.push_back(AheadChunk{std::vector<int64_t>(t.coords, t.coords + spec_.ndim()),
+                                            std::vector<Stitch>(t.stitches, t.stitches + t.n)});
                 asked += estimate;
                 if (asked >= budget) break;
             }
+            if (shards_) {
+                // Inner chunks of one shard whose headers are kept: their ranges merged into
+                // few requests, as a read merges them (the rest chunk by chunk).
+                run_ahead([self, left, chunks = std::move(chunks)] {
+                    self->fetch_ahead_shards(chunks, left);
+                });
+                continue;
+            }
+            for (AheadChunk& c : chunks)
+                run_ahead([self, left, c = std::move(c)] {
+                    self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(),
+                                                     c.stitches.size(), *left);
+                });
         }
         return std::min(asked, budget);
     }
@@ -392,6 +403,49 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
         }
     }
     return asked;
+}
+
+void CropReader::fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
+                                    const std::shared_ptr<std::atomic<std::size_t>>& left) const {
+    const std::shared_ptr<const CropReader> self = weak_from_this().lock();
+    if (!self) return;
+    std::vector<std::pair<std::string, ByteRange>> wanted;  // (shard key, range in it)
+    std::string key;
+    std::vector<ByteRange> ranges;
+    for (const AheadChunk& c : chunks) {
+        bool kept = false;
+        try {
+            kept = decoder_.kept_block_ranges(c.coords.data(), c.stitches.data(),
+                                              c.stitches.size(), key, ranges);
+        } catch (...) {
+            // The read reports it.
+        }
+        if (kept) {
+            for (const ByteRange& r : ranges) wanted.emplace_back(key, r);
+            continue;
+        }
+        run_ahead([self, left, c] {
+            self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(),
+                                             c.stitches.size(), *left);
+        });
+    }
+    std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {
+        return a.first != b.first ? a.first < b.first : a.second.start < b.second.start;
+    });
+    for (std::size_t i = 0; i < wanted.size();) {
+        ByteRange r = wanted[i].second;
+        std::size_t j = i + 1;
+        while (j < wanted.size() && wanted[j].first == wanted[i].first &&
+               wanted[j].second.start <= r.end + kRemoteMergeGap &&
+               std::max(r.end, wanted[j].second.end) - r.start <= kRemoteReadPiece) {
+            r.end = std::max(r.end, wanted[j].second.end);
+            ++j;
+        }
+        run_ahead([self, left, key = wanted[i].first, r] {
+            self->decoder_.store().fetch_ahead(key, r.start, r.end - r.start, nullptr, *left);
+        });
+        i = j;
+    }
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,

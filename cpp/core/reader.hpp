@@ -7,6 +7,7 @@
 // contexts.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <vector>
@@ -91,6 +92,16 @@ private:
     // (null: the error is thrown).
     void run_window(const ChunkTask* tasks, std::size_t count, const CancelFlags& cancel,
                     std::vector<ChunkTask>* retry) const;
+    // A chunk a prefetch will fetch ahead (its own copies: the task outlives the call).
+    struct AheadChunk {
+        std::vector<int64_t> coords;
+        std::vector<Stitch> stitches;
+    };
+    // Prefetch of a sharded array's window, on a fetch-ahead thread: inner chunks whose
+    // header is kept have their blocks fetched ahead in merged ranges per shard (as a read
+    // merges them), the others chunk by chunk; each request a task of its own, within `left`.
+    void fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
+                            const std::shared_ptr<std::atomic<std::size_t>>& left) const;
 
     ArraySpec spec_;
     FileChunkSource source_;

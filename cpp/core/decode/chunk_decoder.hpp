@@ -149,6 +149,13 @@ public:
     // header as a read does. Throws what the fetches throw.
     void fetch_ahead_chunk(const int64_t* coords, const Stitch* stitches, std::size_t n,
                            std::atomic<std::size_t>& budget) const;
+    // For prefetch of a sharded array: when the inner chunk's header is kept, the byte ranges
+    // of its shard object (`key`) a read of these stitches will ask for (its needed blocks),
+    // so that those of one shard can be fetched ahead merged; false when a first read must
+    // come first (fetch_ahead_chunk then). Fetches the shard's index if not kept.
+    bool kept_block_ranges(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                           std::string& key, std::vector<ByteRange>& ranges) const;
+    const ObjectSource& store() const { return *store_; }
     // Reads (from the job's mapping, else with pread), validates and decodes job.blocks[k]
     // and writes it to the job's stitches.
     void decode_block(const BlockJob& job, std::size_t k) const;

@@ -110,4 +110,31 @@ void ChunkDecoder::fetch_ahead_chunk(const int64_t* coords, const Stitch* stitch
     }
 }
 
+bool ChunkDecoder::kept_block_ranges(const int64_t* coords, const Stitch* stitches, std::size_t n,
+                                     std::string& key, std::vector<ByteRange>& ranges) const {
+    ranges.clear();
+    if (shards_ == nullptr || spec_.compressor != Compressor::Blosc ||
+        (cache_ != nullptr && cache_->enabled()))
+        return false;
+    const ChunkFile f = open_chunk(coords);  // the shard's index: fetched and kept
+    if (!f.is_open()) return true;           // missing shard or empty inner chunk: nothing
+    const std::shared_ptr<const ShardIndex> kept = remote_header(f);
+    const std::size_t size = f.size();
+    if (!kept || kept->header.size() < 16 || size > max_file_bytes()) return false;
+    const BloscHeader h = validate_blosc_header(kept->header.data(), size, chunk_bytes_);
+    const std::size_t prefix = blosc_prefix_bytes(h);
+    if (h.memcpyed() || kept->header.size() < prefix) return false;
+    const std::vector<BlockExtent> extents = blosc_block_extents(h, kept->header.data(), size);
+    std::vector<uint8_t> skip;
+    const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
+    const bool all = plan_blocks(h, stitches, n, whole, skip) == static_cast<std::size_t>(h.nblocks());
+    key = f.key();
+    for (ByteRange r : remote_block_ranges(needed_ranges(extents, skip, all), prefix, size, all)) {
+        r.start += f.base();
+        r.end += f.base();
+        ranges.push_back(r);
+    }
+    return true;
+}
+
 }  // namespace zarrcrop

@@ -271,8 +271,8 @@ void CropReader::run_window(const ChunkTask* tasks, std::size_t count, const Can
     // (a piece of one chunk: one or a few blocks) at a time in the order the reads arrive:
     // decoding follows the device instead of waiting for any one read. A remote response is
     // handed out block by block as it streams in.
-    using Item = std::pair<uint32_t, uint32_t>;  // (job, block index)
-    std::vector<Item> blocks;                    // in the cache
+    using Item = std::pair<uint32_t, uint32_t>;           // (job, block index)
+    std::vector<Item> blocks;                             // in the cache
     std::vector<std::vector<std::vector<Item>>> by_read;  // per ticket, per part
     std::size_t reads = 0;                                // parts of tickets
     for (std::size_t i = 0; i < jobs.size(); ++i) {
@@ -415,8 +415,8 @@ void CropReader::fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
     for (const AheadChunk& c : chunks) {
         bool kept = false;
         try {
-            kept = decoder_.kept_block_ranges(c.coords.data(), c.stitches.data(),
-                                              c.stitches.size(), key, ranges);
+            kept = decoder_.kept_block_ranges(c.coords.data(), c.stitches.data(), c.stitches.size(),
+                                              key, ranges);
         } catch (...) {
             // The read reports it.
         }
@@ -425,8 +425,8 @@ void CropReader::fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
             continue;
         }
         run_ahead([self, left, c] {
-            self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(),
-                                             c.stitches.size(), *left);
+            self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(), c.stitches.size(),
+                                             *left);
         });
     }
     std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {

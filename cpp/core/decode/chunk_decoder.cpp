@@ -704,7 +704,8 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
         if (remote)
             for (std::size_t k = i; k < j; ++k) part_ends.push_back(extent(order[k]).end - lo);
         part_ends = distinct_ends(std::move(part_ends));
-        const std::size_t ticket = batch.submit(job.file, lo, hi - lo, /*claimable=*/true, part_ends);
+        const std::size_t ticket =
+            batch.submit(job.file, lo, hi - lo, /*claimable=*/true, part_ends);
         job.tickets.push_back(ticket);
         for (; i < j; ++i) {
             const BlockExtent& e = extent(order[i]);
@@ -750,8 +751,7 @@ void ChunkDecoder::finish_streamed_first(const BlockJob& job) const {
     const std::size_t t = job.tickets.front();
     const ObjectRange got = job.batch->first_result(t);
     const std::string& url = job.file.path();
-    if (!got.found)
-        throw ChunkError("chunk object " + url + " disappeared while it was read");
+    if (!got.found) throw ChunkError("chunk object " + url + " disappeared while it was read");
     if (!job.stated_version.empty() && !got.version.empty() && got.version != job.stated_version)
         throw StaleObject("chunk object " + url + " changed while it was read (version " +
                               job.stated_version + ", now " + got.version + "); read it again",

@@ -250,8 +250,8 @@ private:
     // offsets are in, plans the needed blocks into `job`, each handed out to the decoders as
     // its bytes arrive (true). False when the read ended first, or the chunk is not one to
     // decode block by block: the usual route (resolve_remote) then takes it whole.
-    bool plan_streamed(const Stitch* stitches, std::size_t n, OpenedChunk& opened,
-                       ReadBatch& batch, BlockJob& job, const std::string& key) const;
+    bool plan_streamed(const Stitch* stitches, std::size_t n, OpenedChunk& opened, ReadBatch& batch,
+                       BlockJob& job, const std::string& key) const;
     // After a streamed first read ended: the object is the one its header described (size,
     // version), else ChunkError; its header is kept.
     void finish_streamed_first(const BlockJob& job) const;

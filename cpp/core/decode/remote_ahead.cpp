@@ -127,7 +127,8 @@ bool ChunkDecoder::kept_block_ranges(const int64_t* coords, const Stitch* stitch
     const std::vector<BlockExtent> extents = blosc_block_extents(h, kept->header.data(), size);
     std::vector<uint8_t> skip;
     const bool whole = whole_chunk_destination(stitches, n, spec_.itemsize, chunk_bytes_);
-    const bool all = plan_blocks(h, stitches, n, whole, skip) == static_cast<std::size_t>(h.nblocks());
+    const bool all =
+        plan_blocks(h, stitches, n, whole, skip) == static_cast<std::size_t>(h.nblocks());
     key = f.key();
     for (ByteRange r : remote_block_ranges(needed_ranges(extents, skip, all), prefix, size, all)) {
         r.start += f.base();

@@ -40,7 +40,7 @@ struct ReadBatch::Ticket {
     // of its first bytes are in.
     uint8_t* data = nullptr;
     std::size_t arrived = 0;
-    std::string stream_version;  // the object's, as the store told it while streaming
+    std::string stream_version;    // the object's, as the store told it while streaming
     bool unbudget_at_end = false;  // claim_parts: leaves the budget once its read has ended
     // Merged reads (ReadBatch::flush): the read that fetches this ticket's bytes, from
     // `carrier_delta` on in its own; or, for that read, the tickets it carries, and how many
@@ -422,8 +422,7 @@ const uint8_t* ReadBatch::wait_bytes(std::size_t t, std::size_t end) {
     // A first read may end short of what was asked for: its bytes end there.
     if (s.done && end > s.arrived)
         throw ChunkError("the reply ended after " + std::to_string(s.arrived) +
-                         " bytes, before byte " + std::to_string(end) +
-                         " its header says it has");
+                         " bytes, before byte " + std::to_string(end) + " its header says it has");
     return s.data;
 }
 
@@ -518,8 +517,8 @@ void ReadBatch::carried_arrived(Ticket& c, std::size_t arrived, bool ended) {
             m->error = c.error;
             m->arrived = m->len;
         } else {
-            m->arrived = arrived > m->carrier_delta ? std::min(arrived - m->carrier_delta, m->len)
-                                                    : 0;
+            m->arrived =
+                arrived > m->carrier_delta ? std::min(arrived - m->carrier_delta, m->len) : 0;
         }
         parts_arrived(*m, m->arrived, ended);
     }
@@ -553,10 +552,11 @@ bool ReadBatch::claim_parts(std::size_t t, std::vector<std::size_t> part_ends,
         std::lock_guard<std::mutex> lock(mutex_);
         Ticket& k = ticket(t);
         if (k.claimable || part_ends.empty() || part_ends.back() > k.len ||
-            std::adjacent_find(part_ends.begin(), part_ends.end(), [](std::size_t a, std::size_t b) {
-                return a >= b;
-            }) != part_ends.end())
-            throw std::invalid_argument("read parts must be distinct ascending ends within the read");
+            std::adjacent_find(part_ends.begin(), part_ends.end(),
+                               [](std::size_t a, std::size_t b) { return a >= b; }) !=
+                part_ends.end())
+            throw std::invalid_argument(
+                "read parts must be distinct ascending ends within the read");
         if (claimed_held_ + k.len > max_held) return false;
         claimed_held_ += k.len;
         k.claimable = true;

@@ -371,11 +371,10 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
             costs.object_size > 0 ? costs.object_size : static_cast<double>(kRemoteFirstRead));
         auto left = std::make_shared<std::atomic<std::size_t>>(budget);
         while (asked < budget && plan.next(w, kWindowPieces)) {
-            std::vector<AheadChunk> chunks;
+            AheadChunks chunks;
             for (const ChunkTask& t : w.tasks) {
                 cancel.check();
-                chunks.push_back(AheadChunk{std::vector<int64_t>(t.coords, t.coords + spec_.ndim()),
-                                            std::vector<Stitch>(t.stitches, t.stitches + t.n)});
+                chunks.push_back(std::make_shared<const AheadChunk>(t, spec_.ndim()));
                 asked += estimate;
                 if (asked >= budget) break;
             }
@@ -387,10 +386,10 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
                 });
                 continue;
             }
-            for (AheadChunk& c : chunks)
+            for (std::shared_ptr<const AheadChunk>& c : chunks)
                 run_ahead([self, left, c = std::move(c)] {
-                    self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(),
-                                                     c.stitches.size(), *left);
+                    self->decoder_.fetch_ahead_chunk(c->coords.data(), c->stitches.data(),
+                                                     c->stitches.size(), *left);
                 });
         }
         return std::min(asked, budget);
@@ -405,18 +404,37 @@ std::size_t CropReader::prefetch(const int64_t* starts, std::size_t n,
     return asked;
 }
 
-void CropReader::fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
+CropReader::AheadChunk::AheadChunk(const ChunkTask& t, std::size_t ndim)
+    : coords(t.coords, t.coords + ndim), stitches(t.stitches, t.stitches + t.n) {
+    std::size_t total = 0;
+    for (const Stitch& st : stitches) total += 3 * st.region.ndim;
+    dims.resize(total);
+    int64_t* at = dims.data();
+    const auto own = [&](int64_t*& p, std::size_t n) {
+        if (p != nullptr) std::copy(p, p + n, at);
+        p = at;
+        at += n;
+    };
+    for (Stitch& st : stitches) {
+        const std::size_t n = st.region.ndim;
+        own(st.region.counts, n);
+        own(st.region.src_strides, n);
+        own(st.region.dst_strides, n);
+    }
+}
+
+void CropReader::fetch_ahead_shards(const AheadChunks& chunks,
                                     const std::shared_ptr<std::atomic<std::size_t>>& left) const {
     const std::shared_ptr<const CropReader> self = weak_from_this().lock();
     if (!self) return;
     std::vector<std::pair<std::string, ByteRange>> wanted;  // (shard key, range in it)
     std::string key;
     std::vector<ByteRange> ranges;
-    for (const AheadChunk& c : chunks) {
+    for (const std::shared_ptr<const AheadChunk>& c : chunks) {
         bool kept = false;
         try {
-            kept = decoder_.kept_block_ranges(c.coords.data(), c.stitches.data(), c.stitches.size(),
-                                              key, ranges);
+            kept = decoder_.kept_block_ranges(c->coords.data(), c->stitches.data(),
+                                              c->stitches.size(), key, ranges);
         } catch (...) {
             // The read reports it.
         }
@@ -425,8 +443,8 @@ void CropReader::fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
             continue;
         }
         run_ahead([self, left, c] {
-            self->decoder_.fetch_ahead_chunk(c.coords.data(), c.stitches.data(), c.stitches.size(),
-                                             *left);
+            self->decoder_.fetch_ahead_chunk(c->coords.data(), c->stitches.data(),
+                                             c->stitches.size(), *left);
         });
     }
     std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {

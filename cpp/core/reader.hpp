@@ -92,15 +92,21 @@ private:
     // (null: the error is thrown).
     void run_window(const ChunkTask* tasks, std::size_t count, const CancelFlags& cancel,
                     std::vector<ChunkTask>* retry) const;
-    // A chunk a prefetch will fetch ahead (its own copies: the task outlives the call).
+    // A chunk a prefetch will fetch ahead, with its own copies of everything (the tasks
+    // outlive the call and its plan, whose arena the stitches' regions point into).
     struct AheadChunk {
+        AheadChunk(const ChunkTask& t, std::size_t ndim);
+        AheadChunk(const AheadChunk&) = delete;
+        AheadChunk& operator=(const AheadChunk&) = delete;
         std::vector<int64_t> coords;
         std::vector<Stitch> stitches;
+        std::vector<int64_t> dims;  // the regions' counts and strides, which point here
     };
+    using AheadChunks = std::vector<std::shared_ptr<const AheadChunk>>;
     // Prefetch of a sharded array's window, on a fetch-ahead thread: inner chunks whose
     // header is kept have their blocks fetched ahead in merged ranges per shard (as a read
     // merges them), the others chunk by chunk; each request a task of its own, within `left`.
-    void fetch_ahead_shards(const std::vector<AheadChunk>& chunks,
+    void fetch_ahead_shards(const AheadChunks& chunks,
                             const std::shared_ptr<std::atomic<std::size_t>>& left) const;
 
     ArraySpec spec_;

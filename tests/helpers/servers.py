@@ -701,6 +701,9 @@ class _HTTPHandler(BaseHTTPRequestHandler):
         rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         range_header = self.headers.get("Range")
         fault, dead = owner._note(self.command, rel, range_header)
+        authorization = self.headers.get("Authorization")
+        with owner._lock:
+            owner.auth_log.append((rel, authorization))
         if dead:  # die_after: no answer, connection closed, server going down
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -710,6 +713,9 @@ class _HTTPHandler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None:
             self._simple(fault.status, f"injected fault {fault.status}\n".encode())
+            return
+        if owner.authorize is not None and not owner.authorize(rel, authorization):
+            self._simple(401, b"unauthorized\n", {"WWW-Authenticate": "Bearer"})
             return
         path = owner._resolve(rel)
         if path is None:
@@ -773,8 +779,10 @@ class RangeHTTPServer:
     Faults, settable while it runs: ``faults`` (a list of ``Fault``; the first that applies to a
     request is used), ``die_after`` (after that many requests the next one gets no answer, every
     connection is closed and the listening socket too: later connections are refused).
-    ``requests`` counts the requests, ``request_log`` holds (method, path, Range header) each;
-    ``reset_log()`` clears both."""
+    ``requests`` counts the requests, ``request_log`` holds (method, path, Range header) each,
+    ``auth_log`` (path, Authorization header) each; ``reset_log()`` clears them.
+    ``authorize``: None, or ``(path, Authorization header or None) -> bool``: requests it refuses
+    get 401 (as a bucket that needs credentials answers)."""
 
     def __init__(self, root: str | os.PathLike[str], port: int = 0) -> None:
         self.root = Path(root).resolve()
@@ -784,6 +792,8 @@ class RangeHTTPServer:
         self.die_after: int | None = None
         self.requests = 0
         self.request_log: list[tuple[str, str, str | None]] = []
+        self.auth_log: list[tuple[str, str | None]] = []
+        self.authorize: Callable[[str, str | None], bool] | None = None
         self.dead = False
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -816,6 +826,7 @@ class RangeHTTPServer:
         with self._lock:
             self.requests = 0
             self.request_log = []
+            self.auth_log = []
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:

@@ -4,18 +4,20 @@ chunk keys are relative to, and the function that fetches byte ranges of them.
 Stores read natively: ``FsspecStore`` (what zarr-python makes of ``s3://``, ``gs://``,
 ``http(s)://`` URLs; s3fs, gcsfs or fsspec's HTTP filesystem) and ``ObjectStore`` over obstore's
 ``S3Store``, ``GCSStore`` and ``HTTPStore``. S3 and S3-compatible stores are signed with the
-same credentials the store uses; GCS is read anonymously (``token="anon"``) or with an OAuth
-access token given as ``token``; other credentials, and other stores, are read through
-zarr-python (``fallback_reason`` says why).
+same credentials the store uses; GCS with gcsfs's credentials, or for obstore's ``GCSStore``
+with the credentials its config names (``gcs.py`` says how they are found); other stores are
+read through zarr-python (``fallback_reason`` says why).
 """
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .gcs import GcsfsAuthorizer, gcs_authorizer, gcs_endpoint, gcs_object_url
 from .http import FetchResult, HttpClient, Progress, RetryPolicy
 from .s3 import s3_location
 
@@ -69,18 +71,16 @@ def _s3(url: str, options: Mapping[str, Any]) -> RemoteFetcher:
     return RemoteFetcher(location.url().rstrip("/"), HttpClient(RetryPolicy(), signer))
 
 
-def _gcs(bucket_and_path: str, options: Mapping[str, Any]) -> RemoteFetcher:
-    token = options.get("token")
-    if token in ("anon", None) and options.get("anon", token == "anon"):
-        sign = None
-    elif isinstance(token, str) and token not in ("google_default", "cloud", "cache", "browser"):
-        sign = _headers_signer({"Authorization": f"Bearer {token}"})
-    else:
-        raise RemoteUnsupported(
-            "GCS is read natively anonymously (token='anon') or with an OAuth access token "
-            "(token='<access token>'); other credentials go through zarr-python"
-        )
-    base = "https://storage.googleapis.com/" + urllib.parse.quote(bucket_and_path.strip("/"))
+def _gcs(
+    bucket_and_path: str, options: Mapping[str, Any], gcsfs_credentials: Any = None
+) -> RemoteFetcher:
+    base = gcs_object_url(gcs_endpoint(options), bucket_and_path)
+    if gcsfs_credentials is not None:  # gcsfs's own: the same token as zarr-python's reads
+        return RemoteFetcher(base, HttpClient(RetryPolicy(), GcsfsAuthorizer(gcsfs_credentials)))
+    try:
+        sign = gcs_authorizer(options.get("token"), anon=bool(options.get("anon", False)))
+    except NotImplementedError as exc:
+        raise RemoteUnsupported(str(exc)) from exc
     return RemoteFetcher(base, HttpClient(RetryPolicy(), sign))
 
 
@@ -99,7 +99,7 @@ def _from_fsspec(store: Any, path: str) -> RemoteFetcher:
     if {"s3", "s3a"} & set(protocols):
         return _s3("s3://" + root, options)
     if {"gs", "gcs"} & set(protocols):
-        return _gcs(root, options)
+        return _gcs(root, options, getattr(fs, "credentials", None))
     if {"http", "https"} & set(protocols):
         url = root if "://" in root else f"{protocols[0]}://{root}"
         if "://" in str(store.path):
@@ -135,15 +135,43 @@ def _from_obstore(store: Any, path: str) -> RemoteFetcher:
         return _s3("s3://" + _join(str(bucket), prefix, path), options)
     if kind == "GCSStore":
         config = dict(getattr(inner, "config", {}) or {})
-        bucket = config.get("bucket") or config.get("BUCKET")
-        options = (
-            {"token": "anon"} if str(config.get("skip_signature", "")).lower() == "true" else {}
-        )
-        return _gcs(_join(str(bucket), prefix, path), options)
+        bucket, options = _gcs_store_options(inner, config)
+        return _gcs(_join(bucket, prefix, path), options)
     if kind == "HTTPStore":
         url = str(getattr(inner, "url", "")).rstrip("/")
         return _http("/".join(p for p in (url, prefix.strip("/"), path.strip("/")) if p), {})
     raise RemoteUnsupported(f"obstore {kind} is not read natively")
+
+
+def _gcs_store_options(store: Any, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(bucket, gcsfs-style options) of an obstore GCSStore's config."""
+
+    def get(*names: str) -> Any:
+        for name in names:
+            for key in (name, name.upper(), "google_" + name, ("google_" + name).upper()):
+                if config.get(key):
+                    return config[key]
+        return None
+
+    bucket = get("bucket", "bucket_name")
+    if not bucket:
+        raise RemoteUnsupported("obstore GCSStore without a bucket in its config")
+    if getattr(store, "credential_provider", None) is not None:
+        raise RemoteUnsupported("obstore GCSStore with a credential_provider callback")
+    options: dict[str, Any] = {}
+    if get("base_url"):
+        options["endpoint_url"] = get("base_url")
+    if str(get("skip_signature") or "").lower() == "true":
+        options["token"] = "anon"
+    elif get("bearer_token"):
+        options["token"] = get("bearer_token")
+    elif get("service_account_key"):
+        options["token"] = json.loads(get("service_account_key"))
+    elif get("service_account", "service_account_path", "application_credentials"):
+        options["token"] = str(
+            get("service_account", "service_account_path", "application_credentials")
+        )
+    return str(bucket), options
 
 
 def remote_fetcher(node: Any) -> RemoteFetcher:

@@ -18,6 +18,7 @@ import zarr
 import zarrcrop
 from helpers import REMOTE_SPECS, create_array, expected_crops, make_data
 from helpers.gcs_servers import GcsEmulator, TokenServer
+from helpers.loader_workers import expected_total, run_loader_workers
 from helpers.servers import RangeHTTPServer, ServerUnavailable, pid_alive
 
 pytest.importorskip("gcsfs")
@@ -316,3 +317,21 @@ def test_unusable_credentials_name_the_file_or_fall_back(tmp_path, monkeypatch):
     monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
     assert gcs_authorizer(None) is None
     assert os.environ["HOME"] == str(tmp_path)
+
+
+def test_dataloader_workers_fork_and_spawn_with_service_account_credentials(
+    tmp_path, datasets, token_server
+):
+    # Workers started by fork and by spawn read natively after the parent has, each
+    # authorized (the server refuses requests without a token the token server issued).
+    pytest.importorskip("torch")
+    server = _auth_site(tmp_path, datasets, token_server)
+    try:
+        key = _key_file(tmp_path, token_server.service_account_info())
+        opts = {"endpoint_url": server.endpoint, "token": key}
+        out = run_loader_workers(f"gs://{BUCKET}/v2small.zarr", opts)
+        total = str(expected_total(datasets["v2small"][1]))
+        assert out.split() == ["fork", total, "spawn", total], out
+        assert all(token_server.valid(h) for _, h in server.auth_log)
+    finally:
+        server.stop()

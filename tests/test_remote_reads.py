@@ -20,6 +20,7 @@ import pytest
 import zarr
 import zarrcrop
 from helpers import REMOTE_SPECS, ArraySpec, Blosc, create_array, expected_crops, make_data
+from helpers.loader_workers import expected_total, run_loader_workers
 from helpers.servers import Fault
 
 pytest_plugins = ["remote_fixtures"]
@@ -298,44 +299,14 @@ def test_the_server_dying_mid_read_is_an_error_naming_the_url(http_server, datas
     assert time.monotonic() - t0 < 30
 
 
-FORK = """
-import sys, zarrcrop
-import torch.utils.data as tud
-
-class DS(tud.Dataset):
-    def __init__(self, a):
-        self.a = a
-    def __len__(self):
-        return 8
-    def __getitem__(self, i):
-        return self.a[i % 3, :64, :64].astype("int64").sum()
-
-if __name__ == "__main__":
-    url, opts = sys.argv[1], eval(sys.argv[2])
-    a = zarrcrop.open_group(url, storage_options=opts, strict=True)["a"]
-    parent = a[0, :50, :50].copy()  # the parent reads first
-    for ctx in ("fork", "spawn"):
-        dl = tud.DataLoader(DS(a), batch_size=2, num_workers=2, multiprocessing_context=ctx,
-                            timeout=60)
-        total = sum(int(b.sum()) for b in dl)
-        print(ctx, total)
-"""
-
-
 def test_dataloader_workers_fork_and_spawn_after_the_parent_read(s3_server, s3_dataset,
-                                                                 datasets, tmp_path):  # fmt: skip
+                                                                 datasets):  # fmt: skip
     pytest.importorskip("torch")
     group, data = datasets["v2"]
     ds = s3_dataset(group, prefix="ds.zarr")
-    script = tmp_path / "fork.py"
-    script.write_text(textwrap.dedent(FORK))
-    proc = subprocess.run(
-        [sys.executable, str(script), ds.url, repr(s3_server.storage_options())],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    expected = sum(int(data[i % 3, :64, :64].astype("int64").sum()) for i in range(8))
-    assert proc.stdout.split() == ["fork", str(expected), "spawn", str(expected)], proc.stdout
+    out = run_loader_workers(ds.url, s3_server.storage_options())
+    total = str(expected_total(data))
+    assert out.split() == ["fork", total, "spawn", total], out
 
 
 def test_remote_reads_release_their_processes(s3_server):

@@ -76,8 +76,11 @@ class GcsAuthorizer:
         self.credentials = credentials
         self.source = source  # what the credentials came from, for error messages
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def __call__(self, method: str, url: str, headers: dict[str, str]) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's lock may be held forever
+            self._lock, self._pid = threading.Lock(), os.getpid()
         if _needs_refresh(self.credentials):
             with self._lock:
                 if _needs_refresh(self.credentials):
@@ -100,7 +103,7 @@ class GcsAuthorizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock, self._pid = threading.Lock(), os.getpid()
 
 
 class GcsfsAuthorizer:

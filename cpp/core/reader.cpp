@@ -15,6 +15,7 @@
 #include "codec/blosc_decoder.hpp"
 #include "errors.hpp"
 #include "io/fetch_ahead.hpp"
+#include "io/merge_runs.hpp"
 #include "io/prefetched_bytes.hpp"
 #include "io/read_queue.hpp"
 #include "stitch/stitcher.hpp"
@@ -450,20 +451,15 @@ void CropReader::fetch_ahead_shards(const AheadChunks& chunks,
     std::sort(wanted.begin(), wanted.end(), [](const auto& a, const auto& b) {
         return a.first != b.first ? a.first < b.first : a.second.start < b.second.start;
     });
-    for (std::size_t i = 0; i < wanted.size();) {
-        ByteRange r = wanted[i].second;
-        std::size_t j = i + 1;
-        while (j < wanted.size() && wanted[j].first == wanted[i].first &&
-               wanted[j].second.start <= r.end + kRemoteMergeGap &&
-               std::max(r.end, wanted[j].second.end) - r.start <= kRemoteReadPiece) {
-            r.end = std::max(r.end, wanted[j].second.end);
-            ++j;
-        }
-        run_ahead([self, left, key = wanted[i].first, r] {
-            self->decoder_.store().fetch_ahead(key, r.start, r.end - r.start, nullptr, *left);
+    merge_runs(
+        wanted.size(), [&](std::size_t k) { return wanted[k].second.start; },
+        [&](std::size_t k) { return wanted[k].second.end; }, kRemoteMergeGap, kRemoteReadPiece,
+        [&](std::size_t i, std::size_t j) { return wanted[j].first == wanted[i].first; },
+        [&](std::size_t i, std::size_t, std::size_t lo, std::size_t hi) {
+            run_ahead([self, left, key = wanted[i].first, lo, hi] {
+                self->decoder_.store().fetch_ahead(key, lo, hi - lo, nullptr, *left);
+            });
         });
-        i = j;
-    }
 }
 
 double CropReader::decode_seconds(const int64_t* starts, std::size_t n,

@@ -13,6 +13,7 @@
 #include "decode/codec_chain.hpp"
 #include "decode/raw_window.hpp"
 #include "errors.hpp"
+#include "io/merge_runs.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/worker_scratch.hpp"
 
@@ -690,29 +691,25 @@ void ChunkDecoder::queue_block_reads(BlockJob& job, ReadBatch& batch) const {
     const bool remote = job.file.remote();
     const std::size_t piece = remote ? kRemoteReadPiece : kReadPiece;
     const std::size_t merge_gap = remote ? kRemoteMergeGap : kReadMergeGap;
-    for (std::size_t i = 0; i < order.size();) {
-        const std::size_t lo = extent(order[i]).start;
-        std::size_t hi = extent(order[i]).end;
-        std::size_t j = i + 1;
-        while (j < order.size() && extent(order[j]).start <= hi + merge_gap &&
-               std::max<std::size_t>(hi, extent(order[j]).end) - lo <= piece) {
-            hi = std::max<std::size_t>(hi, extent(order[j]).end);
-            ++j;
-        }
-        // A remote response streams in: each block is a part, decoded once its bytes are in.
-        std::vector<std::size_t> part_ends;
-        if (remote)
-            for (std::size_t k = i; k < j; ++k) part_ends.push_back(extent(order[k]).end - lo);
-        part_ends = distinct_ends(std::move(part_ends));
-        const std::size_t ticket =
-            batch.submit(job.file, lo, hi - lo, /*claimable=*/true, part_ends);
-        job.tickets.push_back(ticket);
-        for (; i < j; ++i) {
-            const BlockExtent& e = extent(order[i]);
-            job.reads[order[i]] =
-                BlockJob::BlockRead{ticket, e.start - lo, part_of(part_ends, e.end - lo)};
-        }
-    }
+    merge_runs(
+        order.size(), [&](std::size_t k) { return extent(order[k]).start; },
+        [&](std::size_t k) { return extent(order[k]).end; }, merge_gap, piece,
+        [](std::size_t, std::size_t) { return true; },
+        [&](std::size_t i, std::size_t j, std::size_t lo, std::size_t hi) {
+            // A remote response streams in: each block is a part, decoded once its bytes are in.
+            std::vector<std::size_t> part_ends;
+            if (remote)
+                for (std::size_t k = i; k < j; ++k) part_ends.push_back(extent(order[k]).end - lo);
+            part_ends = distinct_ends(std::move(part_ends));
+            const std::size_t ticket =
+                batch.submit(job.file, lo, hi - lo, /*claimable=*/true, part_ends);
+            job.tickets.push_back(ticket);
+            for (std::size_t k = i; k < j; ++k) {
+                const BlockExtent& e = extent(order[k]);
+                job.reads[order[k]] =
+                    BlockJob::BlockRead{ticket, e.start - lo, part_of(part_ends, e.end - lo)};
+            }
+        });
 }
 
 void ChunkDecoder::decode_block(const BlockJob& job, std::size_t k) const {

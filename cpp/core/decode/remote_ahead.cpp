@@ -7,6 +7,7 @@
 
 #include "decode/block_plan.hpp"
 #include "decode/chunk_decoder.hpp"
+#include "io/merge_runs.hpp"
 
 namespace zarrcrop {
 
@@ -22,14 +23,13 @@ std::vector<ByteRange> remote_block_ranges(std::vector<ByteRange> ranges, std::s
     std::sort(ranges.begin(), ranges.end(),
               [](const ByteRange& a, const ByteRange& b) { return a.start < b.start; });
     std::vector<ByteRange> merged;
-    for (const ByteRange& r : ranges) {
-        if (!merged.empty() && r.start <= merged.back().end + kRemoteMergeGap &&
-            std::max(merged.back().end, r.end) - merged.back().start <= kRemoteReadPiece) {
-            merged.back().end = std::max(merged.back().end, r.end);
-        } else {
-            merged.push_back(r);
-        }
-    }
+    merge_runs(
+        ranges.size(), [&](std::size_t k) { return ranges[k].start; },
+        [&](std::size_t k) { return ranges[k].end; }, kRemoteMergeGap, kRemoteReadPiece,
+        [](std::size_t, std::size_t) { return true; },
+        [&](std::size_t, std::size_t, std::size_t lo, std::size_t hi) {
+            merged.push_back(ByteRange{lo, hi});
+        });
     return merged;
 }
 

@@ -13,6 +13,7 @@
 
 #include "errors.hpp"
 #include "io/chunk_source.hpp"
+#include "io/merge_runs.hpp"
 #include "io/prefetched_bytes.hpp"
 #include "io/read_ahead.hpp"
 #include "runtime/byte_buffer.hpp"
@@ -469,43 +470,40 @@ void ReadBatch::flush() {
     std::vector<Ticket*> to_queue;
     std::string fetched_ahead;  // the last key looked up there, and what it said
     bool ahead_holds = false;
-    for (std::size_t i = 0; i < held.size();) {
+    const auto same_object = [&](std::size_t i, std::size_t j) {
         const ChunkFile::Ref& f = held[i]->file;
         if (f.path != fetched_ahead) {
             fetched_ahead = f.path;
             ahead_holds = ahead.holds_any(f.path);
         }
-        std::size_t lo = start(held[i]);
-        std::size_t hi = lo + held[i]->len;
-        std::size_t j = i + 1;
-        while (!ahead_holds && j < held.size() && held[j]->file.store == f.store &&
-               held[j]->file.key == f.key && held[j]->file.version == f.version &&
-               start(held[j]) <= hi + merge_gap_ &&
-               std::max(hi, start(held[j]) + held[j]->len) - lo <= max_merged_) {
-            hi = std::max(hi, start(held[j]) + held[j]->len);
-            ++j;
-        }
-        if (j == i + 1) {
-            to_queue.push_back(held[i]);
-            i = j;
-            continue;
-        }
-        std::lock_guard<std::mutex> lock(mutex_);
-        Ticket* c = tickets_.emplace_back(std::make_unique<Ticket>()).get();
-        c->index = tickets_.size() - 1;
-        c->file = f;  // the object: its key, store and version; offsets from its first byte
-        c->file.base = 0;
-        c->file.size = hi;
-        c->offset = lo;
-        c->len = hi - lo;
-        for (; i < j; ++i) {
-            held[i]->carrier = c;
-            held[i]->carrier_delta = start(held[i]) - lo;
-            c->members.push_back(held[i]);
-        }
-        c->members_left = c->members.size();
-        to_queue.push_back(c);
-    }
+        return !ahead_holds && held[j]->file.store == f.store && held[j]->file.key == f.key &&
+               held[j]->file.version == f.version;
+    };
+    merge_runs(
+        held.size(), [&](std::size_t k) { return start(held[k]); },
+        [&](std::size_t k) { return start(held[k]) + held[k]->len; }, merge_gap_, max_merged_,
+        same_object,
+        [&](std::size_t i, std::size_t j, std::size_t lo, std::size_t hi) {
+            if (j == i + 1) {
+                to_queue.push_back(held[i]);
+                return;
+            }
+            std::lock_guard<std::mutex> lock(mutex_);
+            Ticket* c = tickets_.emplace_back(std::make_unique<Ticket>()).get();
+            c->index = tickets_.size() - 1;
+            c->file = held[i]->file;  // the object: key, store, version; offsets from byte 0
+            c->file.base = 0;
+            c->file.size = hi;
+            c->offset = lo;
+            c->len = hi - lo;
+            for (std::size_t k = i; k < j; ++k) {
+                held[k]->carrier = c;
+                held[k]->carrier_delta = start(held[k]) - lo;
+                c->members.push_back(held[k]);
+            }
+            c->members_left = c->members.size();
+            to_queue.push_back(c);
+        });
     for (Ticket* t : to_queue) queue->push(this, t, true);
 }
 

@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from .servers import LOCALHOST, ServerUnavailable, _register, _unregister, free_port_pair
+from .servers import (
+    LOCALHOST,
+    ServerUnavailable,
+    _register,
+    _unregister,
+    free_port_pair,
+    terminate,
+)
 
 __all__ = ["GcsEmulator", "TokenServer"]
 
@@ -115,17 +121,10 @@ class GcsEmulator:
         self._stopped = True
         proc, self.proc = self.proc, None
         try:
-            if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-            if proc is not None and proc.stderr is not None:
-                proc.stderr.close()
+            if proc is not None:
+                terminate(proc, timeout)
+                if proc.stderr is not None:
+                    proc.stderr.close()
         finally:
             _unregister(self)
 

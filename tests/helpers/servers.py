@@ -241,6 +241,21 @@ except OSError:  # pragma: no cover
     _LIBC = None
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stops a child server by its PID: SIGTERM, SIGKILL after ``timeout`` s; reaped."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    else:
+        proc.wait(1)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -413,19 +428,8 @@ class S3Server:
 
     def _terminate(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        else:
-            proc.wait(1)
+        if proc is not None:
+            terminate(proc, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM by PID, SIGKILL after ``timeout`` s; removes the temporary directory."""

@@ -20,6 +20,7 @@ Credentials are found as gcsfs finds them, from the same ``token`` option, throu
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import threading
@@ -118,8 +119,6 @@ class GcsfsAuthorizer:
 
 
 def _needs_refresh(credentials: Any) -> bool:
-    import datetime
-
     if not credentials.token:
         return True
     expiry = getattr(credentials, "expiry", None)

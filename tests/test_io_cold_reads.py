@@ -181,8 +181,8 @@ def test_cold_chunks_are_read_ahead_and_warm_ones_are_not(tmp_path):
     np.testing.assert_array_equal(a[sel], data[sel])
     cold = _core._testing.read_ahead_counts()
     # Four cold chunks; on a disk the host caches, a probe may bring a header in at once (the
-    # chunk then counts as warm, its blocks are still read).
-    assert 1 <= cold["cold_chunks"] <= 4
+    # chunk then counts as warm, its blocks are still read: seen for all four in a full run).
+    assert cold["cold_chunks"] <= 4
     # Headers and then the needed blocks: at least one request per chunk besides headers.
     assert cold["requests"] >= 4 + cold["cold_chunks"]
     assert 0 < cold["bytes"] <= size
@@ -345,8 +345,10 @@ def test_prefetch_of_small_chunks_reads_them_whole(tmp_path):
     a = zarrcrop.open(path)
     evict(path)
     files = [path / "0.0.0", path / "0.0.1"]
-    # Whole files, unless the cache probe itself brought them in (a disk the host caches).
-    assert a.prefetch([[0, 0, 10]], (1, 20, 64)) in (0, sum(p.stat().st_size for p in files))
+    # Whole files, but not those the cache probe itself brought in (a disk the host caches:
+    # either file, seen in a full run).
+    sizes = [p.stat().st_size for p in files]
+    assert a.prefetch([[0, 0, 10]], (1, 20, 64)) in (0, sizes[0], sizes[1], sum(sizes))
     assert _wait(lambda: all(cached(p, p.stat().st_size - 1) for p in files))
 
 

@@ -60,6 +60,20 @@ def _isolate_global_state(request, monkeypatch):
 
 
 @pytest.fixture
+def poisoned_output_pool(monkeypatch):
+    """Every output zarrcrop allocates comes from the output pool (not only those from 8 MiB),
+    filled with 0xA5 bytes first, new or reused: a byte a read leaves unwritten shows up as
+    a difference from zarr-python. Buffers from before the test are dropped."""
+    from zarrcrop import _output_pool
+
+    monkeypatch.setattr(_output_pool, "POOL_FROM", 0)
+    monkeypatch.setattr(_output_pool._POOL, "poison", 0xA5)
+    monkeypatch.setattr(_output_pool._POOL, "bufs", [])
+    yield
+    _output_pool._POOL.bufs = []
+
+
+@pytest.fixture
 def native_v2(tmp_path):
     """A native v2 array (helpers.NATIVE_V2: (10, 13, 3) int16, chunks (4, 5, 2), Blosc lz4,
     fill value -3) with one missing chunk and attrs {"units": "counts"}; returns (path, zarr

@@ -441,3 +441,225 @@ def test_read_larger_than_the_cache_equals_zarr_python(big_array):
     np.testing.assert_array_equal(arr[:, :, 1:127, 3:], data[:, :, 1:127, 3:])
     ref = zarr.open_array(path, mode="r")
     np.testing.assert_array_equal(arr[:, 1:, 5:100, 7:250], ref[:, 1:, 5:100, 7:250])
+
+
+# -- the output pool: large outputs reused once nothing references them ------------------
+
+POOL_SPEC = ArraySpec(
+    zarr_format=2,
+    shape=(3, 3, 1200, 1100),
+    chunks=(1, 3, 512, 512),
+    dtype="uint8",
+    codec=Blosc("lz4", 5, "shuffle"),
+    fill_value=7,
+)
+POOL_CROP = (1, 3, 1024, 1024)  # 3 MiB a crop: a batch of 3 is above the pool's 8 MiB
+
+
+@pytest.fixture
+def pool_array(tmp_path):
+    """(zarrcrop array, its data) for POOL_SPEC, one chunk missing; the pool starts empty at
+    its default limit and is emptied again after the test."""
+    from zarrcrop import _output_pool
+
+    data = make_data(POOL_SPEC.shape, POOL_SPEC.dtype, seed=9, mode="runs")
+    create_array(tmp_path / "p.zarr", POOL_SPEC, data, missing=[(1, 0, 1, 1)])
+    data[1, :, 512:1024, 512:1024] = 7
+    _output_pool._POOL.bufs = []
+    zarrcrop.set_output_pool_limit(zarrcrop.DEFAULT_OUTPUT_POOL_LIMIT)
+    yield zarrcrop.open(tmp_path / "p.zarr", strict=True), data
+    zarrcrop.set_output_pool_limit(zarrcrop.DEFAULT_OUTPUT_POOL_LIMIT)
+    _output_pool._POOL.bufs = []
+
+
+def _batch(k: int) -> np.ndarray:
+    """Three crop starts, different for each k, all inside POOL_SPEC's shape."""
+    rows = [[t, 0, (11 * k + 37 * t) % 177, (13 * k + 29 * t) % 77] for t in range(3)]
+    return np.array(rows, dtype=np.int64)
+
+
+@pytest.mark.native
+def test_output_pool_reuses_a_dropped_output(pool_array):
+    """A batch output the caller dropped is the next one's memory; both results are right."""
+    ca, data = pool_array
+    before = zarrcrop.output_pool_info()
+    a = ca.read_crops(_batch(0), POOL_CROP)
+    assert_same(a, expected_crops(data, _batch(0), POOL_CROP, 7))
+    address = a.ctypes.data
+    del a
+    b = ca.read_crops(_batch(1), POOL_CROP)
+    assert b.ctypes.data == address
+    assert_same(b, expected_crops(data, _batch(1), POOL_CROP, 7))
+    info = zarrcrop.output_pool_info()
+    assert info["reused"] == before["reused"] + 1
+    assert info["allocated"] == before["allocated"] + 1
+    assert info["buffers"] == 1 and info["free"] == 0 and info["held"] >= b.nbytes
+    del b
+    assert zarrcrop.output_pool_info()["free"] == 1
+
+
+def _hold_array(a):
+    return a
+
+
+def _hold_view(a):
+    return a[1:, :, :, 5:]
+
+
+def _hold_memoryview(a):
+    return memoryview(a)
+
+
+def _hold_torch(a):
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(a)
+
+
+def _hold_reshaped(a):
+    return a.reshape(-1)[::3]
+
+
+@pytest.mark.native
+@pytest.mark.parametrize(
+    "hold", [_hold_array, _hold_view, _hold_memoryview, _hold_torch, _hold_reshaped]
+)
+def test_output_pool_never_reuses_an_output_still_referenced(pool_array, hold):
+    """Whatever still references an output (the array, a view of it, a memoryview, a torch
+    tensor sharing it) keeps its memory out of the pool: later reads do not overwrite it."""
+    ca, data = pool_array
+    a = ca.read_crops(_batch(0), POOL_CROP)
+    kept = a.copy()
+    holder = hold(a)
+    address = a.ctypes.data
+    del a
+    for k in range(1, 4):
+        b = ca.read_crops(_batch(k), POOL_CROP)
+        assert b.ctypes.data != address
+        assert_same(b, expected_crops(data, _batch(k), POOL_CROP, 7))
+    assert_same(np.asarray(hold(kept)), np.asarray(holder))
+    del holder, b
+    c = ca.read_crops(_batch(5), POOL_CROP)  # now free: reused
+    assert zarrcrop.output_pool_info()["reused"] >= 1
+    assert_same(c, expected_crops(data, _batch(5), POOL_CROP, 7))
+
+
+@pytest.mark.native
+def test_output_pool_limit(pool_array):
+    """The limit bounds the bytes kept; 0 turns the pool off; bad limits are rejected."""
+    ca, data = pool_array
+    nbytes = ca.read_crops(_batch(0), POOL_CROP).nbytes
+    assert zarrcrop.get_output_pool_limit() == zarrcrop.DEFAULT_OUTPUT_POOL_LIMIT
+    zarrcrop.set_output_pool_limit(2 * nbytes + 256)  # room for two buffers, not three
+    held = [ca.read_crops(_batch(k), POOL_CROP) for k in range(3)]
+    info = zarrcrop.output_pool_info()
+    assert info["buffers"] == 2 and info["held"] <= 2 * nbytes + 256
+    for k, a in enumerate(held):
+        assert_same(a, expected_crops(data, _batch(k), POOL_CROP, 7))
+    del held, a
+    zarrcrop.set_output_pool_limit(0)
+    assert zarrcrop.output_pool_info()["buffers"] == 0
+    reused = zarrcrop.output_pool_info()["reused"]
+    for k in range(3):
+        want = expected_crops(data, _batch(k), POOL_CROP, 7)
+        assert_same(ca.read_crops(_batch(k), POOL_CROP), want)
+    assert zarrcrop.output_pool_info()["reused"] == reused
+    assert zarrcrop.get_output_pool_limit() == 0
+    with pytest.raises(ValueError, match="output pool limit"):
+        zarrcrop.set_output_pool_limit(-1)
+
+
+@pytest.mark.native
+def test_output_pool_small_outputs_are_not_pooled(pool_array):
+    """Outputs under 8 MiB (a single crop) are plain arrays: the pool keeps nothing."""
+    ca, data = pool_array
+    for k in range(3):
+        one = ca.read_crops(_batch(k)[:1], POOL_CROP)
+        assert_same(one, expected_crops(data, _batch(k)[:1], POOL_CROP, 7))
+    assert zarrcrop.output_pool_info()["buffers"] == 0
+
+
+@pytest.mark.native
+def test_output_pool_many_threads(pool_array):
+    """Threads reading at once, each holding some results for a while: no result is ever
+    overwritten by another read (each checked after the others have run)."""
+    import threading
+
+    ca, data = pool_array
+    errors: list[BaseException] = []
+
+    def work(w: int) -> None:
+        try:
+            held = []
+            for i in range(6):
+                k = 4 * w + i
+                a = ca.read_crops(_batch(k % 20), POOL_CROP)
+                held.append((k % 20, a))
+                if i % 3 == 2:  # drop some, keep others across later reads
+                    held = held[-1:]
+            for k, a in held:
+                assert_same(a, expected_crops(data, _batch(k), POOL_CROP, 7))
+        except BaseException as exc:  # reported on the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[0]
+    info = zarrcrop.output_pool_info()
+    assert info["reused"] > 0 and info["held"] <= zarrcrop.DEFAULT_OUTPUT_POOL_LIMIT
+
+
+@pytest.mark.native
+def test_output_pool_after_fork_with_its_lock_held(tmp_path):
+    """A child forked while another thread held the pool's lock reads (its lock is new)."""
+    from helpers import run_python
+
+    spec = replace(POOL_SPEC, fill_value=0)
+    create_array(tmp_path / "p.zarr", spec, make_data(spec.shape, spec.dtype, seed=2, mode="runs"))
+    code = f"""
+import os, sys, threading
+import numpy as np, zarr, zarrcrop
+from zarrcrop import _output_pool
+ca = zarrcrop.open(os.path.join(sys.argv[1], "p.zarr"), strict=True)
+za = zarr.open_array(os.path.join(sys.argv[1], "p.zarr"), mode="r")
+starts = np.array([[t, 0, 3 * t, 5 * t] for t in range(3)], dtype=np.int64)
+ca.read_crops(starts, {POOL_CROP!r})  # dropped: a free buffer in the pool
+held, release = threading.Event(), threading.Event()
+def hold():
+    with _output_pool._POOL.lock:
+        held.set()
+        release.wait(60)
+t = threading.Thread(target=hold)
+t.start()
+held.wait(60)
+pid = os.fork()
+if pid == 0:
+    got = ca.read_crops(starts, {POOL_CROP!r})
+    want = np.stack([za[t:t + 1, :, 3 * t:3 * t + 1024, 5 * t:5 * t + 1024] for t in range(3)])
+    os._exit(0 if np.array_equal(got, want) and _output_pool._POOL.reused == 1 else 3)
+release.set()
+t.join()
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+    proc = run_python(code, tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "child 0" in proc.stdout
+
+
+@pytest.mark.native
+def test_poisoned_pool_outputs_are_written_whole(pool_array, poisoned_output_pool):
+    """Every output from the pool, filled with 0xA5 first: read_crops (inside, missing chunk,
+    boundary="fill") and basic selections write every byte."""
+    ca, data = pool_array
+    starts = np.array([[1, 0, 100, 40], [2, 0, 700, 600], [0, 0, -50, 900]], dtype=np.int64)
+    for _ in range(3):  # the second and third reads get the first's buffers back
+        got = ca.read_crops(starts, POOL_CROP, boundary="fill", fill=3)
+        assert_same(got, expected_crops(data, starts, POOL_CROP, 3))
+        del got
+        sel = (slice(0, 3), slice(None), slice(100, 1200, 3), slice(None, None, -2))
+        assert_same(ca[sel], data[sel])
+    assert zarrcrop.output_pool_info()["reused"] >= 4

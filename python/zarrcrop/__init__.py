@@ -36,6 +36,12 @@ from ._api import (
     set_map_limit,
     set_num_threads,
 )
+from ._output_pool import (
+    DEFAULT_OUTPUT_POOL_LIMIT,
+    get_output_pool_limit,
+    output_pool_info,
+    set_output_pool_limit,
+)
 from .array import DEFAULT_PREFETCH_BUDGET, CropArray
 from .create import create_dataset
 from .errors import ChunkError, DatasetLockedError, FallbackError, WriteCheckError
@@ -46,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_INDEX_CACHE_LIMIT",
     "DEFAULT_MAP_LIMIT",
+    "DEFAULT_OUTPUT_POOL_LIMIT",
     "DEFAULT_PREFETCH_BUDGET",
     "MAX_THREADS",
     "ChunkError",
@@ -62,12 +69,15 @@ __all__ = [
     "get_io_threads",
     "get_map_limit",
     "get_num_threads",
+    "get_output_pool_limit",
     "index_cache_info",
     "map_info",
     "open",
     "open_group",
+    "output_pool_info",
     "set_index_cache_limit",
     "set_io_threads",
     "set_map_limit",
     "set_num_threads",
+    "set_output_pool_limit",
 ]

@@ -18,7 +18,8 @@ from ._native import (
     native_layout,
     readable_path,
 )
-from ._output import aligned_empty, as_output_array
+from ._output import as_output_array
+from ._output_pool import pooled_empty
 from ._selection import (
     BasicSelection,
     NotBasicSelection,
@@ -193,7 +194,7 @@ class CropArray:
 
     def _read_basic(self, sel: BasicSelection, target: np.ndarray | None) -> np.ndarray:
         if target is None:
-            buf = aligned_empty(sel.full_shape, self.dtype)
+            buf = pooled_empty(sel.full_shape, self.dtype)
         else:
             buf = target.reshape(sel.full_shape)  # a view: only extent-1 axes differ
         if self._reader is not None:
@@ -245,7 +246,7 @@ class CropArray:
         result_shape = (start_arr.shape[0], *crop_shape)
         fill_value = self._fill_for(fill)
         if out is None:
-            target = aligned_empty(result_shape, self.dtype)
+            target = pooled_empty(result_shape, self.dtype)
         else:
             target = as_output_array(out, result_shape, self.dtype)
         if self._reader is not None:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from .._api import get_num_threads, set_num_threads
 from .._api import open as _open_array
-from .._output import aligned_empty
+from .._output_pool import pooled_empty
 from ..array import CropArray
 from .geometry import CropGeometry, SamplePlan, apply_flips, crop_size, flip_span
 
@@ -263,7 +263,7 @@ class CropDataset(Dataset[Sample]):
         for name in self.names:
             array = self._sources[name].array
             k, c, h, w = self.crop_shapes[name]
-            buf = aligned_empty((k, c, h, w), array.dtype)
+            buf = pooled_empty((k, c, h, w), array.dtype)
             t, _, y, x = starts[name][0].tolist()
             if hflip or vflip:
                 # Negative-step selections: the flipped crop is read directly, no extra copy.
@@ -295,7 +295,7 @@ class CropDataset(Dataset[Sample]):
         per_array: dict[str, torch.Tensor] = {}
         for name in self.names:
             array = self._sources[name].array
-            buf = aligned_empty((n, *self.crop_shapes[name]), array.dtype)
+            buf = pooled_empty((n, *self.crop_shapes[name]), array.dtype)
             array.read_crops(starts[name], self.crop_shapes[name], out=buf)
             buf = to_native(buf)
             if self.flips:

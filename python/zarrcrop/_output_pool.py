@@ -1,0 +1,156 @@
+"""Large output arrays reused once nothing references them.
+
+A fresh NumPy array of tens of MiB (a ``read_crops`` batch) is a new memory mapping every time:
+the kernel zeroes and faults in every page of it on first write, about 9% of a warm batch of
+16 960x960 crops (bench/PROFILE.md, session 13). The pool keeps the buffers of large outputs
+and hands one out again once the caller has dropped every array viewing it (its reference
+count says so), so a loop of reads writes into memory that is already mapped. Buffers a
+caller still holds are never reused; at most ``limit`` bytes are kept (``set_output_pool_limit``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from ._output import LINE, aligned_empty
+
+__all__ = [
+    "DEFAULT_OUTPUT_POOL_LIMIT",
+    "POOL_FROM",
+    "get_output_pool_limit",
+    "output_pool_info",
+    "pooled_empty",
+    "set_output_pool_limit",
+]
+
+#: Outputs from this size come from the pool (smaller ones: the C allocator reuses its heap).
+POOL_FROM = 8 << 20
+#: Bytes of buffers kept by default (in use or free): three batches of 16 960x960 RGB crops.
+DEFAULT_OUTPUT_POOL_LIMIT = 256 << 20
+
+
+def _free_refcount() -> int:
+    """``sys.getrefcount(bufs[i])`` of a list item that nothing else references (measured,
+    not assumed: interpreters count the call's own reference differently)."""
+    probe = [np.empty(1, dtype=np.uint8)]
+    return sys.getrefcount(probe[0])
+
+
+_FREE = _free_refcount()
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.limit = DEFAULT_OUTPUT_POOL_LIMIT
+        self.bufs: list[np.ndarray] = []  # raw uint8 buffers, each LINE bytes larger than used
+        self.reused = 0
+        self.allocated = 0
+        self.poison: int | None = None  # tests: fill reused buffers with this byte
+
+    def take(self, nbytes: int) -> np.ndarray:
+        need = nbytes + LINE
+        with self.lock:
+            bufs = self.bufs
+            for i in range(len(bufs)):
+                # Free: only this list holds it. Not more than twice the size asked for.
+                if sys.getrefcount(bufs[i]) == _FREE and need <= bufs[i].nbytes <= 2 * need:
+                    raw = bufs[i]
+                    self.reused += 1
+                    if self.poison is not None:
+                        raw.fill(self.poison)
+                    return raw
+            self.allocated += 1
+            raw = np.empty(need, dtype=np.uint8)
+            if self.poison is not None:
+                raw.fill(self.poison)
+            held = sum(b.nbytes for b in bufs)
+            # Room for it: free buffers leave, oldest first.
+            i = 0
+            while held + need > self.limit and i < len(bufs):
+                if sys.getrefcount(bufs[i]) == _FREE:
+                    held -= bufs[i].nbytes
+                    del bufs[i]
+                else:
+                    i += 1
+            if held + need <= self.limit:
+                bufs.append(raw)
+            return raw
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()  # a thread of the parent may have held it
+
+
+_POOL = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.after_fork)
+
+
+def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)``, cache-line aligned; from the pool when it is large.
+
+    The contents are undefined (those of an earlier output when reused): callers write every
+    element.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < POOL_FROM or dtype.hasobject or _POOL.limit == 0:
+        return aligned_empty(shape, dtype)
+    raw = _POOL.take(nbytes)
+    start = -raw.ctypes.data % LINE
+    out: np.ndarray = raw[start : start + nbytes].view(dtype).reshape(shape)
+    return out
+
+
+def set_output_pool_limit(nbytes: int) -> None:
+    """Keep at most ``nbytes`` of large output buffers (from 8 MiB each) for reuse, per process.
+
+    ``read_crops`` and reads of large selections without ``out=`` then return arrays whose
+    memory was already mapped by an earlier output the caller has dropped (the kernel need
+    not zero fresh pages). Buffers the caller still holds are never reused. ``0`` turns the
+    pool off (every output a fresh array); free buffers beyond a lower limit are released.
+    Default: 256 MiB.
+    """
+    n = int(nbytes)
+    if n < 0:
+        raise ValueError(f"output pool limit must be >= 0, got {nbytes}")
+    with _POOL.lock:
+        _POOL.limit = n
+        bufs = _POOL.bufs
+        held = sum(b.nbytes for b in bufs)
+        i = 0
+        while held > n and i < len(bufs):
+            if sys.getrefcount(bufs[i]) == _FREE:
+                held -= bufs[i].nbytes
+                del bufs[i]
+            else:
+                i += 1
+        if n == 0:
+            bufs.clear()  # buffers still in use stay with their arrays
+
+
+def get_output_pool_limit() -> int:
+    """The most bytes of output buffers kept for reuse (see :func:`set_output_pool_limit`)."""
+    return _POOL.limit
+
+
+def output_pool_info() -> dict[str, int]:
+    """The output pool: ``limit`` and ``held`` (bytes), ``buffers``, ``free`` (buffers no
+    array uses), ``reused`` and ``allocated`` (outputs since the process started)."""
+    with _POOL.lock:
+        bufs = _POOL.bufs
+        free = sum(1 for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == _FREE)
+        return {
+            "limit": _POOL.limit,
+            "held": sum(b.nbytes for b in bufs),
+            "buffers": len(bufs),
+            "free": free,
+            "reused": _POOL.reused,
+            "allocated": _POOL.allocated,
+        }

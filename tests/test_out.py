@@ -663,3 +663,21 @@ def test_poisoned_pool_outputs_are_written_whole(pool_array, poisoned_output_poo
         sel = (slice(0, 3), slice(None), slice(100, 1200, 3), slice(None, None, -2))
         assert_same(ca[sel], data[sel])
     assert zarrcrop.output_pool_info()["reused"] >= 4
+
+
+@pytest.mark.native
+def test_output_pool_output_larger_than_the_limit(pool_array):
+    """An output larger than the limit is a plain array; the free buffers kept stay."""
+    ca, data = pool_array
+    small = ca.read_crops(_batch(0), POOL_CROP)
+    zarrcrop.set_output_pool_limit(small.nbytes + 256)
+    del small
+    assert zarrcrop.output_pool_info()["free"] == 1
+    starts = np.concatenate([_batch(1), _batch(2)])
+    big = ca.read_crops(starts, POOL_CROP)
+    assert_same(big, expected_crops(data, starts, POOL_CROP, 7))
+    info = zarrcrop.output_pool_info()
+    assert info["buffers"] == 1 and info["free"] == 1
+    again = ca.read_crops(_batch(3), POOL_CROP)  # the kept one, reused
+    assert zarrcrop.output_pool_info()["free"] == 0
+    assert_same(again, expected_crops(data, _batch(3), POOL_CROP, 7))

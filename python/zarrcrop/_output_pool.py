@@ -70,18 +70,24 @@ class _Pool:
             raw = np.empty(need, dtype=np.uint8)
             if self.poison is not None:
                 raw.fill(self.poison)
-            held = sum(b.nbytes for b in bufs)
-            # Room for it: free buffers leave, oldest first.
-            i = 0
-            while held + need > self.limit and i < len(bufs):
-                if sys.getrefcount(bufs[i]) == _FREE:
-                    held -= bufs[i].nbytes
-                    del bufs[i]
-                else:
-                    i += 1
-            if held + need <= self.limit:
+            # Kept when it fits (free buffers leaving for it); larger than the limit: not kept.
+            if need <= self.limit and self.trim(self.limit - need) + need <= self.limit:
                 bufs.append(raw)
             return raw
+
+    def trim(self, target: int) -> int:
+        """With the lock held: free buffers leave, oldest first, until at most ``target``
+        bytes are kept (or none is free); returns the bytes kept."""
+        bufs = self.bufs
+        held = sum(b.nbytes for b in bufs)
+        i = 0
+        while held > target and i < len(bufs):
+            if sys.getrefcount(bufs[i]) == _FREE:
+                held -= bufs[i].nbytes
+                del bufs[i]
+            else:
+                i += 1
+        return held
 
     def after_fork(self) -> None:
         self.lock = threading.Lock()  # a thread of the parent may have held it
@@ -122,17 +128,9 @@ def set_output_pool_limit(nbytes: int) -> None:
         raise ValueError(f"output pool limit must be >= 0, got {nbytes}")
     with _POOL.lock:
         _POOL.limit = n
-        bufs = _POOL.bufs
-        held = sum(b.nbytes for b in bufs)
-        i = 0
-        while held > n and i < len(bufs):
-            if sys.getrefcount(bufs[i]) == _FREE:
-                held -= bufs[i].nbytes
-                del bufs[i]
-            else:
-                i += 1
+        _POOL.trim(n)
         if n == 0:
-            bufs.clear()  # buffers still in use stay with their arrays
+            _POOL.bufs.clear()  # buffers still in use stay with their arrays
 
 
 def get_output_pool_limit() -> int:

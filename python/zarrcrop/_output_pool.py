@@ -31,7 +31,7 @@ __all__ = [
 
 #: Outputs from this size come from the pool (smaller ones: the C allocator reuses its heap).
 POOL_FROM = 8 << 20
-#: Bytes of buffers kept by default (in use or free): three batches of 16 960x960 RGB crops.
+#: Bytes of buffers kept by default (in use or free): five batches of 16 960x960 RGB crops.
 DEFAULT_OUTPUT_POOL_LIMIT = 256 << 20
 
 

@@ -63,14 +63,12 @@ def _isolate_global_state(request, monkeypatch):
 def poisoned_output_pool(monkeypatch):
     """Every output zarrcrop allocates comes from the output pool (not only those from 8 MiB),
     filled with 0xA5 bytes first, new or reused: a byte a read leaves unwritten shows up as
-    a difference from zarr-python. Buffers from before the test are dropped."""
+    a difference from zarr-python. The test starts with an empty pool."""
     from zarrcrop import _output_pool
 
     monkeypatch.setattr(_output_pool, "POOL_FROM", 0)
     monkeypatch.setattr(_output_pool._POOL, "poison", 0xA5)
-    monkeypatch.setattr(_output_pool._POOL, "bufs", [])
-    yield
-    _output_pool._POOL.bufs = []
+    monkeypatch.setattr(_output_pool._POOL, "bufs", [])  # restored (the old list) at the end
 
 
 @pytest.fixture

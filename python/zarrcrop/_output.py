@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALIGN_FROM", "LINE", "aligned_empty", "as_output_array"]
+__all__ = ["ALIGN_FROM", "LINE", "aligned_empty", "aligned_in", "as_output_array"]
 
 #: Alignment of the arrays zarrcrop allocates: a cache line.
 LINE = 64
@@ -29,7 +29,12 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize  # math.prod: np.prod is slow on small tuples
     if nbytes < ALIGN_FROM or dtype.hasobject:  # small (stays in cache), or Python objects
         return np.empty(shape, dtype=dtype)
-    raw = np.empty(nbytes + LINE, dtype=np.uint8)
+    return aligned_in(np.empty(nbytes + LINE, dtype=np.uint8), shape, dtype, nbytes)
+
+
+def aligned_in(raw: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> np.ndarray:
+    """The array of ``shape`` and ``dtype`` (``nbytes`` bytes) starting at the first cache-line
+    boundary of ``raw``, a uint8 buffer of at least ``nbytes + LINE`` bytes."""
     start = -raw.ctypes.data % LINE
     aligned: np.ndarray = raw[start : start + nbytes].view(dtype).reshape(shape)
     return aligned

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._output import LINE, aligned_empty
+from ._output import LINE, aligned_empty, aligned_in
 
 __all__ = [
     "DEFAULT_OUTPUT_POOL_LIMIT",
@@ -108,10 +108,7 @@ def pooled_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < POOL_FROM or dtype.hasobject or _POOL.limit == 0:
         return aligned_empty(shape, dtype)
-    raw = _POOL.take(nbytes)
-    start = -raw.ctypes.data % LINE
-    out: np.ndarray = raw[start : start + nbytes].view(dtype).reshape(shape)
-    return out
+    return aligned_in(_POOL.take(nbytes), shape, dtype, nbytes)
 
 
 def set_output_pool_limit(nbytes: int) -> None:

@@ -4,6 +4,9 @@
 // planning (block_plan.hpp), Blosc block decoding (block_decode.hpp), the codec chain
 // (codec_chain.hpp), raw windows (raw_window.hpp) and the stitcher. A chunk may feed several
 // destinations (batch crops sharing it); it is read and decoded once for all of them.
+// ChunkDecoder's members are defined by job: the routes in chunk_decoder.cpp, block jobs in
+// block_job.cpp, remote chunks in remote_chunk.cpp, remote prefetch in remote_ahead.cpp and
+// the benchmark's decode_seconds in decode_timing.cpp.
 #pragma once
 
 #include <cstddef>

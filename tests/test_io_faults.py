@@ -44,7 +44,8 @@ class FaultFS:
         self.rules_path = source.parent / "rules.json"
         self.set({})
         mountpoint.mkdir(exist_ok=True)
-        self.log = open(source.parent / "faultfs.log", "w+b")
+        self.log_path = source.parent / "faultfs.log"
+        self.log = open(self.log_path, "w+b")
         self.proc = subprocess.Popen(
             [sys.executable, str(FAULTFS), str(source), str(mountpoint), str(self.rules_path)],
             stdout=self.log,
@@ -53,9 +54,9 @@ class FaultFS:
         deadline = time.monotonic() + 15
         while not os.path.ismount(mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                self.log.seek(0)
-                pytest.skip(f"cannot mount FUSE here: {self.log.read().decode()[-500:]}")
+                self.stop()  # closes the log: read it back from its file
+                log = self.log_path.read_bytes().decode(errors="replace")
+                pytest.skip(f"cannot mount FUSE here: {log[-500:]}")
             time.sleep(0.02)
 
     def set(self, rules: dict[str, dict[str, float]]) -> None:

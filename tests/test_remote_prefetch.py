@@ -79,6 +79,39 @@ def test_a_prefetched_batch_is_read_without_a_request(s3_server, uploaded, laten
     np.testing.assert_array_equal(got, expected_crops(data, starts, size, 0))
 
 
+def test_croploader_order_keeps_what_the_next_batch_shares(s3_server, uploaded, latency_proxy):
+    """CropLoader asks for batches i + 2 and i + 1, then reads batch i. Bytes that batch i
+    takes and batch i + 1 was asked for too stay held for it: no read sends a request. Bytes
+    no prefetch asks for again are dropped a few prefetches later: held bytes serve the reads
+    they were asked for, they are not a cache."""
+    ds, data = uploaded["v2small"]  # chunk objects read whole: a shared chunk, the same range
+    proxy = latency_proxy(s3_server, rtt=0.002)
+    a = _open(s3_server, ds, proxy.endpoint)
+    size = (1, 30, 40)
+    rng = np.random.default_rng(11)
+    crops = np.array([[0, int(rng.integers(0, 71)), int(rng.integers(0, 101))] for _ in range(7)])
+    batches = [crops[i : i + 2] for i in range(6)]  # batch i shares crop i + 1 with batch i + 1
+    a.prefetch(batches[0], size)
+    for i, batch in enumerate(batches):
+        for ahead in (i + 2, i + 1):
+            if ahead < len(batches):
+                a.prefetch(batches[ahead], size)
+        _core._testing.wait_fetch_ahead()
+        proxy.reset()
+        got = a.read_crops(batch, size)
+        assert proxy.stats()["requests"] == 0, (i, proxy.stats())
+        np.testing.assert_array_equal(got, expected_crops(data, batch, size, 0))
+    far = np.array([[2, 150, 250]])  # frame 2: asks for nothing the batches used (frame 0)
+    for _ in range(3):
+        a.prefetch(far, size)
+    _core._testing.wait_fetch_ahead()
+    proxy.reset()
+    np.testing.assert_array_equal(
+        a.read_crops(batches[-1], size), expected_crops(data, batches[-1], size, 0)
+    )
+    assert proxy.stats()["requests"] > 0
+
+
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     name=st.sampled_from(sorted(REMOTE_SPECS)),

@@ -283,9 +283,10 @@ class CropArray:
 
         On an object store (``s3://``, ``gs://``, ``http(s)://``), the requests a read of these
         crops will make are started on fetch-ahead threads and their bytes held in memory for
-        that read (at most 256 MiB per process; bytes a read used are dropped when the next
-        ``prefetch`` starts); the value returned is then an estimate, and a failed fetch ahead
-        is reported by the read that needs it.
+        that read (at most 256 MiB per process; bytes a read used are dropped when a later
+        ``prefetch`` starts, unless one of the last two calls asked for them too); the value
+        returned is then an estimate, and a failed fetch ahead is reported by the read that
+        needs it.
 
         The read-ahead lands in the page cache, which the kernel may reclaim under memory
         pressure before the read comes: ``budget`` (default 256 MiB) bounds what one call

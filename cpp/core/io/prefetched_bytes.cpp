@@ -15,14 +15,22 @@ PrefetchedBytes::Cover PrefetchedBytes::reserve(const std::string& key, std::siz
     auto k = s.ranges.find(key);
     if (k != s.ranges.end()) {
         const std::size_t end = offset + len;
+        // What covers the request is asked for again: a later read will take it.
+        const auto ask = [&](Cover cover) {
+            for (Range& r : k->second)
+                if ((!r.pending && !r.got.found) ||
+                    (r.offset < end && r.offset + r.reserved > offset))
+                    r.asked = s.generation;
+            return cover;
+        };
         std::vector<std::pair<std::size_t, std::size_t>> held;
         std::size_t object_size = SIZE_MAX;
         for (const Range& r : k->second) {
             if (r.pending) {
-                if (r.offset < end && r.offset + r.reserved > offset) return Cover::Pending;
+                if (r.offset < end && r.offset + r.reserved > offset) return ask(Cover::Pending);
                 continue;
             }
-            if (!r.got.found) return Cover::Held;  // the object does not exist
+            if (!r.got.found) return ask(Cover::Held);  // the object does not exist
             object_size = r.got.object_size;
             held.emplace_back(r.offset, r.offset + r.bytes.size());
         }
@@ -33,13 +41,14 @@ PrefetchedBytes::Cover PrefetchedBytes::reserve(const std::string& key, std::siz
             if (h.first > pos) break;
             pos = std::max(pos, h.second);
         }
-        if (pos >= stop) return Cover::Held;
+        if (pos >= stop) return ask(Cover::Held);
     }
     if (!make_room(s, len)) return Cover::None;
     Range r;
     r.offset = offset;
     r.reserved = len;
     r.serial = ++s.serial;
+    r.asked = s.generation;
     s.ranges[key].push_back(std::move(r));
     s.bytes += len;
     reserved = true;
@@ -202,9 +211,10 @@ void PrefetchedBytes::expire(State& s, const std::string& key) {
 void PrefetchedBytes::sweep() {
     State& s = state_.get();
     std::lock_guard<std::mutex> lock(s.mutex);
+    ++s.generation;
     for (auto k = s.ranges.begin(); k != s.ranges.end();) {
         for (auto r = k->second.begin(); r != k->second.end();) {
-            if (r->spent) {
+            if (r->spent && r->asked + kAskedFor < s.generation) {
                 s.bytes -= std::min(s.bytes, r->reserved);
                 r = k->second.erase(r);
             } else {

@@ -3,8 +3,10 @@
 // such a range covers is answered from memory; one that a fetch still in flight covers waits
 // for it instead of asking the store again. A read may ask for the same bytes more than once
 // (a first read, then a window of it): a range a read took bytes from is "spent", kept for
-// kSpentFor at most and evicted first, and dropped when the next prefetch starts (sweep):
-// bytes fetched ahead serve the read they were fetched for, they are not a cache of chunks. A range
+// kSpentFor at most and evicted first, and dropped when a later prefetch starts (sweep) unless
+// one of the last kAskedFor prefetches asked for it too (consecutive batches that share a chunk:
+// CropLoader asks for batch i + 1 before batch i is read): bytes fetched ahead serve the reads
+// they were fetched for, they are not a cache of chunks. A range
 // held longer than kHeldFor is dropped unread (a read answered from it must not see an object older
 // than that). One per process, keyed by URL, at most kPrefetchHoldBytes; a forked child: a forked
 // child starts empty (the parent's fetches in flight have no thread there).
@@ -30,6 +32,9 @@ constexpr std::chrono::seconds kHeldFor{30};
 constexpr std::chrono::seconds kSpentFor{2};
 // Bytes held fetched ahead in a process at most (prefetch): a few batches of crops.
 constexpr std::size_t kPrefetchHoldBytes = 256u << 20;
+// A spent range survives the sweeps of this many prefetches after the last that asked for it:
+// CropLoader asks for two batches ahead (i + 2, then i + 1) before it reads batch i.
+constexpr uint64_t kAskedFor = 2;
 
 class PrefetchedBytes {
 public:
@@ -56,7 +61,8 @@ public:
     // Whether any range of `key` is held or pending (a read then asks for its own ranges,
     // which those may answer, rather than one merged range they would not cover).
     bool holds_any(const std::string& key);
-    // Drops the spent ranges (a prefetch starts: the reads before it have ended).
+    // A prefetch starts (the reads before it have ended): drops the spent ranges that none of
+    // the last kAskedFor prefetches asked for.
     void sweep();
 
 private:
@@ -68,6 +74,7 @@ private:
         std::vector<uint8_t> bytes;
         bool spent = false;
         uint64_t serial = 0;                            // order of reservation, for eviction
+        uint64_t asked = 0;                             // the last prefetch that asked for it
         std::chrono::steady_clock::time_point arrived;  // or spent, once spent
     };
     struct State {
@@ -76,6 +83,7 @@ private:
         std::map<std::string, std::list<Range>> ranges;  // by key
         std::size_t bytes = 0;                           // reserved or held
         uint64_t serial = 0;
+        uint64_t generation = 0;  // prefetches started (sweeps)
     };
     // Frees the oldest held ranges until `want` more bytes fit; false when they cannot.
     bool make_room(State& s, std::size_t want);

@@ -112,6 +112,24 @@ def test_croploader_order_keeps_what_the_next_batch_shares(s3_server, uploaded, 
     assert proxy.stats()["requests"] > 0
 
 
+def test_shared_bytes_outlast_a_slow_training_step(s3_server, uploaded, latency_proxy):
+    """Bytes batch 0 took that batch 1 was asked for too stay held while the loop spends
+    longer than the 2 s a taken range is otherwise kept (a slow training step)."""
+    ds, data = uploaded["v2small"]
+    proxy = latency_proxy(s3_server, rtt=0.002)
+    a = _open(s3_server, ds, proxy.endpoint)
+    size = (1, 30, 40)
+    b0, b1 = np.array([[0, 10, 20], [0, 50, 60]]), np.array([[0, 50, 60], [0, 90, 130]])
+    a.prefetch(b0, size)
+    a.prefetch(b1, size)
+    _core._testing.wait_fetch_ahead()
+    proxy.reset()
+    np.testing.assert_array_equal(a.read_crops(b0, size), expected_crops(data, b0, size, 0))
+    time.sleep(2.5)
+    np.testing.assert_array_equal(a.read_crops(b1, size), expected_crops(data, b1, size, 0))
+    assert proxy.stats()["requests"] == 0, proxy.stats()
+
+
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     name=st.sampled_from(sorted(REMOTE_SPECS)),

@@ -6,6 +6,10 @@
 
 namespace zarrcrop {
 
+bool PrefetchedBytes::wanted(const State& s, const Range& r) {
+    return r.asked + kAskedFor >= s.generation;
+}
+
 PrefetchedBytes::Cover PrefetchedBytes::reserve(const std::string& key, std::size_t offset,
                                                 std::size_t len, bool& reserved) {
     reserved = false;
@@ -151,7 +155,7 @@ bool PrefetchedBytes::serve(const std::string& key, std::size_t offset, std::siz
             for (const auto& r : parts) {
                 if (r->spent) continue;
                 r->spent = true;
-                r->arrived = std::chrono::steady_clock::now();
+                r->spent_at = std::chrono::steady_clock::now();
             }
         }
         return true;
@@ -175,11 +179,14 @@ bool PrefetchedBytes::holds_any(const std::string& key) {
 bool PrefetchedBytes::make_room(State& s, std::size_t want) {
     if (want > limit_) return false;
     while (s.bytes + want > limit_) {
-        // Spent ranges go first, then the oldest held one (pending ones are about to be used).
         auto best_k = s.ranges.end();
         std::list<Range>::iterator best_r;
-        const auto before = [](const Range& a, const Range& b) {
-            return a.spent != b.spent ? a.spent : a.serial < b.serial;
+        // Spent ones no later prefetch asked for go first, then the oldest held one (pending
+        // ones are about to be used).
+        const auto before = [&](const Range& a, const Range& b) {
+            const bool da = a.spent && !wanted(s, a);
+            const bool db = b.spent && !wanted(s, b);
+            return da != db ? da : a.serial < b.serial;
         };
         for (auto k = s.ranges.begin(); k != s.ranges.end(); ++k)
             for (auto r = k->second.begin(); r != k->second.end(); ++r)
@@ -198,7 +205,9 @@ void PrefetchedBytes::expire(State& s, const std::string& key) {
     if (k == s.ranges.end()) return;
     const auto now = std::chrono::steady_clock::now();
     for (auto r = k->second.begin(); r != k->second.end();) {
-        if (!r->pending && r->arrived < now - (r->spent ? kSpentFor : kHeldFor)) {
+        const bool old = r->arrived < now - kHeldFor;
+        const bool done = r->spent && !wanted(s, *r) && r->spent_at < now - kSpentFor;
+        if (!r->pending && (old || done)) {
             s.bytes -= std::min(s.bytes, r->reserved);
             r = k->second.erase(r);
         } else {
@@ -214,7 +223,7 @@ void PrefetchedBytes::sweep() {
     ++s.generation;
     for (auto k = s.ranges.begin(); k != s.ranges.end();) {
         for (auto r = k->second.begin(); r != k->second.end();) {
-            if (r->spent && r->asked + kAskedFor < s.generation) {
+            if (r->spent && !wanted(s, *r)) {
                 s.bytes -= std::min(s.bytes, r->reserved);
                 r = k->second.erase(r);
             } else {

@@ -2,14 +2,14 @@
 // object store): held in memory until a read takes them, or evicted oldest first. A fetch that
 // such a range covers is answered from memory; one that a fetch still in flight covers waits
 // for it instead of asking the store again. A read may ask for the same bytes more than once
-// (a first read, then a window of it): a range a read took bytes from is "spent", kept for
-// kSpentFor at most and evicted first, and dropped when a later prefetch starts (sweep) unless
-// one of the last kAskedFor prefetches asked for it too (consecutive batches that share a chunk:
-// CropLoader asks for batch i + 1 before batch i is read): bytes fetched ahead serve the reads
-// they were fetched for, they are not a cache of chunks. A range
-// held longer than kHeldFor is dropped unread (a read answered from it must not see an object older
-// than that). One per process, keyed by URL, at most kPrefetchHoldBytes; a forked child: a forked
-// child starts empty (the parent's fetches in flight have no thread there).
+// (a first read, then a window of it): a range a read took bytes from is "spent". Unless one of
+// the last kAskedFor prefetches asked for it too (consecutive batches that share a chunk:
+// CropLoader asks for batch i + 1 before batch i is read), it is kept for kSpentFor at most,
+// evicted first, and dropped when a later prefetch starts (sweep): bytes fetched ahead serve the
+// reads they were fetched for, they are not a cache of chunks. A range that arrived more than
+// kHeldFor ago is dropped, read or not (a read answered from it must not see an object older
+// than that). One per process, keyed by URL, at most kPrefetchHoldBytes; a forked child starts
+// empty (the parent's fetches in flight have no thread there).
 #pragma once
 
 #include <chrono>
@@ -73,9 +73,10 @@ private:
         ObjectRange got;
         std::vector<uint8_t> bytes;
         bool spent = false;
-        uint64_t serial = 0;                            // order of reservation, for eviction
-        uint64_t asked = 0;                             // the last prefetch that asked for it
-        std::chrono::steady_clock::time_point arrived;  // or spent, once spent
+        uint64_t serial = 0;                             // order of reservation, for eviction
+        uint64_t asked = 0;                              // the last prefetch that asked for it
+        std::chrono::steady_clock::time_point arrived;   // its bytes
+        std::chrono::steady_clock::time_point spent_at;  // a read first took bytes from it
     };
     struct State {
         std::mutex mutex;
@@ -85,10 +86,13 @@ private:
         uint64_t serial = 0;
         uint64_t generation = 0;  // prefetches started (sweeps)
     };
+    // Whether one of the last kAskedFor prefetches asked for `r` (a read to come needs it).
+    static bool wanted(const State& s, const Range& r);
     // Frees the oldest held ranges until `want` more bytes fit; false when they cannot.
     bool make_room(State& s, std::size_t want);
-    // Drops the held ranges of `key` older than kHeldFor (spent: kSpentFor); the key's entry
-    // when none is left.
+    // Drops the held ranges of `key` that arrived more than kHeldFor ago, and the spent ones
+    // no prefetch still wants kSpentFor after a read took them; the key's entry when none is
+    // left.
     void expire(State& s, const std::string& key);
     void erase(State& s, std::map<std::string, std::list<Range>>::iterator k,
                std::list<Range>::iterator r);
